@@ -1,0 +1,41 @@
+# lineageflow — the only two commands a user needs are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_DIR ?= demo
+
+# Telemetry off in everything we start (MLflow reads the string "true", not 1).
+export DO_NOT_TRACK := true
+export DVC_NO_ANALYTICS := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export MLFLOW_ENABLE_TELEMETRY := false
+
+.PHONY: demo test test-fast lint bench venv clean
+
+$(BIN)/lineageflow: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $@
+
+venv: $(BIN)/lineageflow
+
+demo: venv  ## build a demo workspace, train on data v1 and v2, promote to Staging
+	$(BIN)/lineageflow demo --dir $(DEMO_DIR) --force
+
+test: venv  ## the whole suite: unit, flow and end-to-end tests
+	$(BIN)/python -m pytest
+
+test-fast: venv  ## unit and flow tests only (no servers, no README run)
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: venv  ## benchmarks (not part of `make test`); writes bench/RESULTS.md
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) bench/work .pytest_cache

@@ -1,0 +1,1 @@
+"""Deployment helpers for the flows declared in prefect.yaml."""

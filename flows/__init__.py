@@ -1,0 +1,1 @@
+"""Prefect flows: training-pipeline, promote-model (and reproduce-run)."""

@@ -1,0 +1,76 @@
+"""promote-model: re-check a registered version and promote it when everything passes.
+
+For a version left in None (say, its data was not pushed): fix the cause, then
+promote it without retraining. The checks read the run back from MLflow, so a
+record or tag edited since the run is refused here too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from lineageflow import lineage, ml, registry
+from lineageflow.config import parse_params
+from lineageflow.errors import LineageError
+from lineageflow.tracking import client, default_tracking_uri
+from lineageflow.workspace import open_workspace
+
+
+def _recorded_metrics(tracking_uri: str, run_id: str) -> dict[str, float]:
+    m = client(tracking_uri).get_run(run_id).data.metrics
+    return {k.removeprefix("test_"): v for k, v in m.items() if k.startswith("test_")}
+
+
+@flow(name="promote-model", log_prints=True)
+def promote_model(model_name: str, version: str, workspace: str = ".") -> str:
+    """Re-run every lineage check on MODEL_NAME vVERSION; promote to Staging if all pass.
+
+    The champion comparison uses the metrics each version recorded on its own
+    holdout (the holdout rows are not kept between runs).
+    """
+    from mlflow.exceptions import MlflowException
+
+    logger = get_run_logger()
+    ws = open_workspace(workspace)
+    uri = default_tracking_uri(ws.state_dir)
+    if not version.isdigit():
+        raise LineageError(f"model version {version!r} must be a number, e.g. 3")
+    try:
+        mv = client(uri).get_model_version(model_name, version)
+    except MlflowException:
+        raise LineageError(
+            f"model {model_name} v{version} is not registered in this MLflow store"
+        ) from None
+    run_id = mv.tags.get("lineage.run_id") or mv.run_id
+    with registry.promotion_lock(uri, model_name):
+        record, tags = registry.load_lineage(uri, run_id)
+        cfg = parse_params(record.get("params"), source=f"run {run_id} params")
+        checks = lineage.run_checks(
+            record,
+            tags,
+            registry.LiveEvidence(ws.root),
+            registry.runs_check(uri, record, mv.source, in_progress=False),
+        )
+        champ = registry.current_staging(uri, model_name)
+        champ_metrics = None
+        if champ and champ != str(version):
+            champ_run = client(uri).get_model_version(model_name, champ).run_id
+            champ_metrics = _recorded_metrics(uri, champ_run)
+        checks += ml.quality_gate(
+            _recorded_metrics(uri, run_id),
+            cfg.evaluate,
+            champ_metrics,
+            champ if champ_metrics else None,
+        )
+        decision = registry.apply_decision(uri, model_name, str(version), checks, True)
+    logger.info(decision.message(model_name))
+    registry.refuse_if_failed(decision, model_name)
+    return decision.message(model_name)
+
+
+def promote_version(model_name: str, version: str, workspace: str | Path) -> str:
+    return promote_model(
+        model_name=model_name, version=version, workspace=str(workspace)
+    )

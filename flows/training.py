@@ -1,0 +1,177 @@
+"""training-pipeline: one Prefect flow run = one parent MLflow run; each stage a child run."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prefect import flow, get_run_logger, unmapped
+
+from lineageflow import lineage
+from lineageflow.config import PipelineConfig, load_params
+from lineageflow.registry import Decision
+from lineageflow.tracking import (
+    artifact_root_for,
+    check_reachable,
+    default_tracking_uri,
+    ensure_experiment,
+    parent_run,
+)
+from lineageflow.workspace import Workspace, git_state, open_workspace
+from tasks.data import prepare, pull_data
+from tasks.model import evaluate, train
+from tasks.registry import record_lineage, register_model
+
+
+@dataclass
+class PipelineResult:
+    run_id: str
+    experiment_id: str
+    tracking_uri: str
+    metrics: dict[str, float]
+    record: dict
+    model_name: str | None = None
+    model_version: str | None = None
+    promoted: bool = False
+    checks: list[lineage.Check] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {
+            "run_id": self.run_id,
+            "experiment_id": self.experiment_id,
+            "metrics": self.metrics,
+            "model": self.model_name,
+            "version": self.model_version,
+            "stage": "Staging" if self.promoted else "None",
+            "checks": {c.name: c.passed for c in self.checks},
+        }
+
+
+def orchestration_info() -> dict:
+    """Prefect ids of the current flow run (URL only when a server/UI is used)."""
+    from prefect.runtime import deployment, flow_run
+
+    api = os.environ.get("PREFECT_API_URL")
+    return {
+        "flow_run_id": flow_run.get_id(),
+        "flow_run_name": flow_run.get_name(),
+        "flow_name": flow_run.get_flow_name(),
+        "flow_run_url": flow_run.get_flow_run_ui_url() if api else None,
+        "deployment": deployment.get_name(),
+    }
+
+
+def _prefect_tags(orch: dict) -> dict[str, str]:
+    tags = {
+        "prefect.flow_run_id": str(orch["flow_run_id"]),
+        "prefect.flow_run_name": str(orch["flow_run_name"]),
+    }
+    if orch.get("flow_run_url"):
+        tags["prefect.flow_run_url"] = orch["flow_run_url"]
+    if orch.get("deployment"):
+        tags["prefect.deployment"] = orch["deployment"]
+    return tags
+
+
+def run_stages(
+    ws: Workspace,
+    cfg: PipelineConfig,
+    tracking_uri: str,
+    *,
+    register: bool = True,
+    run_name: str | None = None,
+    extra_tags: dict[str, str] | None = None,
+) -> PipelineResult:
+    """The pipeline body, shared by training-pipeline and reproduce-run."""
+    logger = get_run_logger()
+    check_reachable(tracking_uri)
+    git = git_state(ws.git())  # read before anything runs: the state the run used
+    state_dir = ws.state_dir if tracking_uri.startswith("sqlite:") else None
+    exp_id = ensure_experiment(
+        tracking_uri, cfg.mlflow.experiment, artifact_root_for(tracking_uri, state_dir)
+    )
+    orch = orchestration_info()
+    name = run_name or f"train-{git.commit[:8]}"
+    with parent_run(
+        tracking_uri, exp_id, name, _prefect_tags(orch) | (extra_tags or {})
+    ) as run:
+        logger.info("MLflow parent run %s (experiment %s)", run.run_id, exp_id)
+        pulled = pull_data.map(
+            unmapped(str(ws.root)),
+            cfg.data.datasets,
+            unmapped(cfg.data.remote),
+            unmapped(run),
+        )
+        versions, frames = zip(*[f.result() for f in pulled], strict=True)
+        record = lineage.build_record(
+            workspace=git.as_dict(),
+            data=[v.as_record() for v in versions],
+            params=cfg.as_dict(),
+            params_sha256=cfg.sha256(),
+            orchestration=orch,
+            mlflow_ids={"experiment_id": exp_id, "parent_run_id": run.run_id},
+        )
+        record_lineage(record, run)
+        split = prepare(list(frames), cfg.data.target, cfg.prepare, run)
+        trained = train(split, cfg.train, run)
+        metrics = evaluate(trained, split, cfg.evaluate, run)
+        result = PipelineResult(run.run_id, exp_id, tracking_uri, metrics, record)
+        if register:
+            decision: Decision = register_model(
+                str(ws.root),
+                record,
+                trained.model_uri,
+                metrics,
+                split,
+                cfg.evaluate,
+                cfg.register,
+                run,
+            )
+            result.model_name = cfg.register.model_name
+            result.model_version = decision.version
+            result.promoted = decision.promoted
+            result.checks = decision.checks
+            _publish(result, tracking_uri)
+            logger.info(decision.message(cfg.register.model_name))
+            from lineageflow.registry import refuse_if_failed
+
+            refuse_if_failed(decision, cfg.register.model_name)
+    return result
+
+
+def _publish(result: PipelineResult, tracking_uri: str) -> None:
+    """Prefect artifacts: the lineage summary with the checks, and a link to MLflow."""
+    from prefect.artifacts import create_link_artifact, create_markdown_artifact
+
+    from lineageflow.tracking import run_url
+
+    create_markdown_artifact(
+        lineage.markdown_summary(result.record, result.checks),
+        key="lineage-summary",
+        description=f"lineage and checks of MLflow run {result.run_id}",
+    )
+    url = run_url(tracking_uri, result.experiment_id, result.run_id)
+    if url:
+        create_link_artifact(
+            url, link_text=f"MLflow run {result.run_id}", key="mlflow-run"
+        )
+
+
+@flow(name="training-pipeline", log_prints=True)
+def training_pipeline(workspace: str = ".") -> dict:
+    """Pull the workspace's DVC data, train, evaluate, register; promote to Staging
+    only when every lineage check and the quality gate pass.
+
+    Args:
+        workspace: path of the git repository holding params.yaml and the .dvc files.
+    """
+    ws = open_workspace(workspace)
+    cfg = load_params(ws.params_path())
+    result = run_stages(ws, cfg, default_tracking_uri(ws.state_dir))
+    return result.summary()
+
+
+def run_workspace(workspace: str | Path) -> dict:
+    """Run the flow in-process (CLI and tests)."""
+    return training_pipeline(workspace=str(workspace))

@@ -1,0 +1,147 @@
+"""The ``lineageflow`` command. Errors are one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lineageflow.errors import LineageflowError
+
+app = typer.Typer(
+    help="Retrain tabular models under Prefect with git + DVC lineage, promoting to "
+    "MLflow Staging only when the lineage checks pass.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _telemetry_off() -> None:
+    # MLflow reads the string "true"; "1" is ignored.
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+class _OneLineUserErrors(logging.Filter):
+    """Prefect logs a flow's exception with its traceback; for a user error the
+    one-line message is the whole story, so drop the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, LineageflowError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _quiet_user_errors() -> None:
+    filt = _OneLineUserErrors()
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        logger.addFilter(filt)
+        for h in logger.handlers:
+            h.addFilter(filt)
+
+
+def _run(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except LineageflowError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+Workspace = Annotated[
+    Path,
+    typer.Argument(help="Path of the workspace git repo (params.yaml + .dvc files)."),
+]
+
+
+@app.command()
+def train(workspace: Workspace = Path(".")) -> None:
+    """Run the training-pipeline flow on WORKSPACE once."""
+    from flows.training import run_workspace
+
+    _quiet_user_errors()
+    summary = _run(_validated(run_workspace), workspace)
+    _print_summary(summary)
+
+
+def _validated(fn):
+    """Check the workspace and params before Prefect starts (fast, one line)."""
+
+    def wrapper(workspace, *a, **kw):
+        from lineageflow.config import load_params
+        from lineageflow.workspace import open_workspace
+
+        ws = open_workspace(workspace)
+        cfg = load_params(ws.params_path())
+        for d in cfg.data.datasets:
+            ws.dataset(d)
+        return fn(ws.root, *a, **kw)
+
+    return wrapper
+
+
+def _print_summary(s: dict) -> None:
+    typer.echo(
+        f"run {s['run_id']}: {s['model']} v{s['version']} -> {s['stage']}; "
+        + ", ".join(f"{k}={v:.4f}" for k, v in sorted(s["metrics"].items()))
+    )
+
+
+@app.command()
+def promote(
+    model: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[str, typer.Argument(help="Model version number to re-check.")],
+    workspace: Annotated[
+        Path, typer.Option(help="Workspace git repo the version was trained from.")
+    ] = Path("."),
+) -> None:
+    """Re-run the lineage checks on a registered version and promote it to Staging
+    if they pass (e.g. after `dvc push` fixed a refused version)."""
+    from flows.promote import promote_version
+
+    _quiet_user_errors()
+    msg = _run(promote_version, model, version, str(workspace))
+    typer.echo(msg)
+
+
+@app.command()
+def demo(
+    dir: Annotated[
+        Path, typer.Option("--dir", help="Where to build workspace/ and dvc-remote/.")
+    ] = Path("demo"),
+    rows: Annotated[
+        int, typer.Option(min=1000, help="Rows of data version 1 (version 2 adds 40%).")
+    ] = 60_000,
+    force: Annotated[
+        bool, typer.Option(help="Rebuild DIR if it holds an earlier demo.")
+    ] = False,
+) -> None:
+    """Build a demo workspace, train on data v1, add drifted data v2, retrain."""
+    from lineageflow.demo import run_demo
+
+    _quiet_user_errors()
+    _run(run_demo, dir, rows, force, echo=typer.echo)
+
+
+def main() -> None:
+    _telemetry_off()
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

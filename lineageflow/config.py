@@ -1,0 +1,182 @@
+"""The typed pipeline config, built from the workspace's ``params.yaml``.
+
+One pydantic model per stage (``extra="forbid"`` so a typo is an error, not a
+silently ignored key); each task receives only its own section.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from lineageflow.errors import ConfigError
+
+# MLflow accepts more, but a name that is also safe in a URL, a tag and a file
+# name keeps `models:/<name>/<version>` unambiguous.
+MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    datasets: list[str] = Field(
+        default_factory=lambda: ["data/customers"], min_length=1
+    )
+    target: str = "churned"
+    remote: str | None = None  # DVC remote name; None = the repo's default remote
+
+    @field_validator("datasets")
+    @classmethod
+    def _relative_paths(cls, paths: list[str]) -> list[str]:
+        for p in paths:
+            pure = Path(p)
+            if pure.is_absolute() or ".." in pure.parts or p.strip() in ("", "."):
+                raise ValueError(
+                    f"dataset path {p!r} must be relative and inside the workspace"
+                )
+        if len(set(paths)) != len(paths):
+            raise ValueError("dataset paths must be unique")
+        return paths
+
+
+class PrepareConfig(_Section):
+    test_size: Fraction = 0.2
+    seed: int = 42
+    # "hash": a row's side depends only on its content and the seed, so a row
+    # stays in the holdout as data versions grow and the Staging champion is
+    # never scored on rows it trained on. "stratified": seeded random split.
+    method: Literal["hash", "stratified"] = "hash"
+
+
+class XGBoostParams(_Section):
+    n_estimators: Annotated[int, Field(ge=1, le=10_000)] = 200
+    max_depth: Annotated[int, Field(ge=1, le=32)] = 6
+    learning_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1
+    subsample: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    colsample_bytree: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    min_child_weight: Annotated[float, Field(ge=0.0)] = 1.0
+    tree_method: Literal["hist", "approx", "exact"] = "hist"
+    n_jobs: Annotated[int, Field(ge=1, le=256)] | None = None  # None = all cores
+
+
+class RandomForestParams(_Section):
+    n_estimators: Annotated[int, Field(ge=1, le=10_000)] = 200
+    max_depth: Annotated[int, Field(ge=1, le=256)] | None = 12
+    min_samples_leaf: Annotated[int, Field(ge=1)] = 5
+    n_jobs: Annotated[int, Field(ge=1, le=256)] | None = None
+
+
+class LogisticRegressionParams(_Section):
+    C: Annotated[float, Field(gt=0.0)] = 1.0
+    max_iter: Annotated[int, Field(ge=1)] = 1000
+
+
+class TrainConfig(_Section):
+    model: Literal["xgboost", "random_forest", "logistic_regression"] = "xgboost"
+    seed: int = 42
+    xgboost: XGBoostParams = XGBoostParams()
+    random_forest: RandomForestParams = RandomForestParams()
+    logistic_regression: LogisticRegressionParams = LogisticRegressionParams()
+
+    def estimator_params(self) -> dict[str, Any]:
+        """Only the chosen estimator's parameters (what the model is built with)."""
+        return getattr(self, self.model).model_dump()
+
+
+Metric = Literal["roc_auc", "accuracy", "f1", "precision", "recall", "log_loss"]
+
+
+class EvaluateConfig(_Section):
+    metric: Metric = "roc_auc"
+    threshold: float = 0.70  # quality gate on the holdout
+    # the challenger may be at most this much worse than the Staging champion
+    champion_tolerance: Annotated[float, Field(ge=0.0)] = 0.0
+
+
+class RegisterConfig(_Section):
+    model_name: str = "churn-classifier"
+    promote: bool = True  # False: register in None, run the checks, never promote
+
+    @field_validator("model_name")
+    @classmethod
+    def _valid_name(cls, name: str) -> str:
+        if not MODEL_NAME_RE.match(name):
+            raise ValueError(
+                f"registered model name {name!r} must be 1-128 characters of "
+                "letters, digits, '.', '_' or '-', starting with a letter or digit"
+            )
+        return name
+
+
+class MlflowConfig(_Section):
+    experiment: Annotated[str, Field(min_length=1, max_length=200)] = "lineageflow"
+
+
+class PipelineConfig(_Section):
+    data: DataConfig = DataConfig()
+    prepare: PrepareConfig = PrepareConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    register: RegisterConfig = RegisterConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def sha256(self) -> str:
+        return params_sha256(self.as_dict())
+
+
+def params_sha256(params: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of the resolved params."""
+    blob = json.dumps(params, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _first_error(exc: ValidationError, source: str) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return f"{source}: unknown key '{where}': remove it or fix its spelling"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{source}: '{where}' {msg} (got {err.get('input')!r})"
+
+
+def parse_params(raw: Any, source: str = "params.yaml") -> PipelineConfig:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{source}: top level must be a mapping of sections "
+            f"(data, prepare, train, evaluate, register, mlflow), got {type(raw).__name__}"
+        )
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_first_error(exc, source)) from None
+
+
+def load_params(path: Path) -> PipelineConfig:
+    """Read and validate ``params.yaml``; every failure is one actionable line."""
+    if not path.is_file():
+        raise ConfigError(
+            f"{path} not found: create it (see params.yaml in the lineageflow repo)"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path.name}: malformed YAML{where}: {problem}") from None
+    return parse_params(raw, source=path.name)

@@ -1,0 +1,33 @@
+"""Errors a user can act on. Each message is one line: what is wrong, what to do."""
+
+
+class LineageflowError(Exception):
+    """Base class: str(error) is the one line the CLI prints."""
+
+
+class ConfigError(LineageflowError):
+    """params.yaml is missing, malformed or out of range."""
+
+
+class WorkspaceError(LineageflowError):
+    """The workspace path is not a usable git + DVC repository."""
+
+
+class DataError(LineageflowError):
+    """The dataset cannot be pulled, read or trained on."""
+
+
+class TrackingError(LineageflowError):
+    """MLflow cannot be reached or refused a call."""
+
+
+class LineageError(LineageflowError):
+    """A lineage record is missing, malformed or was edited."""
+
+
+class PromotionRefused(LineageflowError):
+    """Lineage checks or the quality gate refused Staging; the version stays in None."""
+
+    def __init__(self, message: str, version: str | None = None):
+        super().__init__(message)
+        self.version = version

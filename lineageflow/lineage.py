@@ -1,0 +1,322 @@
+"""The lineage record and the checks run before promotion. This module owns lineage.
+
+The record is a contract read by other tools: keep its keys. It is logged as
+``lineage.json`` at the parent run's root and as flat ``lineage.*`` tags, with
+``lineage.digest`` = sha256 of the canonical JSON so an edit is detected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Protocol
+
+SCHEMA_VERSION = 1
+PACKAGES = (
+    "lineageflow",
+    "prefect",
+    "mlflow",
+    "dvc",
+    "gitpython",
+    "scikit-learn",
+    "xgboost",
+    "pandas",
+    "numpy",
+)
+REQUIRED_STAGES = ("pull_data", "prepare", "train", "evaluate")
+
+
+def canonical_json(record: dict) -> str:
+    return json.dumps(record, sort_keys=True, separators=(",", ":"))
+
+
+def digest(record: dict) -> str:
+    return hashlib.sha256(canonical_json(record).encode()).hexdigest()
+
+
+def environment() -> dict[str, Any]:
+    pkgs = {}
+    for name in PACKAGES:
+        try:
+            pkgs[name] = version(name)
+        except PackageNotFoundError:
+            pkgs[name] = None
+    return {
+        "python": platform.python_version(),
+        "implementation": sys.implementation.name,
+        "platform": platform.platform(),
+        "packages": pkgs,
+    }
+
+
+def pipeline_state() -> dict[str, Any]:
+    """The lineageflow code that is running: version, and commit when from a checkout."""
+    from lineageflow import __version__
+
+    here = Path(__file__).resolve()
+    state: dict[str, Any] = {"version": __version__, "commit": None, "dirty": None}
+    try:
+        import git
+
+        repo = git.Repo(here.parent, search_parent_directories=True)
+        rel = here.relative_to(Path(repo.working_tree_dir).resolve())
+        if not repo.git.ls_files(str(rel)):  # e.g. a venv inside some other repo
+            return state
+        state["commit"] = repo.head.commit.hexsha
+        state["dirty"] = repo.is_dirty(untracked_files=False)
+    except Exception:  # not a checkout: an installed wheel has no commit to record
+        pass
+    return state
+
+
+def build_record(
+    *,
+    workspace: dict,
+    data: list[dict],
+    params: dict,
+    params_sha256: str,
+    orchestration: dict,
+    mlflow_ids: dict,
+    pipeline: dict | None = None,
+    env: dict | None = None,
+) -> dict:
+    return {
+        "schema": SCHEMA_VERSION,
+        "workspace": {
+            k: workspace[k] for k in ("repo", "path", "commit", "branch", "dirty")
+        }
+        | {"dirty_files": workspace.get("dirty_files", [])},
+        "pipeline": pipeline if pipeline is not None else pipeline_state(),
+        "data": data,
+        "params": params,
+        "params_sha256": params_sha256,
+        "environment": env if env is not None else environment(),
+        "orchestration": orchestration,
+        "mlflow": mlflow_ids,
+    }
+
+
+def flat_tags(record: dict) -> dict[str, str]:
+    """The record's summary as MLflow tags (everything but the digest)."""
+    ws, pipe = record["workspace"], record["pipeline"]
+    tags = {
+        "lineage.schema": str(record["schema"]),
+        "lineage.git_commit": ws["commit"],
+        "lineage.git_branch": str(ws["branch"]),
+        "lineage.git_dirty": str(ws["dirty"]).lower(),
+        "lineage.workspace_repo": ws["repo"],
+        "lineage.pipeline_version": str(pipe.get("version")),
+        "lineage.pipeline_commit": str(pipe.get("commit")),
+        "lineage.params_sha256": record["params_sha256"],
+    }
+    for d in record["data"]:
+        tags[f"lineage.data.{d['path']}.md5"] = d["md5"]
+        tags[f"lineage.data.{d['path']}.in_remote"] = str(d["in_remote"]).lower()
+    return tags
+
+
+# --------------------------------------------------------------------------- checks
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    reason: str
+
+    def tag_value(self) -> str:
+        return "passed" if self.passed else f"failed: {self.reason}"
+
+
+class Evidence(Protocol):
+    """What the checks need from git, DVC and MLflow (see registry.LiveEvidence)."""
+
+    def commit_exists(self, commit: str) -> bool: ...
+    def dvc_md5_at(self, commit: str, dvc_file: str) -> str | None: ...
+    def in_remote(self, entry: dict) -> bool: ...
+
+
+def check_clean_tree(record: dict) -> Check:
+    ws = record["workspace"]
+    if not ws["dirty"]:
+        return Check("clean_tree", True, f"tree clean at {ws['commit'][:12]}")
+    files = ", ".join(ws.get("dirty_files", [])[:5]) or "uncommitted changes"
+    return Check(
+        "clean_tree",
+        False,
+        f"workspace had uncommitted changes at run time ({files}): commit or stash "
+        "them and retrain",
+    )
+
+
+def check_commit_exists(record: dict, ev: Evidence) -> Check:
+    commit = record["workspace"]["commit"]
+    if ev.commit_exists(commit):
+        return Check("commit_exists", True, f"commit {commit[:12]} exists")
+    return Check(
+        "commit_exists",
+        False,
+        f"recorded commit {commit[:12]} is not in the workspace repo (history "
+        "rewritten?): push or restore it",
+    )
+
+
+def check_data_matches_commit(record: dict, ev: Evidence) -> Check:
+    commit = record["workspace"]["commit"]
+    bad = []
+    for d in record["data"]:
+        at_commit = ev.dvc_md5_at(commit, d["dvc_file"])
+        if at_commit != d["md5"]:
+            bad.append(
+                f"{d['path']} md5 {d['md5'][:12]} != {d['dvc_file']} at "
+                f"{commit[:12]} ({(at_commit or 'missing')[:12]})"
+            )
+    if not bad:
+        return Check(
+            "data_matches_commit", True, "every md5 matches its .dvc at commit"
+        )
+    return Check(
+        "data_matches_commit",
+        False,
+        "; ".join(bad) + ": commit the .dvc files that the run used",
+    )
+
+
+def check_data_in_remote(record: dict, ev: Evidence) -> Check:
+    missing = [d for d in record["data"] if not ev.in_remote(d)]
+    if not missing:
+        return Check("data_in_remote", True, "every data version is in its DVC remote")
+    d = missing[0]
+    if d["remote"] is None:
+        return Check(
+            "data_in_remote",
+            False,
+            f"{d['path']} has no DVC remote to be pulled from: "
+            "`dvc remote add -d storage <url>` then `dvc push`",
+        )
+    names = ", ".join(m["path"] for m in missing)
+    return Check(
+        "data_in_remote",
+        False,
+        f"{names} md5 {d['md5'][:12]} is not in remote '{d['remote']}': run `dvc push`",
+    )
+
+
+def check_data_read(record: dict) -> Check:
+    bad = [d for d in record["data"] if d.get("read_md5") != d["md5"]]
+    if not bad:
+        return Check("data_read_matches", True, "the data read matched every .dvc md5")
+    d = bad[0]
+    return Check(
+        "data_read_matches",
+        False,
+        f"{d['path']} was edited without `dvc add` (read md5 "
+        f"{str(d.get('read_md5'))[:12]} != .dvc md5 {d['md5'][:12]}): "
+        f"`dvc add {d['path']}` and commit, or `dvc checkout {d['path']}`",
+    )
+
+
+def check_digest(record: dict, tags: dict[str, str]) -> Check:
+    want = tags.get("lineage.digest")
+    got = digest(record)
+    if want != got:
+        return Check(
+            "digest_intact",
+            False,
+            f"lineage.json digest {got[:12]} != tag lineage.digest "
+            f"{str(want)[:12]}: the record or tag was edited after the run; retrain",
+        )
+    edited = sorted(k for k, v in flat_tags(record).items() if tags.get(k) != v)
+    if edited:
+        return Check(
+            "digest_intact",
+            False,
+            f"tag {edited[0]} differs from lineage.json (edited after the run): "
+            "retrain",
+        )
+    return Check("digest_intact", True, f"digest {got[:12]} intact")
+
+
+def check_runs_complete(
+    parent_status: str,
+    child_status: dict[str, list[str]],
+    has_model: bool,
+    has_signature: bool,
+    parent_in_progress: bool = False,
+) -> Check:
+    ok_parent = {"FINISHED", "RUNNING"} if parent_in_progress else {"FINISHED"}
+    problems = []
+    if parent_status not in ok_parent:
+        problems.append(f"parent run is {parent_status}")
+    for stage in REQUIRED_STAGES:
+        statuses = child_status.get(stage, [])
+        if not statuses:
+            problems.append(f"no {stage} child run")
+        elif any(s != "FINISHED" for s in statuses):
+            problems.append(f"{stage} child run is {','.join(statuses)}")
+    if not has_model:
+        problems.append("no model artifact")
+    elif not has_signature:
+        problems.append("model has no signature")
+    if not problems:
+        return Check(
+            "runs_complete", True, "parent and child runs finished; model signed"
+        )
+    return Check(
+        "runs_complete", False, "; ".join(problems) + ": retrain to get a complete run"
+    )
+
+
+def run_checks(
+    record: dict,
+    tags: dict[str, str],
+    ev: Evidence,
+    runs_check: Check,
+) -> list[Check]:
+    return [
+        check_clean_tree(record),
+        check_commit_exists(record, ev),
+        check_data_matches_commit(record, ev),
+        check_data_in_remote(record, ev),
+        check_data_read(record),
+        check_digest(record, tags),
+        runs_check,
+    ]
+
+
+def summary_line(checks: Iterable[Check]) -> str:
+    failed = [c for c in checks if not c.passed]
+    if not failed:
+        return "all lineage checks passed"
+    return "; ".join(f"{c.name}: {c.reason}" for c in failed)
+
+
+def markdown_summary(record: dict, checks: Iterable[Check], extra: str = "") -> str:
+    ws = record["workspace"]
+    rows = "\n".join(
+        f"| {'✅' if c.passed else '❌'} | `{c.name}` | {c.reason} |" for c in checks
+    )
+    data = "\n".join(
+        f"| `{d['path']}` | `{d['md5']}` | {d['size']} | {d['nfiles'] or 1} | "
+        f"{d['remote']} | {d['in_remote']} |"
+        for d in record["data"]
+    )
+    return (
+        f"## Lineage of MLflow run `{record['mlflow']['parent_run_id']}`\n\n"
+        f"- workspace: `{ws['repo']}` @ `{ws['commit']}` "
+        f"(branch `{ws['branch']}`, dirty: {ws['dirty']})\n"
+        f"- pipeline: lineageflow {record['pipeline'].get('version')} "
+        f"@ `{record['pipeline'].get('commit')}`\n"
+        f"- params sha256: `{record['params_sha256']}`\n"
+        f"- digest: `{digest(record)}`\n\n"
+        "| path | md5 | bytes | files | remote | in remote |\n|---|---|---|---|---|---|\n"
+        f"{data}\n\n"
+        "| | check | result |\n|---|---|---|\n"
+        f"{rows}\n{extra}"
+    )

@@ -1,0 +1,148 @@
+"""The user's workspace: a git repository holding ``params.yaml`` and ``*.dvc`` pointers.
+
+Everything the pipeline writes inside it lives in ``.lineageflow/``, which ignores
+itself (a ``.gitignore`` of ``*`` inside it), so no user file is edited and the
+tree stays clean for the next run.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from lineageflow.errors import WorkspaceError
+
+STATE_DIR = ".lineageflow"
+SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclass(frozen=True)
+class GitState:
+    repo: str  # remote URL of `origin` when there is one, else the absolute path
+    path: str
+    commit: str
+    branch: str | None
+    dirty: bool
+    dirty_files: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def git_state(repo) -> GitState:
+    """Commit, branch and cleanliness of a gitpython ``Repo``.
+
+    Untracked files count as dirty: an unadded script can change a run as much
+    as an edited one.
+    """
+    try:
+        commit = repo.head.commit.hexsha
+    except ValueError:
+        raise WorkspaceError(
+            f"{repo.working_tree_dir} has no commits: commit params.yaml and the "
+            ".dvc files first"
+        ) from None
+    branch = None if repo.head.is_detached else repo.active_branch.name
+    changed = sorted(
+        {d.a_path for d in repo.index.diff(None)}
+        | {d.a_path for d in repo.index.diff("HEAD")}
+        | set(repo.untracked_files)
+    )
+    origin = next((r for r in repo.remotes if r.name == "origin"), None)
+    url = next(iter(origin.urls), None) if origin else None
+    return GitState(
+        repo=_strip_credentials(url) if url else str(Path(repo.working_tree_dir)),
+        path=str(Path(repo.working_tree_dir).resolve()),
+        commit=commit,
+        branch=branch,
+        dirty=bool(changed),
+        dirty_files=changed[:50],
+    )
+
+
+def _strip_credentials(url: str) -> str:
+    # https://user:token@host/x.git must never reach a tag or an artifact
+    return re.sub(r"^([a-z+]+://)[^/@]+@", r"\1", url)
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the pipeline may write inside the workspace; git-ignored by itself."""
+        d = self.root / STATE_DIR
+        d.mkdir(exist_ok=True)
+        ignore = d / ".gitignore"
+        if not ignore.exists():
+            ignore.write_text("# written by lineageflow: ignore everything here\n*\n")
+        return d
+
+    def git(self):
+        import git
+
+        return git.Repo(self.root)
+
+    def params_path(self) -> Path:
+        return self.root / "params.yaml"
+
+    def dataset(self, rel: str) -> tuple[Path, Path]:
+        """The data path and its ``.dvc`` file, refusing anything outside the root."""
+        root = self.root.resolve()
+        target = (root / rel).resolve()
+        if not target.is_relative_to(root) or target == root:
+            raise WorkspaceError(
+                f"dataset path '{rel}' resolves outside the workspace ({target}): "
+                "datasets must live inside the workspace"
+            )
+        dvc_file = root / f"{rel}.dvc"
+        if dvc_file.is_symlink() or not dvc_file.resolve().is_relative_to(root):
+            raise WorkspaceError(
+                f"'{rel}.dvc' is a link out of the workspace: datasets must live inside it"
+            )
+        if not dvc_file.is_file():
+            raise WorkspaceError(
+                f"dataset '{rel}' has no .dvc file ({rel}.dvc): run `dvc add {rel}` "
+                "and commit the .dvc file"
+            )
+        return root / rel, dvc_file
+
+
+def open_workspace(path: str | Path) -> Workspace:
+    """Validate that ``path`` is the root of a git repository with DVC initialised."""
+    import git
+
+    p = Path(str(path)).expanduser()
+    if not p.exists():
+        raise WorkspaceError(
+            f"workspace {p} does not exist: pass the path of a git repo"
+        )
+    if not p.is_dir():
+        raise WorkspaceError(f"workspace {p} is not a directory")
+    p = p.resolve()
+    try:
+        repo = git.Repo(p)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        raise WorkspaceError(
+            f"workspace {p} is not a git repository: run `git init` there "
+            "(or pass the repository's root)"
+        ) from None
+    top = Path(repo.working_tree_dir).resolve()
+    if top != p:
+        raise WorkspaceError(
+            f"workspace {p} is inside the git repository {top}: pass the repository root"
+        )
+    if not (p / ".dvc").is_dir():
+        raise WorkspaceError(
+            f"workspace {p} has no DVC: run `dvc init` there and commit .dvc/"
+        )
+    return Workspace(p)
+
+
+def check_commit_sha(value: str) -> str:
+    """A commit read back from MLflow goes to git only as a full hex sha."""
+    if not isinstance(value, str) or not SHA_RE.match(value):
+        raise WorkspaceError(f"recorded commit {value!r} is not a 40-character git sha")
+    return value

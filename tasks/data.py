@@ -1,0 +1,80 @@
+"""pull_data and prepare."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from pathlib import Path
+
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from lineageflow import ml
+from lineageflow.config import PrepareConfig
+from lineageflow.dvcio import DataVersion, pull_dataset
+from lineageflow.tracking import RunRef, child_run
+from lineageflow.workspace import Workspace
+from tasks import retry_unless_user_error
+
+
+# NO_CACHE: Prefect's default policy hashes the inputs (slow on frames) and keys on
+# the flow run id anyway, so it never skips work across runs.
+@task(
+    name="pull_data",
+    task_run_name="pull_data[{dataset}]",
+    retries=3,
+    retry_delay_seconds=[2, 5, 15],
+    retry_condition_fn=retry_unless_user_error,
+    cache_policy=NO_CACHE,
+)
+def pull_data(
+    workspace: str, dataset: str, remote: str | None, run: RunRef
+) -> tuple[DataVersion, pd.DataFrame]:
+    """DVC-pull one dataset if absent, verify its md5, read it, log it as an input."""
+    import mlflow
+
+    ws = Workspace(Path(workspace))
+    data_path, dvc_file = ws.dataset(dataset)
+    tags = {
+        "lineageflow.dataset": dataset,
+        "lineageflow.thread": threading.current_thread().name,
+    }
+    with child_run(run, "pull_data", tags=tags):
+        version = pull_dataset(ws.root, data_path, dvc_file, remote)
+        df = ml.read_dataset(data_path)
+        mlflow.log_params(
+            {"dataset": dataset, "dvc_md5": version.md5, "action": version.action}
+        )
+        mlflow.log_metrics({"rows": len(df), "columns": df.shape[1]})
+        with warnings.catch_warnings():
+            # a local path matches two equivalent MLflow source types; either is fine
+            warnings.simplefilter("ignore", UserWarning)
+            # (and the integer-columns hint concerns serving, not a logged input)
+            ds = mlflow.data.from_pandas(
+                df, source=str(data_path), name=dataset, digest=version.md5
+            )
+            mlflow.log_input(ds, context="training")
+    return version, df
+
+
+@task(name="prepare", cache_policy=NO_CACHE)
+def prepare(
+    frames: list[pd.DataFrame], target: str, cfg: PrepareConfig, run: RunRef
+) -> ml.Split:
+    """Schema check and a seeded, stratified split."""
+    import mlflow
+
+    with child_run(run, "prepare"):
+        df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        ml.validate_frame(df, target)
+        split = ml.split_frame(df, target, cfg)
+        mlflow.log_params(cfg.model_dump() | {"target": target})
+        mlflow.log_metrics(split.sizes())
+        mlflow.set_tags(
+            {
+                "split.train_digest": ml.frame_digest(split.X_train),
+                "split.test_digest": ml.frame_digest(split.X_test),
+            }
+        )
+    return split

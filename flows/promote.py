@@ -24,7 +24,7 @@ def _recorded_metrics(tracking_uri: str, run_id: str) -> dict[str, float]:
 
 
 @flow(name="promote-model", log_prints=True)
-def promote_model(model_name: str, version: str, workspace: str = ".") -> str:
+def promote_model(model_name: str, version: int | str, workspace: str = ".") -> str:
     """Re-run every lineage check on MODEL_NAME vVERSION; promote to Staging if all pass.
 
     The champion comparison uses the metrics each version recorded on its own
@@ -35,6 +35,8 @@ def promote_model(model_name: str, version: str, workspace: str = ".") -> str:
     logger = get_run_logger()
     ws = open_workspace(workspace)
     uri = default_tracking_uri(ws.state_dir)
+    # MLflow returns versions as int from sqlite and as str over HTTP
+    version = str(version)
     if not version.isdigit():
         raise LineageError(f"model version {version!r} must be a number, e.g. 3")
     try:

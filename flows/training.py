@@ -125,18 +125,18 @@ def run_stages(
                 metrics,
                 split,
                 cfg.evaluate,
-                cfg.register,
+                cfg.registration,
                 run,
             )
-            result.model_name = cfg.register.model_name
+            result.model_name = cfg.registration.model_name
             result.model_version = decision.version
             result.promoted = decision.promoted
             result.checks = decision.checks
             _publish(result, tracking_uri)
-            logger.info(decision.message(cfg.register.model_name))
+            logger.info(decision.message(cfg.registration.model_name))
             from lineageflow.registry import refuse_if_failed
 
-            refuse_if_failed(decision, cfg.register.model_name)
+            refuse_if_failed(decision, cfg.registration.model_name)
     return result
 
 

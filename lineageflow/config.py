@@ -25,7 +25,7 @@ Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class DataConfig(_Section):
@@ -127,11 +127,13 @@ class PipelineConfig(_Section):
     prepare: PrepareConfig = PrepareConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
-    register: RegisterConfig = RegisterConfig()
+    # `register` would shadow BaseModel.register (ABC): keep the YAML key, rename
+    # the attribute.
+    registration: RegisterConfig = Field(default=RegisterConfig(), alias="register")
     mlflow: MlflowConfig = MlflowConfig()
 
     def as_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        return self.model_dump(mode="json", by_alias=True)
 
     def sha256(self) -> str:
         return params_sha256(self.as_dict())

@@ -95,9 +95,15 @@ def encode_labels(y: pd.Series) -> tuple[pd.Series, list[Any]]:
 
 def hash_test_mask(df: pd.DataFrame, test_size: float, seed: int) -> np.ndarray:
     """True for holdout rows, decided by each row's content and the seed alone."""
-    key = hashlib.md5(str(seed).encode()).hexdigest()[:16]
-    h = pd.util.hash_pandas_object(df, index=False, hash_key=key).to_numpy()
-    return (h % 1_000_000) < int(round(test_size * 1_000_000))
+    # pandas' hash_key only salts object columns, so the seed is mixed in here
+    # with the splitmix64 finalizer (uint64 arithmetic wraps, as intended).
+    salt = np.uint64(int(hashlib.sha256(str(seed).encode()).hexdigest()[:16], 16))
+    h = pd.util.hash_pandas_object(df, index=False).to_numpy() + salt
+    with np.errstate(over="ignore"):
+        h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        h = h ^ (h >> np.uint64(31))
+    return (h % np.uint64(1_000_000)) < np.uint64(round(test_size * 1_000_000))
 
 
 def split_frame(df: pd.DataFrame, target: str, cfg: PrepareConfig) -> Split:

@@ -31,7 +31,7 @@ def make_customers(n_rows: int, seed: int, drift: float = 0.0) -> pd.DataFrame:
     total = (monthly * tenure * rng.normal(1.0, 0.05, n_rows)).round(2)
 
     logit = (
-        -1.1
+        0.4
         - 0.045 * tenure
         - 0.9 * (contract == 12)
         - 1.8 * (contract == 24)

@@ -1,0 +1,104 @@
+"""Real tools in temp dirs: git repos, `dvc init` with a local remote, MLflow on a
+temp sqlite store, and Prefect's test harness (a real temporary API server)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.update(
+    {
+        "DO_NOT_TRACK": "true",
+        "DVC_NO_ANALYTICS": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "MLFLOW_ENABLE_TELEMETRY": "false",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        # commits made by tests need an identity; never touch the global git config
+        "GIT_AUTHOR_NAME": "lineageflow tests",
+        "GIT_AUTHOR_EMAIL": "tests@lineageflow.invalid",
+        "GIT_COMMITTER_NAME": "lineageflow tests",
+        "GIT_COMMITTER_EMAIL": "tests@lineageflow.invalid",
+    }
+)
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """One temporary Prefect API for the session (starting one costs ~6-9 s)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def session_tracking_uri(tmp_path_factory) -> str:
+    db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    return f"sqlite:///{db}"
+
+
+@pytest.fixture(autouse=True)
+def clean_mlflow(monkeypatch):
+    """No MLFLOW_* from the environment leaks in; no active run leaks out."""
+    for key in list(os.environ):
+        if key.startswith("MLFLOW_") and key not in (
+            "MLFLOW_ENABLE_TELEMETRY",
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR",
+        ):
+            monkeypatch.delenv(key)
+    yield
+    import mlflow
+
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+def small_params(model_name: str, **overrides) -> str:
+    from lineageflow.demo import default_params_text
+
+    params = yaml.safe_load(default_params_text())
+    params["train"]["xgboost"].update(n_estimators=25, max_depth=4)
+    params["register"]["model_name"] = model_name
+    params["evaluate"]["threshold"] = 0.6
+    for dotted, value in overrides.items():
+        node = params
+        *path, last = dotted.split(".")
+        for key in path:
+            node = node[key]
+        node[last] = value
+    return yaml.safe_dump(params, sort_keys=False)
+
+
+class WorkspaceFactory:
+    """Builds real workspaces: git repo, DVC, local remote, committed data."""
+
+    def __init__(self, tmp_path: Path):
+        self.tmp_path = tmp_path
+
+    def __call__(self, rows: int = 3000, push: bool = True, **overrides):
+        from lineageflow.demo import DemoPaths, add_data_version, init_workspace
+
+        paths = DemoPaths(self.tmp_path / f"ws-{uuid.uuid4().hex[:6]}")
+        paths.base.mkdir()
+        self.model_name = f"model-{uuid.uuid4().hex[:8]}"
+        init_workspace(paths, params_text=small_params(self.model_name, **overrides))
+        add_data_version(
+            paths.workspace, 0, rows, seed=7, drift=0.0, message="data v1", push=push
+        )
+        return paths
+
+
+@pytest.fixture
+def make_workspace(tmp_path) -> WorkspaceFactory:
+    return WorkspaceFactory(tmp_path)
+
+
+@pytest.fixture
+def tracking(monkeypatch, session_tracking_uri) -> str:
+    """Point the pipeline at the session's sqlite store via MLflow's own variable."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", session_tracking_uri)
+    return session_tracking_uri

@@ -1,0 +1,53 @@
+"""params.yaml parsing: every bad input is one line naming the key and the fix."""
+
+from pathlib import Path
+
+import pytest
+
+from lineageflow.config import PipelineConfig, load_params, parse_params
+from lineageflow.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_params_are_the_defaults():
+    assert load_params(ROOT / "params.yaml") == PipelineConfig()
+
+
+def test_sha256_changes_with_any_param():
+    a = parse_params({})
+    b = parse_params({"train": {"xgboost": {"max_depth": 5}}})
+    assert a.sha256() != b.sha256()
+    assert a.sha256() == parse_params({}).sha256()
+
+
+def write(tmp_path, text):
+    p = tmp_path / "params.yaml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("data: [unclosed", r"malformed YAML at line 1"),
+        ("- a\n- b\n", r"top level must be a mapping"),
+        ("trian: {}\n", r"unknown key 'trian'"),
+        ("train: {xgboost: {n_estimators: many}}\n", r"'train.xgboost.n_estimators'"),
+        ("train: {xgboost: {n_estimators: -5}}\n", r"greater than or equal to 1"),
+        ("prepare: {test_size: 1.0}\n", r"'prepare.test_size' .*less than 1"),
+        ("train: {model: catboost}\n", r"'train.model'"),
+        ("register: {model_name: 'bad name/../x'}\n", r"registered model name"),
+        ("data: {datasets: ['../../etc/passwd']}\n", r"must be relative and inside"),
+        ("data: {datasets: ['/etc/passwd']}\n", r"must be relative and inside"),
+    ],
+)
+def test_bad_params_give_one_clear_line(tmp_path, text, match):
+    with pytest.raises(ConfigError, match=match) as err:
+        load_params(write(tmp_path, text))
+    assert "\n" not in str(err.value)
+
+
+def test_missing_params_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"params.yaml not found"):
+        load_params(tmp_path / "params.yaml")

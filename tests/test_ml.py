@@ -1,0 +1,95 @@
+"""Pure ML functions: validation messages, the hash split, the quality gate."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lineageflow import ml
+from lineageflow.config import EvaluateConfig, PrepareConfig, TrainConfig
+from lineageflow.errors import DataError
+from lineageflow.synthetic import TARGET, make_customers
+
+
+@pytest.fixture(scope="module")
+def frame():
+    return make_customers(4000, seed=1)
+
+
+def test_synthetic_data_is_deterministic_and_has_signal(frame):
+    pd.testing.assert_frame_equal(frame, make_customers(4000, seed=1))
+    assert 0.1 < frame[TARGET].mean() < 0.6
+    split = ml.split_frame(frame, TARGET, PrepareConfig())
+    model = ml.fit(ml.build_model(TrainConfig(xgboost={"n_estimators": 30})), split)
+    assert ml.score(model, split.X_test, split.y_test)["roc_auc"] > 0.7
+
+
+def test_hash_split_keeps_each_row_on_its_side_as_data_grows(frame):
+    cfg = PrepareConfig(test_size=0.25, seed=3)
+    grown = pd.concat(
+        [frame, make_customers(2000, seed=2, drift=0.5)], ignore_index=True
+    )
+    small, big = ml.split_frame(frame, TARGET, cfg), ml.split_frame(grown, TARGET, cfg)
+    # every v1 training row is still a training row in v2: no champion leakage
+    assert set(small.X_train.index) <= set(big.X_train.index)
+    assert set(small.X_test.index) <= set(big.X_test.index)
+    assert abs(len(big.X_test) / len(grown) - 0.25) < 0.03
+
+
+def test_split_depends_on_seed(frame):
+    a = ml.split_frame(frame, TARGET, PrepareConfig(seed=1))
+    b = ml.split_frame(frame, TARGET, PrepareConfig(seed=2))
+    assert set(a.X_test.index) != set(b.X_test.index)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda df: df.iloc[0:0], r"has no rows"),
+        (lambda df: df.drop(columns=[TARGET]), r"target column 'churned' is not in"),
+        (lambda df: df.assign(**{TARGET: 1}), r"single class"),
+        (
+            lambda df: df.assign(**{TARGET: df[TARGET].where(df.index > 5)}),
+            r"6 rows with a missing",
+        ),
+        (
+            lambda df: df.assign(region="north"),
+            r"non-numeric feature columns \['region'\]",
+        ),
+        (lambda df: df[[TARGET]], r"no feature columns"),
+    ],
+)
+def test_validate_frame_refuses_bad_data(frame, mutate, match):
+    with pytest.raises(DataError, match=match):
+        ml.validate_frame(mutate(frame.copy()), TARGET)
+
+
+def test_labels_are_encoded_for_xgboost():
+    y, classes = ml.encode_labels(pd.Series(["yes", "no", "yes"]))
+    assert classes == ["no", "yes"] and y.tolist() == [1, 0, 1]
+
+
+def test_quality_gate_threshold_and_champion():
+    cfg = EvaluateConfig(metric="roc_auc", threshold=0.7, champion_tolerance=0.01)
+    assert all(c.passed for c in ml.quality_gate({"roc_auc": 0.8}, cfg))
+    low = ml.quality_gate({"roc_auc": 0.6}, cfg)
+    assert not low[0].passed and "misses the threshold" in low[0].reason
+    worse = ml.quality_gate({"roc_auc": 0.80}, cfg, {"roc_auc": 0.82}, "3")
+    assert not worse[1].passed and "worse than Staging v3" in worse[1].reason
+    within = ml.quality_gate({"roc_auc": 0.815}, cfg, {"roc_auc": 0.82}, "3")
+    assert within[1].passed
+
+
+def test_quality_gate_lower_is_better_for_log_loss():
+    cfg = EvaluateConfig(metric="log_loss", threshold=0.5)
+    assert ml.quality_gate({"log_loss": 0.4}, cfg)[0].passed
+    assert not ml.quality_gate({"log_loss": 0.6}, cfg)[0].passed
+    assert not ml.quality_gate({"log_loss": 0.4}, cfg, {"log_loss": 0.3}, "1")[1].passed
+
+
+@pytest.mark.parametrize("model", ["random_forest", "logistic_regression"])
+def test_sklearn_models_train(frame, model):
+    split = ml.split_frame(frame, TARGET, PrepareConfig())
+    fitted = ml.fit(ml.build_model(TrainConfig(model=model)), split)
+    metrics = ml.score(fitted, split.X_test, split.y_test)
+    assert set(metrics) == set(ml.HIGHER_IS_BETTER) and metrics["roc_auc"] > 0.7
+    assert np.isfinite(metrics["log_loss"])

@@ -1,0 +1,59 @@
+"""Workspace validation on real directories and git repos."""
+
+import os
+
+import git
+import pytest
+
+from lineageflow.errors import WorkspaceError
+from lineageflow.workspace import check_commit_sha, git_state, open_workspace
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(WorkspaceError, match=r"does not exist"):
+        open_workspace(tmp_path / "nope")
+
+
+def test_not_a_git_repo(tmp_path):
+    with pytest.raises(
+        WorkspaceError, match=r"is not a git repository: run `git init`"
+    ):
+        open_workspace(tmp_path)
+
+
+def test_git_repo_without_dvc(tmp_path):
+    git.Repo.init(tmp_path)
+    with pytest.raises(WorkspaceError, match=r"has no DVC: run `dvc init`"):
+        open_workspace(tmp_path)
+
+
+def test_dataset_paths_cannot_escape(make_workspace, tmp_path):
+    ws = open_workspace(make_workspace().workspace)
+    with pytest.raises(WorkspaceError, match=r"resolves outside the workspace"):
+        ws.dataset("../../etc/passwd")
+    os.symlink("/etc", ws.root / "data" / "out")
+    with pytest.raises(WorkspaceError, match=r"resolves outside the workspace"):
+        ws.dataset("data/out/passwd")
+    with pytest.raises(
+        WorkspaceError, match=r"has no .dvc file .*run `dvc add data/other`"
+    ):
+        ws.dataset("data/other")
+
+
+def test_git_state_sees_untracked_files_and_credentials_are_stripped(make_workspace):
+    root = make_workspace().workspace
+    repo = git.Repo(root)
+    repo.create_remote("origin", "https://user:s3cret@example.invalid/ws.git")
+    state = git_state(repo)
+    assert not state.dirty and state.repo == "https://example.invalid/ws.git"
+    (root / "notes.txt").write_text("x")
+    state = git_state(repo)
+    assert state.dirty and state.dirty_files == ["notes.txt"]
+
+
+@pytest.mark.parametrize(
+    "bad", ["--upload-pack=evil", "../x", "HEAD", "a" * 39, "; rm -rf /"]
+)
+def test_commit_sha_validation(bad):
+    with pytest.raises(WorkspaceError, match=r"not a 40-character git sha"):
+        check_commit_sha(bad)

@@ -51,8 +51,9 @@ class PipelineResult:
 def orchestration_info() -> dict:
     """Prefect ids of the current flow run (URL only when a server/UI is used)."""
     from prefect.runtime import deployment, flow_run
+    from prefect.settings import get_current_settings
 
-    api = os.environ.get("PREFECT_API_URL")
+    api = get_current_settings().api.url  # None with the ephemeral API
     return {
         "flow_run_id": flow_run.get_id(),
         "flow_run_name": flow_run.get_name(),
@@ -82,6 +83,7 @@ def run_stages(
     register: bool = True,
     run_name: str | None = None,
     extra_tags: dict[str, str] | None = None,
+    expect_data: list[dict] | None = None,
 ) -> PipelineResult:
     """The pipeline body, shared by training-pipeline and reproduce-run."""
     logger = get_run_logger()
@@ -104,6 +106,8 @@ def run_stages(
             unmapped(run),
         )
         versions, frames = zip(*[f.result() for f in pulled], strict=True)
+        if expect_data is not None:
+            _verify_restored(expect_data, versions)
         record = lineage.build_record(
             workspace=git.as_dict(),
             data=[v.as_record() for v in versions],
@@ -117,7 +121,9 @@ def run_stages(
         trained = train(split, cfg.train, run)
         metrics = evaluate(trained, split, cfg.evaluate, run)
         result = PipelineResult(run.run_id, exp_id, tracking_uri, metrics, record)
-        if register:
+        if not register:
+            _publish(result, tracking_uri)
+        else:
             decision: Decision = register_model(
                 str(ws.root),
                 record,
@@ -140,6 +146,21 @@ def run_stages(
     return result
 
 
+def _verify_restored(expected: list[dict], got) -> None:
+    """A reproduction must read exactly the recorded data versions."""
+    from lineageflow.errors import DataError
+
+    have = {v.path: v for v in got}
+    for d in expected:
+        v = have.get(d["path"])
+        if v is None or v.md5 != d["md5"] or v.read_md5 != d["md5"]:
+            found = v.read_md5 if v else "nothing"
+            raise DataError(
+                f"recorded data {d['path']} md5 {d['md5'][:12]} could not be restored "
+                f"(read {found[:12]}): is it still in remote '{d['remote']}'?"
+            )
+
+
 def _publish(result: PipelineResult, tracking_uri: str) -> None:
     """Prefect artifacts: the lineage summary with the checks, and a link to MLflow."""
     from prefect.artifacts import create_link_artifact, create_markdown_artifact
@@ -151,24 +172,99 @@ def _publish(result: PipelineResult, tracking_uri: str) -> None:
         key="lineage-summary",
         description=f"lineage and checks of MLflow run {result.run_id}",
     )
-    url = run_url(tracking_uri, result.experiment_id, result.run_id)
-    if url:
-        create_link_artifact(
-            url, link_text=f"MLflow run {result.run_id}", key="mlflow-run"
+    create_link_artifact(
+        run_url(tracking_uri, result.experiment_id, result.run_id),
+        link_text=f"MLflow run {result.run_id}",
+        key="mlflow-run",
+    )
+
+
+def resolve_workspace(workspace: str | None) -> str:
+    """The flow parameter, else ``$LINEAGEFLOW_WORKSPACE`` (set in a deployment's env)."""
+    from lineageflow.errors import WorkspaceError
+
+    chosen = workspace or os.environ.get("LINEAGEFLOW_WORKSPACE")
+    if not chosen:
+        raise WorkspaceError(
+            "no workspace: pass the `workspace` parameter or set LINEAGEFLOW_WORKSPACE"
         )
+    if "{{" in chosen:  # prefect deploy leaves an unset {{ $VAR }} as it is
+        raise WorkspaceError(
+            f"workspace parameter is the unfilled template {chosen!r}: export "
+            "LINEAGEFLOW_WORKSPACE before `prefect deploy`, or pass `workspace`"
+        )
+    return chosen
+
+
+def unchanged_since_staging(ws: Workspace, cfg: PipelineConfig, tracking_uri: str):
+    """The Staging version trained from this very commit, data and params, if any.
+
+    Cheap by design (git + the .dvc files + two MLflow reads): a nightly retrain
+    with nothing new must cost seconds, not a training run. A dirty tree is
+    never "unchanged".
+    """
+    from mlflow.exceptions import MlflowException
+
+    from lineageflow.dvcio import md5_in_dvc_text
+    from lineageflow.registry import current_staging
+    from lineageflow.tracking import client
+
+    name = cfg.registration.model_name
+    try:
+        version = current_staging(tracking_uri, name)
+    except MlflowException:
+        return None
+    git = git_state(ws.git())
+    if version is None or git.dirty:
+        return None
+    c = client(tracking_uri)
+    mv = c.get_model_version(name, version)
+    tags = c.get_run(mv.tags.get("lineage.run_id") or mv.run_id).data.tags
+    if tags.get("lineage.git_commit") != git.commit:
+        return None
+    if tags.get("lineage.params_sha256") != cfg.sha256():
+        return None
+    recorded = {k for k in tags if k.startswith("lineage.data.") and k.endswith(".md5")}
+    wanted = {f"lineage.data.{d}.md5" for d in cfg.data.datasets}
+    if recorded != wanted:
+        return None
+    for d in cfg.data.datasets:
+        _, dvc_file = ws.dataset(d)
+        if md5_in_dvc_text(dvc_file.read_text()) != tags[f"lineage.data.{d}.md5"]:
+            return None
+    return version
 
 
 @flow(name="training-pipeline", log_prints=True)
-def training_pipeline(workspace: str = ".") -> dict:
+def training_pipeline(
+    workspace: str | None = None, skip_if_unchanged: bool = False
+) -> dict:
     """Pull the workspace's DVC data, train, evaluate, register; promote to Staging
     only when every lineage check and the quality gate pass.
 
     Args:
-        workspace: path of the git repository holding params.yaml and the .dvc files.
+        workspace: path of the git repository holding params.yaml and the .dvc files
+            (default: $LINEAGEFLOW_WORKSPACE).
+        skip_if_unchanged: end at once, registering nothing, when the commit, the
+            data md5s and the params equal those of the current Staging version.
     """
-    ws = open_workspace(workspace)
+    ws = open_workspace(resolve_workspace(workspace))
     cfg = load_params(ws.params_path())
-    result = run_stages(ws, cfg, default_tracking_uri(ws.state_dir))
+    uri = default_tracking_uri(ws.state_dir)
+    if skip_if_unchanged:
+        check_reachable(uri)
+        version = unchanged_since_staging(ws, cfg, uri)
+        if version is not None:
+            message = f"nothing changed since version {version}"
+            get_run_logger().info(message)
+            return {
+                "skipped": True,
+                "message": message,
+                "version": version,
+                "model": cfg.registration.model_name,
+                "stage": "Staging",
+            }
+    result = run_stages(ws, cfg, uri)
     return result.summary()
 
 

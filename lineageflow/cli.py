@@ -116,6 +116,35 @@ def promote(
 
 
 @app.command()
+def reproduce(
+    run_id: Annotated[
+        str, typer.Argument(help="MLflow parent run id, or models:/<name>/<version>.")
+    ],
+    workspace: Annotated[
+        Path, typer.Option(help="Workspace git repo the run was trained from.")
+    ] = Path("."),
+    tolerance: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="Largest metric difference still 'within_tolerance'."
+        ),
+    ] = 0.0,
+) -> None:
+    """Rebuild a past run at its recorded commit and data in a temporary git
+    worktree, rerun it, and compare every metric (exact / within_tolerance / diverged)."""
+    from flows.reproduce import reproduce_run
+
+    _quiet_user_errors()
+    out = _run(
+        reproduce_run, run_id=run_id, workspace=str(workspace), tolerance=tolerance
+    )
+    typer.echo(
+        f"{out['verdict']}: run {out['run_id']} reproduced as {out['reproduction_run_id']}"
+        + (f" ({out['code_note']})" if out["code_note"] else "")
+    )
+
+
+@app.command()
 def demo(
     dir: Annotated[
         Path, typer.Option("--dir", help="Where to build workspace/ and dvc-remote/.")

@@ -161,7 +161,16 @@ def register_version(
         c.get_registered_model(model_name)
     except MlflowException:
         c.create_registered_model(model_name, tags={"lineageflow.managed": "true"})
-    mv = c.create_model_version(model_name, model_uri, run_id=run_id, tags=tags)
+    # MLflow 3 logged models live at models:/m-<id>; a tracking *server* refuses
+    # that source unless model_id names it too (a sqlite store does not check).
+    model_id = (
+        model_uri.removeprefix("models:/")
+        if model_uri.startswith("models:/m-")
+        else None
+    )
+    mv = c.create_model_version(
+        model_name, model_uri, run_id=run_id, tags=tags, model_id=model_id
+    )
     return str(mv.version)
 
 

@@ -217,9 +217,14 @@ def child_runs(tracking_uri: str, experiment_id: str, parent_run_id: str) -> lis
     )
 
 
-def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
-    """The MLflow UI address of a run, when the store is served over HTTP."""
-    if urlparse(tracking_uri).scheme not in ("http", "https"):
-        return None
-    base = redact_uri(tracking_uri).rstrip("/")
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store by default
+
+
+def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """The MLflow UI address of a run: the tracking server itself when it is one,
+    else ``$LINEAGEFLOW_MLFLOW_UI_URL``, else the local `mlflow ui` default."""
+    if urlparse(tracking_uri).scheme in ("http", "https"):
+        base = redact_uri(tracking_uri)
+    else:
+        base = os.environ.get("LINEAGEFLOW_MLFLOW_UI_URL") or LOCAL_UI
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"

@@ -1,0 +1,78 @@
+"""Real server processes for tests: bound to 127.0.0.1, bounded waits, stopped by PID."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proc:
+    """A process in its own session, so its children (gunicorn, uvicorn) stop with it."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict, cwd: Path, log: Path):
+        self.name, self.log = name, log
+        self._fh = open(log, "w")  # noqa: SIM115 - closed in stop()
+        self.popen = subprocess.Popen(
+            cmd,
+            env=env,
+            cwd=cwd,
+            stdout=self._fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def tail(self, n: int = 4000) -> str:
+        return self.log.read_text()[-n:] if self.log.exists() else ""
+
+    def wait_http(self, url: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited {self.popen.returncode}:\n{self.tail()}"
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url, timeout=2).status_code < 500:
+                    return
+            time.sleep(0.5)
+        raise TimeoutError(
+            f"{self.name} not ready at {url} after {timeout}s:\n{self.tail()}"
+        )
+
+    def stop(self, interrupts: int = 1, timeout: float = 20) -> None:
+        """SIGINT `interrupts` times (a prefect worker needs two), then SIGTERM, SIGKILL."""
+        try:
+            for _ in range(interrupts):
+                if self.popen.poll() is None:
+                    os.killpg(self.pid, signal.SIGINT)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        self.popen.wait(timeout / 2)
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                if self.popen.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(self.pid, sig)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        self.popen.wait(timeout)
+            # children left in the group (e.g. a flow run the worker started)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+        finally:
+            self._fh.close()

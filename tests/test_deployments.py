@@ -1,0 +1,255 @@
+"""Deployments end to end with real processes on 127.0.0.1: a Prefect server, a process
+work pool and worker, an MLflow tracking server over HTTP; `prefect deploy --all`,
+`prefect deployment run ... --watch`, and a reproduction created through the Prefect
+REST API (what the UI's "Run > Custom run" calls)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import httpx
+import pytest
+from mlflow import MlflowClient
+
+from tests.servers import Proc, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
+
+
+def base_env(tmp: Path) -> dict:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))
+    }
+    env.update(
+        DO_NOT_TRACK="true",
+        DVC_NO_ANALYTICS="1",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_HOME=str(tmp / "prefect-home"),
+        PREFECT_WORKER_QUERY_SECONDS="1",
+        MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
+    )
+    return env
+
+
+def cli(
+    args: list[str], env: dict, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        args,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, (
+        f"{args} -> {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
+    return proc
+
+
+def wait_flow_run(api: str, flow_run_id: str, timeout: float = 600) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        fr = httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).json()
+        if fr["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            return fr
+        time.sleep(1)
+    raise TimeoutError(f"flow run {flow_run_id} not finished after {timeout}s")
+
+
+def run_deployment_via_api(api: str, name: str, parameters: dict) -> dict:
+    dep = httpx.get(f"{api}/deployments/name/{name}", timeout=10).json()
+    fr = httpx.post(
+        f"{api}/deployments/{dep['id']}/create_flow_run",
+        json={"parameters": parameters},
+        timeout=10,
+    )
+    fr.raise_for_status()
+    return wait_flow_run(api, fr.json()["id"])
+
+
+def flow_run_logs(
+    api: str, flow_run_id: str, expect: str = "", timeout: float = 30
+) -> str:
+    """The run's logs; with `expect`, poll (bounded) since logs are shipped in batches."""
+    deadline = time.monotonic() + timeout
+    while True:
+        logs = httpx.post(
+            f"{api}/logs/filter",
+            timeout=10,
+            json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}},
+        ).json()
+        text = "\n".join(entry["message"] for entry in logs)
+        if expect in text or time.monotonic() > deadline:
+            return text
+        time.sleep(1)
+
+
+def staging_versions(client: MlflowClient, name: str):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mvs = client.search_model_versions(f"name = '{name}'")
+    return mvs, [m for m in mvs if m.current_stage == "Staging"]
+
+
+@pytest.fixture
+def stack(tmp_path):
+    env = base_env(tmp_path)
+    pport, mport = free_port(), free_port()
+    api = f"http://127.0.0.1:{pport}/api"
+    env["PREFECT_API_URL"] = api
+    started: list[tuple[Proc, int]] = []
+    try:
+        prefect = Proc(
+            "prefect server",
+            [
+                str(BIN / "prefect"),
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(pport),
+            ],
+            env,
+            ROOT,
+            tmp_path / "prefect.log",
+        )
+        started.append((prefect, 1))
+        mlflow_env = dict(env, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+        mlflow = Proc(
+            "mlflow server",
+            [
+                str(BIN / "mlflow"),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(mport),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{tmp_path / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(tmp_path / "mlartifacts"),
+            ],
+            mlflow_env,
+            tmp_path,
+            tmp_path / "mlflow.log",
+        )
+        started.append((mlflow, 1))
+        prefect.wait_http(f"{api}/health", timeout=120)
+        mlflow.wait_http(f"http://127.0.0.1:{mport}/health", timeout=120)
+        yield {
+            "env": env,
+            "api": api,
+            "mlflow_uri": f"http://127.0.0.1:{mport}",
+            "tmp": tmp_path,
+            "started": started,
+        }
+    finally:
+        for proc, interrupts in reversed(started):
+            proc.stop(interrupts=interrupts)
+
+
+def test_deploy_run_reproduce_and_nightly(stack, make_workspace):
+    env, api, tmp = stack["env"], stack["api"], stack["tmp"]
+    paths = make_workspace(rows=3000)
+    name = make_workspace.model_name
+    env = dict(env, LINEAGEFLOW_WORKSPACE=str(paths.workspace))
+
+    prefect = str(BIN / "prefect")
+    cli(
+        [prefect, "work-pool", "create", "lineageflow-process", "--type", "process"],
+        env,
+    )
+    out = cli([prefect, "--no-prompt", "deploy", "--all"], env).stdout
+    for dep in (
+        "training-pipeline/train",
+        "training-pipeline/nightly-retrain",
+        "reproduce-run/reproduce",
+    ):
+        assert (
+            httpx.get(f"{api}/deployments/name/{dep}", timeout=10).status_code == 200
+        ), out
+
+    worker_env = dict(env, MLFLOW_TRACKING_URI=stack["mlflow_uri"])
+    worker = Proc(
+        "prefect worker",
+        [prefect, "worker", "start", "--pool", "lineageflow-process"],
+        worker_env,
+        ROOT,
+        tmp / "worker.log",
+    )
+    stack["started"].append((worker, 2))  # a prefect worker needs two SIGINTs
+
+    # 1. prefect deployment run --watch leaves a Staging version
+    proc = subprocess.run(
+        [prefect, "deployment", "run", "training-pipeline/train", "--watch"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, (
+        f"{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}\n{worker.tail()}"
+    )
+    mlf = MlflowClient(stack["mlflow_uri"])
+    mvs, staged = staging_versions(mlf, name)
+    assert len(mvs) == 1 and len(staged) == 1
+    run = mlf.get_run(staged[0].run_id)
+    assert run.data.tags["lineage.checks"] == "passed"
+    # links both ways: MLflow -> Prefect, and Prefect artifacts -> MLflow
+    flow_run_id = run.data.tags["prefect.flow_run_id"]
+    assert run.data.tags["prefect.flow_run_url"].endswith(flow_run_id)
+    assert run.data.tags["prefect.deployment"] == "train"
+    arts = httpx.post(
+        f"{api}/artifacts/filter",
+        timeout=10,
+        json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}},
+    ).json()
+    by_key = {a["key"]: a for a in arts}
+    assert run.info.run_id in by_key["mlflow-run"]["data"]
+    assert f"]({stack['mlflow_uri']}/#/experiments/" in by_key["mlflow-run"]["data"]
+    assert "clean_tree" in by_key["lineage-summary"]["data"]
+
+    # 2. reproduce through the REST API, as the UI does
+    fr = run_deployment_via_api(
+        api, "reproduce-run/reproduce", {"run_id": run.info.run_id}
+    )
+    assert fr["state"]["type"] == "COMPLETED", flow_run_logs(api, fr["id"])[-3000:]
+    original = mlf.get_run(run.info.run_id)
+    assert original.data.tags["lineage.reproduction.verdict"] == "exact"
+    repro = mlf.get_run(original.data.tags["lineage.reproduced_by"])
+    assert repro.data.tags["lineage.reproduction_of"] == run.info.run_id
+    assert len(staging_versions(mlf, name)[0]) == 1  # reproduction never registers
+
+    # 3. the nightly deployment has its schedule, and with nothing changed does nothing
+    nightly = httpx.get(
+        f"{api}/deployments/name/training-pipeline/nightly-retrain", timeout=10
+    ).json()
+    (sched,) = nightly["schedules"]
+    assert (
+        sched["schedule"]["cron"] == "0 3 * * *"
+        and sched["schedule"]["timezone"] == "UTC"
+    )
+    assert sched["active"] is True
+    fr = run_deployment_via_api(api, "training-pipeline/nightly-retrain", {})
+    assert fr["state"]["type"] == "COMPLETED"
+    expected = f"nothing changed since version {staged[0].version}"
+    assert expected in flow_run_logs(api, fr["id"], expect=expected)
+    assert len(staging_versions(mlf, name)[0]) == 1
+
+    worker.stop(interrupts=2)
+    assert worker.popen.poll() is not None

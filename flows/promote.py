@@ -16,6 +16,7 @@ from lineageflow.config import parse_params
 from lineageflow.errors import LineageError
 from lineageflow.tracking import client, default_tracking_uri
 from lineageflow.workspace import open_workspace
+from tasks.registry import promotion_slot
 
 
 def _recorded_metrics(tracking_uri: str, run_id: str) -> dict[str, float]:
@@ -46,7 +47,7 @@ def promote_model(model_name: str, version: int | str, workspace: str = ".") -> 
             f"model {model_name} v{version} is not registered in this MLflow store"
         ) from None
     run_id = mv.tags.get("lineage.run_id") or mv.run_id
-    with registry.promotion_lock(uri, model_name):
+    with promotion_slot(model_name), registry.promotion_lock(uri, model_name):
         record, tags = registry.load_lineage(uri, run_id)
         cfg = parse_params(record.get("params"), source=f"run {run_id} params")
         checks = lineage.run_checks(

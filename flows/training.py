@@ -13,6 +13,8 @@ from lineageflow.config import PipelineConfig, load_params
 from lineageflow.registry import Decision
 from lineageflow.tracking import (
     artifact_root_for,
+    bounded_http_retries,
+    close_stale_runs,
     check_reachable,
     default_tracking_uri,
     ensure_experiment,
@@ -63,6 +65,30 @@ def orchestration_info() -> dict:
     }
 
 
+def flow_run_alive(flow_run_id: str, start_ms: int | None) -> bool:
+    """Whether the Prefect flow run that owns an MLflow run may still be running.
+
+    Unknown to this Prefect API (another server, a wiped DB): alive for a day,
+    then presumed dead, so a concurrent flow elsewhere is never cut off.
+    """
+    import time
+    import uuid
+
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    from lineageflow.tracking import STALE_AFTER_S
+
+    try:
+        fid = uuid.UUID(flow_run_id)
+        with get_client(sync_client=True) as pc:
+            state = pc.read_flow_run(fid).state
+        return state is not None and not state.is_final()
+    except (ValueError, ObjectNotFound):
+        age = time.time() - (start_ms or 0) / 1000
+        return age < STALE_AFTER_S
+
+
 def _prefect_tags(orch: dict) -> dict[str, str]:
     tags = {
         "prefect.flow_run_id": str(orch["flow_run_id"]),
@@ -87,12 +113,15 @@ def run_stages(
 ) -> PipelineResult:
     """The pipeline body, shared by training-pipeline and reproduce-run."""
     logger = get_run_logger()
+    bounded_http_retries()
     check_reachable(tracking_uri)
     git = git_state(ws.git())  # read before anything runs: the state the run used
     state_dir = ws.state_dir if tracking_uri.startswith("sqlite:") else None
     exp_id = ensure_experiment(
         tracking_uri, cfg.mlflow.experiment, artifact_root_for(tracking_uri, state_dir)
     )
+    for stale in close_stale_runs(tracking_uri, exp_id, flow_run_alive):
+        logger.warning("closed MLflow run %s left RUNNING by a crashed flow", stale)
     orch = orchestration_info()
     name = run_name or f"train-{git.commit[:8]}"
     with parent_run(

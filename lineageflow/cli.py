@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
@@ -51,11 +52,21 @@ def _quiet_user_errors() -> None:
             h.addFilter(filt)
 
 
+_errors: list[str] = []
+
+
+def _print_errors() -> None:
+    for line in _errors:
+        print(line, file=sys.stderr, flush=True)
+
+
 def _run(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except LineageflowError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        # printed at exit, after Prefect's own shutdown log lines, so the error
+        # is the last line a user (or a cron mail) sees
+        _errors.append(f"error: {exc}")
         raise typer.Exit(2) from None
 
 
@@ -165,6 +176,7 @@ def demo(
 
 def main() -> None:
     _telemetry_off()
+    atexit.register(_print_errors)  # registered first, so it runs last (LIFO)
     try:
         app()
     except KeyboardInterrupt:

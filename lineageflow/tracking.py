@@ -74,6 +74,15 @@ def client(tracking_uri: str):
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
+def bounded_http_retries() -> None:
+    """MLflow retries HTTP calls 7 times with backoff factor 2 by default (minutes
+    of silence when a server dies). Bound it, unless the user chose otherwise:
+    4 retries at 1, 2, 4, 8 s, 30 s per request."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
 def _clear_ambient_run() -> None:
     if os.environ.pop("MLFLOW_RUN_ID", None):
         log.warning(
@@ -116,10 +125,32 @@ def ensure_experiment(tracking_uri: str, name: str, artifact_root: str | None) -
             return exp.experiment_id
         return c.create_experiment(name, artifact_location=artifact_root)
     except MlflowException as exc:
-        raise TrackingError(
-            f"MLflow at {redact_uri(tracking_uri)} refused experiment '{name}': "
-            f"{exc.message.splitlines()[0]}"
+        raise tracking_error(
+            tracking_uri, exc, f"refused experiment '{name}'"
         ) from None
+    except Exception as exc:  # requests' ConnectionError after MLflow's retries
+        raise tracking_error(tracking_uri, exc, "does not answer") from None
+
+
+def tracking_error(tracking_uri: str, exc: BaseException, what: str) -> TrackingError:
+    """One line for an MLflow failure; credentials get their own advice."""
+    text = str(getattr(exc, "message", exc))
+    where = redact_uri(tracking_uri)
+    code = getattr(exc, "error_code", "")
+    if code in ("UNAUTHENTICATED", "PERMISSION_DENIED") or any(
+        s in text for s in ("401", "403", "Unauthorized", "credentials")
+    ):
+        return TrackingError(
+            f"MLflow tracking server {where} rejected the credentials: set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+        )
+    if "Max retries exceeded" in text or "ConnectionError" in type(exc).__name__:
+        return TrackingError(
+            f"MLflow tracking server {where} does not answer: start it or fix "
+            "MLFLOW_TRACKING_URI"
+        )
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return TrackingError(f"MLflow at {where} {what}: {first[:300]}")
 
 
 def _error_text(exc: BaseException) -> str:
@@ -153,6 +184,8 @@ def parent_run(
     except BaseException as exc:
         status = "FAILED"
         _safe_tag(c, ref.run_id, TAG_ERROR, _error_text(exc))
+        if lost_tracking(exc):
+            raise tracking_error(tracking_uri, exc, "failed mid-run") from None
         raise
     finally:
         _terminate(c, ref.run_id, status)
@@ -177,10 +210,34 @@ def child_run(ref: RunRef, stage: str, tags: dict[str, str] | None = None):
         _safe_tag(
             client(ref.tracking_uri), active.info.run_id, TAG_ERROR, _error_text(exc)
         )
-        mlflow.end_run("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        _end_active("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     else:
-        mlflow.end_run("FINISHED")
+        _end_active("FINISHED")
+
+
+def _end_active(status: str) -> None:
+    """End this thread's active run. MLflow pops its thread-local stack before the
+    server call, so a dead server leaves no active run behind; the run itself is
+    closed by the next pipeline start (close_stale_runs)."""
+    import mlflow
+
+    try:
+        mlflow.end_run(status)
+    except Exception:
+        log.warning("could not end the active MLflow run as %s", status, exc_info=True)
+
+
+def lost_tracking(exc: BaseException) -> bool:
+    """True for the errors MLflow's client raises when the server is unreachable."""
+    import requests
+
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return True
+    text = str(exc)
+    return "API request to" in text and (
+        "Max retries exceeded" in text or "Connection refused" in text
+    )
 
 
 def _safe_tag(c, run_id: str, key: str, value: str) -> None:
@@ -206,6 +263,41 @@ def _terminate(c, run_id: str, status: str, attempts: int = 4) -> None:
                 )
                 return
             time.sleep(2**i)
+
+
+STALE_AFTER_S = 24 * 3600
+
+
+def close_stale_runs(tracking_uri: str, experiment_id: str, is_alive) -> list[str]:
+    """End runs that a crashed flow left RUNNING (status KILLED, tag saying why).
+
+    ``is_alive(flow_run_id, start_ms)`` answers from the orchestrator whether
+    the flow run that owns a parent run may still be running; its child runs
+    are closed with it. Returns the closed parent run ids.
+    """
+    c = client(tracking_uri)
+    running = c.search_runs(
+        [experiment_id],
+        filter_string=f"attributes.status = 'RUNNING' and tags.{TAG_KIND} = 'pipeline'",
+        max_results=500,
+    )
+    closed = []
+    for run in running:
+        flow_run_id = run.data.tags.get("prefect.flow_run_id", "")
+        if is_alive(flow_run_id, run.info.start_time):
+            continue
+        why = (
+            f"closed by lineageflow: Prefect flow run {flow_run_id or '?'} is no "
+            "longer running (crashed or killed) and left this run RUNNING"
+        )
+        for child in child_runs(tracking_uri, experiment_id, run.info.run_id):
+            if child.info.status == "RUNNING":
+                _safe_tag(c, child.info.run_id, TAG_ERROR, why)
+                _terminate(c, child.info.run_id, "KILLED")
+        _safe_tag(c, run.info.run_id, TAG_ERROR, why)
+        _terminate(c, run.info.run_id, "KILLED")
+        closed.append(run.info.run_id)
+    return closed
 
 
 def child_runs(tracking_uri: str, experiment_id: str, parent_run_id: str) -> list:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from prefect import task
@@ -29,6 +31,35 @@ def record_lineage(record: dict, run: RunRef) -> str:
     tags = lineage.flat_tags(record) | {"lineage.digest": lineage.digest(record)}
     c.log_batch(run.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
     return tags["lineage.digest"]
+
+
+@contextlib.contextmanager
+def promotion_slot(model_name: str) -> Iterator[None]:
+    """One promotion per model across machines, via a Prefect global concurrency
+    limit of 1 when a Prefect server is in use (the file lock in
+    ``registry.promotion_lock`` covers one machine and the ephemeral API)."""
+    from prefect.settings import get_current_settings
+
+    if not get_current_settings().api.url:
+        yield
+        return
+    from prefect import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.concurrency.sync import concurrency
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    name = f"lineageflow-promote-{model_name}"
+    with get_client(sync_client=True) as pc:
+        try:
+            pc.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            # a missing limit would make `concurrency` a silent no-op
+            with contextlib.suppress(ObjectAlreadyExists):
+                pc.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=name, limit=1)
+                )
+    with concurrency(name, occupy=1, timeout_seconds=900, strict=True):
+        yield
 
 
 def _champion_metrics(tracking_uri: str, model_name: str, split: ml.Split):
@@ -73,7 +104,7 @@ def register_model(
     version = registry.register_version(
         uri, cfg.model_name, model_uri, run.run_id, tags
     )
-    with registry.promotion_lock(uri, cfg.model_name):
+    with promotion_slot(cfg.model_name), registry.promotion_lock(uri, cfg.model_name):
         stored, stored_tags = registry.load_lineage(uri, run.run_id)
         checks = lineage.run_checks(
             stored,

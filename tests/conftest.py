@@ -36,6 +36,14 @@ def prefect_api():
 
 
 @pytest.fixture(scope="session")
+def prefect_api_url(prefect_api) -> str:
+    """The harness's API address, for subprocesses that should share it."""
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="session")
 def session_tracking_uri(tmp_path_factory) -> str:
     db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
     return f"sqlite:///{db}"

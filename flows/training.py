@@ -14,8 +14,8 @@ from lineageflow.registry import Decision
 from lineageflow.tracking import (
     artifact_root_for,
     bounded_http_retries,
-    close_stale_runs,
     check_reachable,
+    close_stale_runs,
     default_tracking_uri,
     ensure_experiment,
     parent_run,
@@ -65,28 +65,48 @@ def orchestration_info() -> dict:
     }
 
 
-def flow_run_alive(flow_run_id: str, start_ms: int | None) -> bool:
-    """Whether the Prefect flow run that owns an MLflow run may still be running.
+def flow_run_alive(run) -> bool:
+    """Whether the flow that owns an MLflow parent run may still be running.
 
-    Unknown to this Prefect API (another server, a wiped DB): alive for a day,
-    then presumed dead, so a concurrent flow elsewhere is never cut off.
+    On this host the owner process answers (a flow killed with its worker leaves
+    Prefect saying RUNNING forever; its flow run is then marked Crashed here, as
+    the worker would have). Elsewhere Prefect's state answers; unknown to this
+    Prefect API, a run is presumed alive for a day so a flow on another server
+    is never cut off.
     """
     import time
     import uuid
 
     from prefect import get_client
     from prefect.exceptions import ObjectNotFound
+    from prefect.states import Crashed
 
-    from lineageflow.tracking import STALE_AFTER_S
+    from lineageflow.tracking import STALE_AFTER_S, owner_alive
 
+    tags = run.data.tags
+    local = owner_alive(tags)
+    if local is True:
+        return True
+    state = None
     try:
-        fid = uuid.UUID(flow_run_id)
+        fid = uuid.UUID(tags.get("prefect.flow_run_id", ""))
         with get_client(sync_client=True) as pc:
             state = pc.read_flow_run(fid).state
-        return state is not None and not state.is_final()
+            if local is False and state is not None and not state.is_final():
+                pc.set_flow_run_state(
+                    fid,
+                    Crashed(
+                        message="flow process is gone (killed); found by lineageflow"
+                    ),
+                    force=True,
+                )
     except (ValueError, ObjectNotFound):
-        age = time.time() - (start_ms or 0) / 1000
-        return age < STALE_AFTER_S
+        pass
+    if local is False:
+        return False
+    if state is not None:
+        return not state.is_final()
+    return time.time() - (run.info.start_time or 0) / 1000 < STALE_AFTER_S
 
 
 def _prefect_tags(orch: dict) -> dict[str, str]:

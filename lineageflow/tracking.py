@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import time
 import traceback
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 TAG_STAGE = "lineageflow.stage"
 TAG_ERROR = "lineageflow.error"
 TAG_KIND = "lineageflow.kind"
+TAG_OWNER = "lineageflow.owner"  # host:pid:start-time of the process driving the run
 
 
 @dataclass(frozen=True)
@@ -169,7 +171,9 @@ def parent_run(
     _clear_ambient_run()
     c = client(tracking_uri)
     run = c.create_run(
-        experiment_id, run_name=run_name, tags={TAG_KIND: "pipeline", **tags}
+        experiment_id,
+        run_name=run_name,
+        tags={TAG_KIND: "pipeline", TAG_OWNER: process_identity(), **tags},
     )
     ref = RunRef(tracking_uri, experiment_id, run.info.run_id)
     status = "FINISHED"
@@ -177,7 +181,8 @@ def parent_run(
         yield ref
     except PromotionRefused:
         raise
-    except KeyboardInterrupt as exc:
+    except (KeyboardInterrupt, SystemExit) as exc:
+        # Ctrl-C, or Prefect ending the process (its worker died or cancelled it)
         status = "KILLED"
         _safe_tag(c, ref.run_id, TAG_ERROR, _error_text(exc))
         raise
@@ -188,7 +193,21 @@ def parent_run(
             raise tracking_error(tracking_uri, exc, "failed mid-run") from None
         raise
     finally:
+        if status != "FINISHED":
+            # a stage interrupted mid-way may never unwind its own context
+            _close_running_children(c, ref, f"parent run ended {status}", status)
         _terminate(c, ref.run_id, status)
+
+
+def _close_running_children(c, ref: RunRef, why: str, status: str = "KILLED") -> None:
+    try:
+        children = child_runs(ref.tracking_uri, ref.experiment_id, ref.run_id)
+    except Exception:  # the server may be the reason we are here
+        return
+    for child in children:
+        if child.info.status == "RUNNING":
+            _safe_tag(c, child.info.run_id, TAG_ERROR, why)
+            _terminate(c, child.info.run_id, status)
 
 
 @contextlib.contextmanager
@@ -210,7 +229,8 @@ def child_run(ref: RunRef, stage: str, tags: dict[str, str] | None = None):
         _safe_tag(
             client(ref.tracking_uri), active.info.run_id, TAG_ERROR, _error_text(exc)
         )
-        _end_active("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        killed = isinstance(exc, (KeyboardInterrupt, SystemExit))
+        _end_active("KILLED" if killed else "FAILED")
         raise
     else:
         _end_active("FINISHED")
@@ -268,12 +288,36 @@ def _terminate(c, run_id: str, status: str, attempts: int = 4) -> None:
 STALE_AFTER_S = 24 * 3600
 
 
+def _proc_start(pid: int) -> str | None:
+    """The process's start time in clock ticks (field 22 of /proc/PID/stat): with the
+    pid it identifies a process even after the pid is reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def process_identity() -> str:
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_proc_start(pid) or '?'}"
+
+
+def owner_alive(tags: dict[str, str]) -> bool | None:
+    """Whether the process that drove a run still lives: None when it ran on
+    another host (or before owners were recorded), so only the orchestrator knows."""
+    host, _, rest = tags.get(TAG_OWNER, "").partition(":")
+    pid, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    return _proc_start(int(pid)) == start
+
+
 def close_stale_runs(tracking_uri: str, experiment_id: str, is_alive) -> list[str]:
     """End runs that a crashed flow left RUNNING (status KILLED, tag saying why).
 
-    ``is_alive(flow_run_id, start_ms)`` answers from the orchestrator whether
-    the flow run that owns a parent run may still be running; its child runs
-    are closed with it. Returns the closed parent run ids.
+    ``is_alive(run)`` answers whether the flow that owns a parent run may still
+    be running; its child runs are closed with it. Returns the closed run ids.
     """
     c = client(tracking_uri)
     running = c.search_runs(
@@ -282,12 +326,28 @@ def close_stale_runs(tracking_uri: str, experiment_id: str, is_alive) -> list[st
         max_results=500,
     )
     closed = []
+    # children still RUNNING under a parent that has ended
+    for child in c.search_runs(
+        [experiment_id],
+        filter_string=f"attributes.status = 'RUNNING' and tags.`{TAG_STAGE}` != ''",
+        max_results=500,
+    ):
+        parent_id = child.data.tags.get("mlflow.parentRunId")
+        if parent_id and c.get_run(parent_id).info.status != "RUNNING":
+            _safe_tag(
+                c,
+                child.info.run_id,
+                TAG_ERROR,
+                "closed by lineageflow: its parent run had ended",
+            )
+            _terminate(c, child.info.run_id, "KILLED")
+            closed.append(child.info.run_id)
     for run in running:
-        flow_run_id = run.data.tags.get("prefect.flow_run_id", "")
-        if is_alive(flow_run_id, run.info.start_time):
+        if is_alive(run):
             continue
+        flow_run_id = run.data.tags.get("prefect.flow_run_id", "?")
         why = (
-            f"closed by lineageflow: Prefect flow run {flow_run_id or '?'} is no "
+            f"closed by lineageflow: Prefect flow run {flow_run_id} is no "
             "longer running (crashed or killed) and left this run RUNNING"
         )
         for child in child_runs(tracking_uri, experiment_id, run.info.run_id):

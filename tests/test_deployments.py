@@ -253,3 +253,84 @@ def test_deploy_run_reproduce_and_nightly(stack, make_workspace):
 
     worker.stop(interrupts=2)
     assert worker.popen.poll() is not None
+
+
+def test_worker_killed_mid_flow_is_crashed_closed_and_rerun_works(
+    stack, make_workspace
+):
+    import signal
+
+    env, api, tmp = stack["env"], stack["api"], stack["tmp"]
+    ws = make_workspace(rows=40000, **{"train.xgboost.n_estimators": 300}).workspace
+    env = dict(env, LINEAGEFLOW_WORKSPACE=str(ws))
+    prefect = str(BIN / "prefect")
+    cli(
+        [prefect, "work-pool", "create", "lineageflow-process", "--type", "process"],
+        env,
+    )
+    cli([prefect, "--no-prompt", "deploy", "--all"], env)
+    worker_env = dict(env, MLFLOW_TRACKING_URI=stack["mlflow_uri"])
+    worker = Proc(
+        "prefect worker",
+        [prefect, "worker", "start", "--pool", "lineageflow-process"],
+        worker_env,
+        ROOT,
+        tmp / "worker.log",
+    )
+    stack["started"].append((worker, 2))
+
+    dep = httpx.get(
+        f"{api}/deployments/name/training-pipeline/train", timeout=10
+    ).json()
+    first = httpx.post(
+        f"{api}/deployments/{dep['id']}/create_flow_run", json={}, timeout=10
+    ).json()
+    mlf = MlflowClient(stack["mlflow_uri"])
+    deadline, parent = time.monotonic() + 300, None
+    while time.monotonic() < deadline and parent is None:
+        exp = mlf.get_experiment_by_name("lineageflow")
+        runs = (
+            mlf.search_runs(
+                [exp.experiment_id], filter_string="tags.`lineageflow.stage` = 'train'"
+            )
+            if exp
+            else []
+        )
+        parent = runs[0].data.tags["mlflow.parentRunId"] if runs else None
+        time.sleep(0.2)
+    assert parent, worker.tail()
+    os.killpg(worker.pid, signal.SIGKILL)  # the worker (and its process group)
+    worker.popen.wait(30)
+    # Whether the flow process dies with it or is ended by Prefect's termination
+    # handling, the flow run must end Crashed and its MLflow run must not stay
+    # RUNNING once the next pipeline starts.
+
+    worker2 = Proc(
+        "prefect worker 2",
+        [prefect, "worker", "start", "--pool", "lineageflow-process"],
+        worker_env,
+        ROOT,
+        tmp / "worker2.log",
+    )
+    stack["started"].append((worker2, 2))
+    proc = subprocess.run(
+        [prefect, "deployment", "run", "training-pipeline/train", "--watch"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{worker2.tail()}"
+    orphan = mlf.get_run(parent)
+    assert orphan.info.status == "KILLED", orphan.data.tags.get("lineageflow.error")
+    assert (
+        httpx.get(f"{api}/flow_runs/{first['id']}", timeout=10).json()["state"]["type"]
+        == "CRASHED"
+    )
+    exp = mlf.get_experiment_by_name("lineageflow")
+    assert not mlf.search_runs(
+        [exp.experiment_id], filter_string="attributes.status = 'RUNNING'"
+    )
+    assert len(staging_versions(mlf, make_workspace.model_name)[1]) == 1

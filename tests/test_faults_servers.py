@@ -56,7 +56,7 @@ def test_eight_concurrent_flows_leave_exactly_one_staging(
         for _ in range(8)
     ]
     outs = [p.communicate(timeout=900) for p in procs]
-    for p, (out, err) in zip(procs, outs, strict=True):
+    for p, (_out, err) in zip(procs, outs, strict=True):
         # 0 = promoted; 2 = refused with one line (e.g. lost to an equal champion)
         assert p.returncode in (0, 2), err[-3000:]
         if p.returncode == 2:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,9 +39,11 @@ class PipelineResult:
     model_version: str | None = None
     promoted: bool = False
     checks: list[lineage.Check] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict:
         return {
+            "timings": self.timings,
             "run_id": self.run_id,
             "experiment_id": self.experiment_id,
             "metrics": self.metrics,
@@ -133,66 +137,103 @@ def run_stages(
 ) -> PipelineResult:
     """The pipeline body, shared by training-pipeline and reproduce-run."""
     logger = get_run_logger()
-    bounded_http_retries()
-    check_reachable(tracking_uri)
-    git = git_state(ws.git())  # read before anything runs: the state the run used
-    state_dir = ws.state_dir if tracking_uri.startswith("sqlite:") else None
-    exp_id = ensure_experiment(
-        tracking_uri, cfg.mlflow.experiment, artifact_root_for(tracking_uri, state_dir)
-    )
-    for stale in close_stale_runs(tracking_uri, exp_id, flow_run_alive):
-        logger.warning("closed MLflow run %s left RUNNING by a crashed flow", stale)
-    orch = orchestration_info()
-    name = run_name or f"train-{git.commit[:8]}"
-    with parent_run(
-        tracking_uri, exp_id, name, _prefect_tags(orch) | (extra_tags or {})
-    ) as run:
-        logger.info("MLflow parent run %s (experiment %s)", run.run_id, exp_id)
-        pulled = pull_data.map(
-            unmapped(str(ws.root)),
-            cfg.data.datasets,
-            unmapped(cfg.data.remote),
-            unmapped(run),
+    timings: dict[str, float] = {}
+    clock = _Clock(timings)
+    with clock("setup"):
+        bounded_http_retries()
+        check_reachable(tracking_uri)
+        git = git_state(ws.git())  # read before anything runs: the state the run used
+        state_dir = ws.state_dir if tracking_uri.startswith("sqlite:") else None
+        exp_id = ensure_experiment(
+            tracking_uri,
+            cfg.mlflow.experiment,
+            artifact_root_for(tracking_uri, state_dir),
         )
-        versions, frames = zip(*[f.result() for f in pulled], strict=True)
+        for stale in close_stale_runs(tracking_uri, exp_id, flow_run_alive):
+            logger.warning("closed MLflow run %s left RUNNING by a crashed flow", stale)
+        orch = orchestration_info()
+    name = run_name or f"train-{git.commit[:8]}"
+    tags = _prefect_tags(orch) | (extra_tags or {})
+    with parent_run(tracking_uri, exp_id, name, tags) as run:
+        logger.info("MLflow parent run %s (experiment %s)", run.run_id, exp_id)
+        with clock("pull_data"):
+            pulled = pull_data.map(
+                unmapped(str(ws.root)),
+                cfg.data.datasets,
+                unmapped(cfg.data.remote),
+                unmapped(run),
+            )
+            versions, frames = zip(*[f.result() for f in pulled], strict=True)
         if expect_data is not None:
             _verify_restored(expect_data, versions)
-        record = lineage.build_record(
-            workspace=git.as_dict(),
-            data=[v.as_record() for v in versions],
-            params=cfg.as_dict(),
-            params_sha256=cfg.sha256(),
-            orchestration=orch,
-            mlflow_ids={"experiment_id": exp_id, "parent_run_id": run.run_id},
+        with clock("lineage"):
+            record = lineage.build_record(
+                workspace=git.as_dict(),
+                data=[v.as_record() for v in versions],
+                params=cfg.as_dict(),
+                params_sha256=cfg.sha256(),
+                orchestration=orch,
+                mlflow_ids={"experiment_id": exp_id, "parent_run_id": run.run_id},
+            )
+            record_lineage(record, run)
+        with clock("prepare"):
+            split = prepare(list(frames), cfg.data.target, cfg.prepare, run)
+        with clock("train"):
+            trained = train(split, cfg.train, run)
+        with clock("evaluate"):
+            metrics = evaluate(trained, split, cfg.evaluate, run)
+        result = PipelineResult(
+            run.run_id, exp_id, tracking_uri, metrics, record, timings=timings
         )
-        record_lineage(record, run)
-        split = prepare(list(frames), cfg.data.target, cfg.prepare, run)
-        trained = train(split, cfg.train, run)
-        metrics = evaluate(trained, split, cfg.evaluate, run)
-        result = PipelineResult(run.run_id, exp_id, tracking_uri, metrics, record)
         if not register:
             _publish(result, tracking_uri)
         else:
-            decision: Decision = register_model(
-                str(ws.root),
-                record,
-                trained.model_uri,
-                metrics,
-                split,
-                cfg.evaluate,
-                cfg.registration,
-                run,
-            )
+            with clock("register"):
+                decision: Decision = register_model(
+                    str(ws.root),
+                    record,
+                    trained.model_uri,
+                    metrics,
+                    split,
+                    cfg.evaluate,
+                    cfg.registration,
+                    run,
+                )
             result.model_name = cfg.registration.model_name
             result.model_version = decision.version
             result.promoted = decision.promoted
             result.checks = decision.checks
             _publish(result, tracking_uri)
             logger.info(decision.message(cfg.registration.model_name))
+        _log_timings(run, timings)
+        if register:
             from lineageflow.registry import refuse_if_failed
 
             refuse_if_failed(decision, cfg.registration.model_name)
     return result
+
+
+class _Clock:
+    """Wall time per stage, kept on the result and logged as parent metrics."""
+
+    def __init__(self, into: dict[str, float]):
+        self.into = into
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.into[stage] = round(time.perf_counter() - t0, 4)
+
+
+def _log_timings(run, timings: dict[str, float]) -> None:
+    from lineageflow.tracking import client
+
+    c = client(run.tracking_uri)
+    for stage, seconds in timings.items():
+        c.log_metric(run.run_id, f"time_{stage}_s", seconds)
 
 
 def _verify_restored(expected: list[dict], got) -> None:

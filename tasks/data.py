@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -41,12 +42,22 @@ def pull_data(
         "lineageflow.thread": threading.current_thread().name,
     }
     with child_run(run, "pull_data", tags=tags):
+        t0 = time.perf_counter()
         version = pull_dataset(ws.root, data_path, dvc_file, remote)
+        t1 = time.perf_counter()
         df = ml.read_dataset(data_path)
+        t2 = time.perf_counter()
         mlflow.log_params(
             {"dataset": dataset, "dvc_md5": version.md5, "action": version.action}
         )
-        mlflow.log_metrics({"rows": len(df), "columns": df.shape[1]})
+        mlflow.log_metrics(
+            {
+                "rows": len(df),
+                "columns": df.shape[1],
+                "dvc_seconds": t1 - t0,
+                "read_seconds": t2 - t1,
+            }
+        )
         with warnings.catch_warnings():
             # a local path matches two equivalent MLflow source types; either is fine
             warnings.simplefilter("ignore", UserWarning)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -55,10 +56,12 @@ def train(split: ml.Split, cfg: TrainConfig, run: RunRef) -> TrainedModel:
     flavor = "xgboost" if cfg.model == "xgboost" else "sklearn"
     with child_run(run, "train") as active:
         _autolog(flavor)
+        t0 = time.perf_counter()
         try:
             model = ml.fit(ml.build_model(cfg), split)
         finally:
             _autolog(flavor, disable=True)
+        fit_seconds = time.perf_counter() - t0
         mlflow.log_params({"model": cfg.model, "seed": cfg.seed})
         head = split.X_train.head(200)
         # float columns in the signature: a missing value at serving time is then
@@ -79,6 +82,12 @@ def train(split: ml.Split, cfg: TrainConfig, run: RunRef) -> TrainedModel:
             **extra,
         )
         run_id = active.info.run_id
+        mlflow.log_metrics(
+            {
+                "fit_seconds": fit_seconds,
+                "log_model_seconds": time.perf_counter() - t0 - fit_seconds,
+            }
+        )
     return TrainedModel(model, info.model_uri, run_id, flavor)
 
 

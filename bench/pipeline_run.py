@@ -1,0 +1,87 @@
+"""One lineageflow run in a fresh process, as a worker would start it; prints timings.
+
+usage: pipeline_run.py train WORKSPACE [--skip] | reproduce WORKSPACE RUN_ID
+       | sweep WORKSPACE parallel|sequential GRID_JSON
+"""
+
+import json
+import sys
+import time
+
+
+def main() -> None:
+    t0 = time.perf_counter()
+    mode, workspace = sys.argv[1], sys.argv[2]
+    if mode == "sweep":
+        from flows.sweep import sweep
+    else:
+        from flows.reproduce import reproduce_run
+        from flows.training import training_pipeline
+    t1 = time.perf_counter()
+    out: dict = {"import_s": t1 - t0}
+    if mode == "train":
+        res = training_pipeline(
+            workspace=workspace, skip_if_unchanged="--skip" in sys.argv
+        )
+        out["flow_s"] = time.perf_counter() - t1
+        out.update(summary=res)
+        if not res.get("skipped"):
+            from mlflow import MlflowClient
+
+            from lineageflow.tracking import default_tracking_uri
+            from lineageflow.workspace import open_workspace
+
+            c = MlflowClient(default_tracking_uri(open_workspace(workspace).state_dir))
+            kids = c.search_runs(
+                [res["experiment_id"]],
+                filter_string=f"tags.mlflow.parentRunId = '{res['run_id']}'",
+            )
+            for k in kids:
+                out.update(
+                    {
+                        f"{k.data.tags['lineageflow.stage']}.{m}": v
+                        for m, v in k.data.metrics.items()
+                        if m.endswith("_seconds")
+                    }
+                )
+    elif mode == "reproduce":
+        res = reproduce_run(run_id=sys.argv[3], workspace=workspace)
+        out["flow_s"] = time.perf_counter() - t1
+        out.update(summary=res)
+    elif mode == "sweep":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        grid = json.loads(sys.argv[4])
+        flow = (
+            sweep
+            if sys.argv[3] == "parallel"
+            else sweep.with_options(task_runner=ThreadPoolTaskRunner(max_workers=1))
+        )
+        res = flow(workspace=workspace, grid=grid)
+        out["flow_s"] = time.perf_counter() - t1
+        from mlflow import MlflowClient
+
+        from lineageflow.tracking import default_tracking_uri
+        from lineageflow.workspace import open_workspace
+
+        c = MlflowClient(default_tracking_uri(open_workspace(workspace).state_dir))
+        run = c.get_run(res["run_id"])
+        kids = c.search_runs(
+            [run.info.experiment_id],
+            filter_string=(
+                f"tags.mlflow.parentRunId = '{res['run_id']}' and tags.`lineageflow.stage` = 'sweep'"
+            ),
+        )
+        out["complete_children"] = sum(
+            1
+            for k in kids
+            if k.info.status == "FINISHED"
+            and "test_roc_auc" in k.data.metrics
+            and "max_depth" in k.data.params
+        )
+    print("BENCH_JSON " + json.dumps(out, default=str))
+
+
+# the sweep's process pool spawns workers that re-import __main__: keep it inert
+if __name__ == "__main__":
+    main()

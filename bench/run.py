@@ -41,7 +41,7 @@ XGB = {"n_estimators": 500, "max_depth": 8, "learning_rate": 0.1, "tree_method":
 SWEEP_ROWS = 200_000
 GRID = [
     {
-        "n_estimators": 150,
+        "n_estimators": 200,
         "max_depth": d,
         "learning_rate": lr,
         "n_jobs": 1,

@@ -72,6 +72,8 @@ def main() -> None:
                 f"tags.mlflow.parentRunId = '{res['run_id']}' and tags.`lineageflow.stage` = 'sweep'"
             ),
         )
+        fits = sorted(k.data.metrics.get("fit_seconds", 0.0) for k in kids)
+        out["fit_seconds_median"] = fits[len(fits) // 2] if fits else 0.0
         out["complete_children"] = sum(
             1
             for k in kids

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 import tempfile
+import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -45,13 +46,17 @@ def fit_config(
         run, "sweep", tags={"lineageflow.sweep_index": str(index)}
     ) as active:
         _autolog("xgboost")
+        t0 = time.perf_counter()
         try:
             model = XGBClassifier(**params, random_state=seed, eval_metric="logloss")
             model.fit(split.X_train, split.y_train)
         finally:
             _autolog("xgboost", disable=True)
+        fit_seconds = time.perf_counter() - t0
         metrics = ml.score(model, split.X_test, split.y_test)
-        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
+        mlflow.log_metrics(
+            {f"test_{k}": v for k, v in metrics.items()} | {"fit_seconds": fit_seconds}
+        )
         return {
             "index": index,
             "run_id": active.info.run_id,

@@ -76,3 +76,21 @@ class Proc:
                 os.killpg(self.pid, signal.SIGKILL)
         finally:
             self._fh.close()
+
+
+def wait_for_parent_of_stage(
+    client, stage: str, timeout: float, keep_going=lambda: True
+):
+    """Poll MLflow until some run has reached `stage`; return its parent run id (or None)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and keep_going():
+        exp = client.get_experiment_by_name("lineageflow")
+        if exp is not None:
+            runs = client.search_runs(
+                [exp.experiment_id],
+                filter_string=f"tags.`lineageflow.stage` = '{stage}'",
+            )
+            if runs:
+                return runs[0].data.tags["mlflow.parentRunId"]
+        time.sleep(0.2)
+    return None

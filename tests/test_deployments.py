@@ -16,7 +16,7 @@ import httpx
 import pytest
 from mlflow import MlflowClient
 
-from tests.servers import Proc, free_port
+from tests.servers import Proc, free_port, wait_for_parent_of_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -101,6 +101,42 @@ def staging_versions(client: MlflowClient, name: str):
     return mvs, [m for m in mvs if m.current_stage == "Staging"]
 
 
+def deploy_and_start_worker(
+    stack: dict, env: dict, name: str = "prefect worker"
+) -> Proc:
+    """Create the pool, `prefect --no-prompt deploy --all`, start a worker that
+    sends flow runs to the stack's MLflow server."""
+    prefect = str(BIN / "prefect")
+    cli(
+        [prefect, "work-pool", "create", "lineageflow-process", "--type", "process"],
+        env,
+    )
+    out = cli([prefect, "--no-prompt", "deploy", "--all"], env).stdout
+    for dep in (
+        "training-pipeline/train",
+        "training-pipeline/nightly-retrain",
+        "reproduce-run/reproduce",
+    ):
+        status = httpx.get(
+            f"{stack['api']}/deployments/name/{dep}", timeout=10
+        ).status_code
+        assert status == 200, out
+    return start_worker(stack, env, name)
+
+
+def start_worker(stack: dict, env: dict, name: str) -> Proc:
+    worker_env = dict(env, MLFLOW_TRACKING_URI=stack["mlflow_uri"])
+    worker = Proc(
+        name,
+        [str(BIN / "prefect"), "worker", "start", "--pool", "lineageflow-process"],
+        worker_env,
+        ROOT,
+        stack["tmp"] / f"{name.replace(' ', '-')}.log",
+    )
+    stack["started"].append((worker, 2))  # a prefect worker needs two SIGINTs
+    return worker
+
+
 @pytest.fixture
 def stack(tmp_path):
     env = base_env(tmp_path)
@@ -162,35 +198,13 @@ def stack(tmp_path):
 
 
 def test_deploy_run_reproduce_and_nightly(stack, make_workspace):
-    env, api, tmp = stack["env"], stack["api"], stack["tmp"]
+    env, api = stack["env"], stack["api"]
     paths = make_workspace(rows=3000)
     name = make_workspace.model_name
     env = dict(env, LINEAGEFLOW_WORKSPACE=str(paths.workspace))
 
     prefect = str(BIN / "prefect")
-    cli(
-        [prefect, "work-pool", "create", "lineageflow-process", "--type", "process"],
-        env,
-    )
-    out = cli([prefect, "--no-prompt", "deploy", "--all"], env).stdout
-    for dep in (
-        "training-pipeline/train",
-        "training-pipeline/nightly-retrain",
-        "reproduce-run/reproduce",
-    ):
-        assert (
-            httpx.get(f"{api}/deployments/name/{dep}", timeout=10).status_code == 200
-        ), out
-
-    worker_env = dict(env, MLFLOW_TRACKING_URI=stack["mlflow_uri"])
-    worker = Proc(
-        "prefect worker",
-        [prefect, "worker", "start", "--pool", "lineageflow-process"],
-        worker_env,
-        ROOT,
-        tmp / "worker.log",
-    )
-    stack["started"].append((worker, 2))  # a prefect worker needs two SIGINTs
+    worker = deploy_and_start_worker(stack, env)
 
     # 1. prefect deployment run --watch leaves a Staging version
     proc = subprocess.run(
@@ -260,24 +274,11 @@ def test_worker_killed_mid_flow_is_crashed_closed_and_rerun_works(
 ):
     import signal
 
-    env, api, tmp = stack["env"], stack["api"], stack["tmp"]
+    env, api = stack["env"], stack["api"]
     ws = make_workspace(rows=40000, **{"train.xgboost.n_estimators": 300}).workspace
     env = dict(env, LINEAGEFLOW_WORKSPACE=str(ws))
     prefect = str(BIN / "prefect")
-    cli(
-        [prefect, "work-pool", "create", "lineageflow-process", "--type", "process"],
-        env,
-    )
-    cli([prefect, "--no-prompt", "deploy", "--all"], env)
-    worker_env = dict(env, MLFLOW_TRACKING_URI=stack["mlflow_uri"])
-    worker = Proc(
-        "prefect worker",
-        [prefect, "worker", "start", "--pool", "lineageflow-process"],
-        worker_env,
-        ROOT,
-        tmp / "worker.log",
-    )
-    stack["started"].append((worker, 2))
+    worker = deploy_and_start_worker(stack, env)
 
     dep = httpx.get(
         f"{api}/deployments/name/training-pipeline/train", timeout=10
@@ -286,18 +287,7 @@ def test_worker_killed_mid_flow_is_crashed_closed_and_rerun_works(
         f"{api}/deployments/{dep['id']}/create_flow_run", json={}, timeout=10
     ).json()
     mlf = MlflowClient(stack["mlflow_uri"])
-    deadline, parent = time.monotonic() + 300, None
-    while time.monotonic() < deadline and parent is None:
-        exp = mlf.get_experiment_by_name("lineageflow")
-        runs = (
-            mlf.search_runs(
-                [exp.experiment_id], filter_string="tags.`lineageflow.stage` = 'train'"
-            )
-            if exp
-            else []
-        )
-        parent = runs[0].data.tags["mlflow.parentRunId"] if runs else None
-        time.sleep(0.2)
+    parent = wait_for_parent_of_stage(mlf, "train", timeout=300)
     assert parent, worker.tail()
     os.killpg(worker.pid, signal.SIGKILL)  # the worker (and its process group)
     worker.popen.wait(30)
@@ -305,14 +295,7 @@ def test_worker_killed_mid_flow_is_crashed_closed_and_rerun_works(
     # handling, the flow run must end Crashed and its MLflow run must not stay
     # RUNNING once the next pipeline starts.
 
-    worker2 = Proc(
-        "prefect worker 2",
-        [prefect, "worker", "start", "--pool", "lineageflow-process"],
-        worker_env,
-        ROOT,
-        tmp / "worker2.log",
-    )
-    stack["started"].append((worker2, 2))
+    worker2 = start_worker(stack, env, "prefect worker 2")
     proc = subprocess.run(
         [prefect, "deployment", "run", "training-pipeline/train", "--watch"],
         cwd=ROOT,

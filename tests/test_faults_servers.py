@@ -6,14 +6,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from tests.servers import Proc, free_port
+from tests.servers import Proc, free_port, wait_for_parent_of_stage
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
@@ -137,19 +136,9 @@ def test_mlflow_killed_mid_run_then_next_start_closes_the_orphan(
             stdin=subprocess.DEVNULL,
         )
         c = MlflowClient(uri)
-        deadline, parent = time.monotonic() + 180, None
-        while time.monotonic() < deadline and parent is None and flow.poll() is None:
-            exp = c.get_experiment_by_name("lineageflow")
-            runs = (
-                c.search_runs(
-                    [exp.experiment_id],
-                    filter_string="tags.`lineageflow.stage` = 'train'",
-                )
-                if exp
-                else []
-            )
-            parent = runs[0].data.tags["mlflow.parentRunId"] if runs else None
-            time.sleep(0.2)
+        parent = wait_for_parent_of_stage(
+            c, "train", timeout=180, keep_going=lambda: flow.poll() is None
+        )
         if parent is None:
             flow.kill()
             out, err = flow.communicate(timeout=30)

@@ -169,3 +169,15 @@ def test_compare_metrics_verdicts():
     assert compare_metrics(a, {"m": 0.5001, "n": 1.0}, 0.001)[0] == "within_tolerance"
     assert compare_metrics(a, {"m": 0.6, "n": 1.0}, 0.001)[0] == "diverged"
     assert compare_metrics(a, {"m": 0.5}, 1.0)[0] == "diverged"
+
+
+def test_code_note_says_when_the_pipeline_code_differs():
+    from flows.reproduce import code_note
+    from lineageflow.lineage import pipeline_state
+
+    now = pipeline_state()
+    assert code_note({"pipeline": dict(now)}) == ""
+    other = dict(now, commit="f" * 40) if now["commit"] else dict(now, version="0.0.1")
+    note = code_note({"pipeline": other})
+    assert note.startswith("pipeline code differs: recorded lineageflow ")
+    assert ("ffffffffffff" in note) if now["commit"] else ("0.0.1" in note)

@@ -57,3 +57,17 @@ def test_git_state_sees_untracked_files_and_credentials_are_stripped(make_worksp
 def test_commit_sha_validation(bad):
     with pytest.raises(WorkspaceError, match=r"not a 40-character git sha"):
         check_commit_sha(bad)
+
+
+def test_evidence_refuses_option_injection_and_path_escape(make_workspace):
+    from lineageflow.registry import LiveEvidence
+
+    root = make_workspace().workspace
+    ev = LiveEvidence(root)
+    head = git.Repo(root).head.commit.hexsha
+    assert ev.commit_exists(head)
+    assert ev.dvc_md5_at(head, "data/customers.dvc").endswith(".dir")
+    for bad in ("--upload-pack=touch /tmp/pwned", "-h", "HEAD", "a" * 40):
+        assert not ev.commit_exists(bad)
+    for path in ("../../etc/passwd", "/etc/passwd", "--output=/tmp/x"):
+        assert ev.dvc_md5_at(head, path) is None

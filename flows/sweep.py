@@ -65,6 +65,11 @@ def fit_config(
         }
 
 
+def estimated_cost(params: dict) -> float:
+    """Relative fit cost of an xgboost config: trees x depth (xgboost's defaults)."""
+    return params.get("n_estimators", 100) * params.get("max_depth", 6)
+
+
 @flow(name="sweep", log_prints=True, task_runner=ProcessPoolTaskRunner(max_workers=2))
 def sweep(workspace: str, grid: list[dict], metric: str = "roc_auc") -> dict:
     """Train every xgboost configuration of ``grid`` (dicts of XGBClassifier params)
@@ -92,11 +97,14 @@ def sweep(workspace: str, grid: list[dict], metric: str = "roc_auc") -> dict:
             path = Path(tmp) / "split.pkl"
             with open(path, "wb") as fh:
                 pickle.dump(split, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            # Largest first (LPT): in grid order the heaviest configs came last and
+            # one worker sat idle at the end (measured: 4-16 s fits, 1.43x on 2 cores).
+            order = sorted(range(len(grid)), key=lambda i: -estimated_cost(grid[i]))
             futures = [
-                fit_config.submit(str(path), i, params, cfg.train.seed, run)
-                for i, params in enumerate(grid)
+                fit_config.submit(str(path), i, grid[i], cfg.train.seed, run)
+                for i in order
             ]
-            results = [f.result() for f in futures]
+            results = sorted((f.result() for f in futures), key=lambda r: r["index"])
         higher = ml.HIGHER_IS_BETTER[metric]
         best = max(results, key=lambda r: r[metric] if higher else -r[metric])
         logger.info(

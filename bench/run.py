@@ -51,6 +51,39 @@ GRID = [
     for lr in (0.05, 0.2)
 ]
 
+ANALYSIS = """
+## What remains, and why
+
+**Overhead (goal 1.10)**: the fixed cost is ~8 s per run whatever the data size, so the
+ratio falls as training grows (1.10 would need a fit of about 80 s on this machine).
+From the table above:
+- *Prefect* (engine + interpreter exit, ~2.4 s): API round trips for the flow's and eight
+  task runs' state changes, and at exit the flush of logs and events to the server.
+- *setup* (~1.5 s) is mostly importing MLflow's SQLAlchemy store (ORM mappers + alembic):
+  profiled at 1.1 of 1.2 s, once per process, with a sqlite store. A tracking server
+  avoids it on the client.
+- *train* (~1.2 s beyond the fit): autolog patching, signature, writing the model.
+  Requirement inference (3-4.5 s) is already skipped by passing `pip_requirements`.
+- *evaluate* (~0.9 s): matplotlib import and two plots, plus logging.
+- *register* (~0.8 s): register, read the lineage back, run the seven checks against git
+  and the DVC remote, load the Staging champion and score it on the holdout.
+- Fixed in this work: the first run of this benchmark showed 11.1 s in `pull_data`:
+  MLflow inferred the logged dataset's schema over all 20.5 M cells; it is now inferred
+  from 1,000 rows (a frame's dtypes decide it).
+
+**Nothing changed (goal 0.05)**: the check itself (git, the .dvc files, two MLflow reads)
+takes ~0.05 s; the rest is the floor of any flow run in a fresh process: Python and
+imports (~1.2 s), MLflow's sqlite store import (~1.4 s), Prefect's flow-run bookkeeping
+(~1 s) and exit (~0.9 s). It creates no MLflow run and no model version. Against this
+~38 s run that is ~0.12; the goal holds for trainings of ~90 s and more.
+
+**Sweep (goal 1.8x)**: the eight configurations' fits range from ~3 to ~17 s.
+Submitting the heaviest first (LPT) packs the two workers to ~91% of the ideal; what is
+left is spawning the two worker processes and importing prefect, mlflow and xgboost in
+each (~4 s), fits a few percent slower while the other core is busy (row above), and
+the Prefect server sharing the two cores. No run is lost: autolog state is per process.
+"""
+
 
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
@@ -267,7 +300,8 @@ def main() -> None:
     log("lineage capture on 1 GiB")
     results["lineage"] = lineage_capture()
     elapsed = time.perf_counter() - t_start
-    report = render(results, elapsed)
+    (WORK / "results.json").write_text(json.dumps(results, default=str))
+    report = render(results, elapsed) + ANALYSIS
     (ROOT / "bench" / "RESULTS.md").write_text(report)
     print(report)
 

@@ -4,6 +4,7 @@ temp sqlite store, and Prefect's test harness (a real temporary API server)."""
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import yaml
 
 os.environ.update(
     {
+        # subprocesses (CLI, workers) must not write into the user's ~/.prefect
+        "PREFECT_HOME": tempfile.mkdtemp(prefix="lineageflow-tests-prefect-"),
         "DO_NOT_TRACK": "true",
         "DVC_NO_ANALYTICS": "1",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",

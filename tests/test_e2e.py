@@ -68,7 +68,10 @@ def verify_independently(record: dict, tags: dict) -> None:
 
 def test_make_demo_leaves_a_verifiable_staging_version(tmp_path):
     demo_dir = tmp_path / "demo"
-    proc = run(["make", "demo", f"DEMO_DIR={demo_dir}"], clean_env())
+    proc = run(
+        ["make", "demo", f"DEMO_DIR={demo_dir}"],
+        clean_env(PREFECT_HOME=str(tmp_path / "prefect-home")),
+    )
     assert "open the MLflow UI with:" in proc.stdout
     db = demo_dir / "workspace" / ".lineageflow" / "mlflow.db"
     assert db.is_file()

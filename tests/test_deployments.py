@@ -124,6 +124,25 @@ def deploy_and_start_worker(
     return start_worker(stack, env, name)
 
 
+def watch_train_deployment(env: dict) -> subprocess.CompletedProcess:
+    """`prefect deployment run 'training-pipeline/train' --watch` (0 = Completed)."""
+    return subprocess.run(
+        [
+            str(BIN / "prefect"),
+            "deployment",
+            "run",
+            "training-pipeline/train",
+            "--watch",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def start_worker(stack: dict, env: dict, name: str) -> Proc:
     worker_env = dict(env, MLFLOW_TRACKING_URI=stack["mlflow_uri"])
     worker = Proc(
@@ -203,19 +222,10 @@ def test_deploy_run_reproduce_and_nightly(stack, make_workspace):
     name = make_workspace.model_name
     env = dict(env, LINEAGEFLOW_WORKSPACE=str(paths.workspace))
 
-    prefect = str(BIN / "prefect")
     worker = deploy_and_start_worker(stack, env)
 
     # 1. prefect deployment run --watch leaves a Staging version
-    proc = subprocess.run(
-        [prefect, "deployment", "run", "training-pipeline/train", "--watch"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        stdin=subprocess.DEVNULL,
-    )
+    proc = watch_train_deployment(env)
     assert proc.returncode == 0, (
         f"{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}\n{worker.tail()}"
     )
@@ -277,7 +287,6 @@ def test_worker_killed_mid_flow_is_crashed_closed_and_rerun_works(
     env, api = stack["env"], stack["api"]
     ws = make_workspace(rows=40000, **{"train.xgboost.n_estimators": 300}).workspace
     env = dict(env, LINEAGEFLOW_WORKSPACE=str(ws))
-    prefect = str(BIN / "prefect")
     worker = deploy_and_start_worker(stack, env)
 
     dep = httpx.get(
@@ -296,15 +305,7 @@ def test_worker_killed_mid_flow_is_crashed_closed_and_rerun_works(
     # RUNNING once the next pipeline starts.
 
     worker2 = start_worker(stack, env, "prefect worker 2")
-    proc = subprocess.run(
-        [prefect, "deployment", "run", "training-pipeline/train", "--watch"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        stdin=subprocess.DEVNULL,
-    )
+    proc = watch_train_deployment(env)
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{worker2.tail()}"
     orphan = mlf.get_run(parent)
     assert orphan.info.status == "KILLED", orphan.data.tags.get("lineageflow.error")

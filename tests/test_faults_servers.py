@@ -28,6 +28,18 @@ def env_for(**extra) -> dict:
     return env
 
 
+def start_train(ws: Path, env: dict) -> subprocess.Popen:
+    """`lineageflow train WS` in the background, output captured."""
+    return subprocess.Popen(
+        [str(BIN / "lineageflow"), "train", str(ws)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def versions(uri, name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -43,17 +55,7 @@ def test_eight_concurrent_flows_leave_exactly_one_staging(
     MlflowClient(
         uri
     ).search_experiments()  # create the schema once, not 8 times at once
-    procs = [
-        subprocess.Popen(
-            [str(BIN / "lineageflow"), "train", str(ws)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
-        for _ in range(8)
-    ]
+    procs = [start_train(ws, env) for _ in range(8)]
     outs = [p.communicate(timeout=900) for p in procs]
     for p, (_out, err) in zip(procs, outs, strict=True):
         # 0 = promoted; 2 = refused with one line (e.g. lost to an equal champion)
@@ -127,14 +129,7 @@ def test_mlflow_killed_mid_run_then_next_start_closes_the_orphan(
         MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="1",
     )
     try:
-        flow = subprocess.Popen(
-            [str(BIN / "lineageflow"), "train", str(ws)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
+        flow = start_train(ws, env)
         c = MlflowClient(uri)
         parent = wait_for_parent_of_stage(
             c, "train", timeout=180, keep_going=lambda: flow.poll() is None

@@ -56,10 +56,22 @@ def cli(
     return proc
 
 
+def rest(method: str, url: str, **kw) -> httpx.Response:
+    """A Prefect REST call that, like Prefect's own client, retries 429/502/503 (the
+    server answers 503 while its sqlite DB is busy): 6 tries, 0.5-8 s apart."""
+    for attempt in range(6):
+        resp = httpx.request(method, url, timeout=10, **kw)
+        if resp.status_code not in (429, 502, 503) or attempt == 5:
+            resp.raise_for_status()
+            return resp
+        time.sleep(min(0.5 * 2**attempt, 8))
+    raise AssertionError("unreachable")
+
+
 def wait_flow_run(api: str, flow_run_id: str, timeout: float = 600) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        fr = httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).json()
+        fr = rest("GET", f"{api}/flow_runs/{flow_run_id}").json()
         if fr["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
             return fr
         time.sleep(1)
@@ -67,13 +79,12 @@ def wait_flow_run(api: str, flow_run_id: str, timeout: float = 600) -> dict:
 
 
 def run_deployment_via_api(api: str, name: str, parameters: dict) -> dict:
-    dep = httpx.get(f"{api}/deployments/name/{name}", timeout=10).json()
-    fr = httpx.post(
+    dep = rest("GET", f"{api}/deployments/name/{name}").json()
+    fr = rest(
+        "POST",
         f"{api}/deployments/{dep['id']}/create_flow_run",
         json={"parameters": parameters},
-        timeout=10,
     )
-    fr.raise_for_status()
     return wait_flow_run(api, fr.json()["id"])
 
 
@@ -83,9 +94,9 @@ def flow_run_logs(
     """The run's logs; with `expect`, poll (bounded) since logs are shipped in batches."""
     deadline = time.monotonic() + timeout
     while True:
-        logs = httpx.post(
+        logs = rest(
+            "POST",
             f"{api}/logs/filter",
-            timeout=10,
             json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}},
         ).json()
         text = "\n".join(entry["message"] for entry in logs)
@@ -117,9 +128,7 @@ def deploy_and_start_worker(
         "training-pipeline/nightly-retrain",
         "reproduce-run/reproduce",
     ):
-        status = httpx.get(
-            f"{stack['api']}/deployments/name/{dep}", timeout=10
-        ).status_code
+        status = rest("GET", f"{stack['api']}/deployments/name/{dep}").status_code
         assert status == 200, out
     return start_worker(stack, env, name)
 
@@ -238,9 +247,9 @@ def test_deploy_run_reproduce_and_nightly(stack, make_workspace):
     flow_run_id = run.data.tags["prefect.flow_run_id"]
     assert run.data.tags["prefect.flow_run_url"].endswith(flow_run_id)
     assert run.data.tags["prefect.deployment"] == "train"
-    arts = httpx.post(
+    arts = rest(
+        "POST",
         f"{api}/artifacts/filter",
-        timeout=10,
         json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}},
     ).json()
     by_key = {a["key"]: a for a in arts}
@@ -260,8 +269,8 @@ def test_deploy_run_reproduce_and_nightly(stack, make_workspace):
     assert len(staging_versions(mlf, name)[0]) == 1  # reproduction never registers
 
     # 3. the nightly deployment has its schedule, and with nothing changed does nothing
-    nightly = httpx.get(
-        f"{api}/deployments/name/training-pipeline/nightly-retrain", timeout=10
+    nightly = rest(
+        "GET", f"{api}/deployments/name/training-pipeline/nightly-retrain"
     ).json()
     (sched,) = nightly["schedules"]
     assert (
@@ -289,11 +298,9 @@ def test_worker_killed_mid_flow_is_crashed_closed_and_rerun_works(
     env = dict(env, LINEAGEFLOW_WORKSPACE=str(ws))
     worker = deploy_and_start_worker(stack, env)
 
-    dep = httpx.get(
-        f"{api}/deployments/name/training-pipeline/train", timeout=10
-    ).json()
-    first = httpx.post(
-        f"{api}/deployments/{dep['id']}/create_flow_run", json={}, timeout=10
+    dep = rest("GET", f"{api}/deployments/name/training-pipeline/train").json()
+    first = rest(
+        "POST", f"{api}/deployments/{dep['id']}/create_flow_run", json={}
     ).json()
     mlf = MlflowClient(stack["mlflow_uri"])
     parent = wait_for_parent_of_stage(mlf, "train", timeout=300)
@@ -310,7 +317,7 @@ def test_worker_killed_mid_flow_is_crashed_closed_and_rerun_works(
     orphan = mlf.get_run(parent)
     assert orphan.info.status == "KILLED", orphan.data.tags.get("lineageflow.error")
     assert (
-        httpx.get(f"{api}/flow_runs/{first['id']}", timeout=10).json()["state"]["type"]
+        rest("GET", f"{api}/flow_runs/{first['id']}").json()["state"]["type"]
         == "CRASHED"
     )
     exp = mlf.get_experiment_by_name("lineageflow")

@@ -40,23 +40,6 @@ def record():
     )
 
 
-class FakeEvidence:
-    """Stands in for git/DVC answers in pure unit tests of the check logic only;
-    the flow tests exercise the real LiveEvidence against real git and DVC."""
-
-    def __init__(self, commit=True, md5=None, remote=True):
-        self.commit, self.md5, self.remote = commit, md5, remote
-
-    def commit_exists(self, commit):
-        return self.commit
-
-    def dvc_md5_at(self, commit, dvc_file):
-        return self.md5
-
-    def in_remote(self, entry):
-        return self.remote
-
-
 def tags_for(record):
     return lineage.flat_tags(record) | {"lineage.digest": lineage.digest(record)}
 
@@ -93,31 +76,82 @@ def test_record_keeps_the_contract_keys(record):
     }
 
 
-def test_all_checks_pass_on_a_good_record(record):
-    ev = FakeEvidence(md5=record["data"][0]["md5"])
+def real_record(paths) -> dict:
+    """A record of the real workspace's HEAD and .dvc md5, as the pipeline writes it."""
+    import git
+    import yaml
+
+    ws = paths.workspace
+    md5 = yaml.safe_load((ws / "data/customers.dvc").read_text())["outs"][0]["md5"]
+    return lineage.build_record(
+        workspace={
+            "repo": str(ws),
+            "path": str(ws),
+            "commit": git.Repo(ws).head.commit.hexsha,
+            "branch": "main",
+            "dirty": False,
+            "dirty_files": [],
+        },
+        data=[
+            {
+                "path": "data/customers",
+                "dvc_file": "data/customers.dvc",
+                "md5": md5,
+                "size": 1,
+                "nfiles": 1,
+                "remote": "storage",
+                "remote_url": str(paths.remote),
+                "in_remote": True,
+                "read_md5": md5,
+            }
+        ],
+        params={},
+        params_sha256="p" * 64,
+        orchestration={},
+        mlflow_ids={"experiment_id": "1", "parent_run_id": "r"},
+    )
+
+
+def test_all_checks_pass_on_a_good_record(make_workspace):
+    from lineageflow.registry import LiveEvidence
+
+    paths = make_workspace(rows=500)
+    record = real_record(paths)
     ok = lineage.Check("runs_complete", True, "")
-    checks = lineage.run_checks(record, tags_for(record), ev, ok)
+    checks = lineage.run_checks(
+        record, tags_for(record), LiveEvidence(paths.workspace), ok
+    )
     assert [c.name for c in checks if not c.passed] == []
 
 
-def test_each_check_names_the_fix(record):
+def test_each_check_names_the_fix_against_real_git_and_dvc(make_workspace):
+    from lineageflow.registry import LiveEvidence
+
+    paths = make_workspace(rows=500, push=False)
+    record = real_record(paths)
+    ev = LiveEvidence(paths.workspace)
     md5 = record["data"][0]["md5"]
     dirty = copy.deepcopy(record)
     dirty["workspace"].update(dirty=True, dirty_files=["train.py"])
     assert "train.py" in lineage.check_clean_tree(dirty).reason
+    gone = copy.deepcopy(record)
+    gone["workspace"]["commit"] = "b" * 40
+    assert "history rewritten" in lineage.check_commit_exists(gone, ev).reason
+    other = copy.deepcopy(record)
+    other["data"][0]["md5"] = "0" * 32 + ".dir"
     assert (
-        "history rewritten"
-        in lineage.check_commit_exists(record, FakeEvidence(commit=False)).reason
+        "commit the .dvc files" in lineage.check_data_matches_commit(other, ev).reason
     )
-    assert (
-        "commit the .dvc files"
-        in lineage.check_data_matches_commit(record, FakeEvidence(md5="x")).reason
-    )
-    missing = lineage.check_data_in_remote(record, FakeEvidence(md5=md5, remote=False))
+    assert lineage.check_data_matches_commit(record, ev).passed
+    missing = lineage.check_data_in_remote(record, ev)  # never pushed
     assert (
         missing.reason
         == f"data/customers md5 {md5[:12]} is not in remote 'storage': run `dvc push`"
     )
+    from lineageflow.demo import dvc
+
+    dvc("push", cwd=paths.workspace)
+    assert lineage.check_data_in_remote(record, ev).passed
     edited = copy.deepcopy(record)
     edited["data"][0]["read_md5"] = "beef" * 8
     assert "edited without `dvc add`" in lineage.check_data_read(edited).reason

@@ -29,7 +29,7 @@ from lineageflow.tracking import (
 )
 from lineageflow.workspace import open_workspace
 from tasks.data import prepare, pull_data
-from tasks.model import _autolog
+from tasks.model import autolog
 
 
 @task(name="fit_config", task_run_name="fit_config[{index}]", cache_policy=NO_CACHE)
@@ -45,13 +45,13 @@ def fit_config(
     with child_run(
         run, "sweep", tags={"lineageflow.sweep_index": str(index)}
     ) as active:
-        _autolog("xgboost")
+        autolog("xgboost")
         t0 = time.perf_counter()
         try:
             model = XGBClassifier(**params, random_state=seed, eval_metric="logloss")
             model.fit(split.X_train, split.y_train)
         finally:
-            _autolog("xgboost", disable=True)
+            autolog("xgboost", disable=True)
         fit_seconds = time.perf_counter() - t0
         metrics = ml.score(model, split.X_test, split.y_test)
         mlflow.log_metrics(

@@ -35,7 +35,7 @@ def _pip_requirements(flavor: str) -> list[str]:
     return [f"{p}=={version(p)}" for p in pkgs]
 
 
-def _autolog(flavor: str, disable: bool = False) -> None:
+def autolog(flavor: str, disable: bool = False) -> None:
     import mlflow
 
     # Models are logged below, once, with a signature and pinned requirements.
@@ -55,12 +55,12 @@ def train(split: ml.Split, cfg: TrainConfig, run: RunRef) -> TrainedModel:
 
     flavor = "xgboost" if cfg.model == "xgboost" else "sklearn"
     with child_run(run, "train") as active:
-        _autolog(flavor)
+        autolog(flavor)
         t0 = time.perf_counter()
         try:
             model = ml.fit(ml.build_model(cfg), split)
         finally:
-            _autolog(flavor, disable=True)
+            autolog(flavor, disable=True)
         fit_seconds = time.perf_counter() - t0
         mlflow.log_params({"model": cfg.model, "seed": cfg.seed})
         head = split.X_train.head(200)

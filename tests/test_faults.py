@@ -57,16 +57,9 @@ def test_training_task_that_raises_fails_child_parent_and_flow(
         state.result()
     assert "infinity" in state.message
     c = MlflowClient(tracking)
-    runs = [
-        r
-        for r in runs_of(tracking)
-        if r.data.tags.get("lineage.git_commit") == git.Repo(ws).head.commit.hexsha
-        or r.data.tags.get("mlflow.parentRunId")
-    ]
+    head = git.Repo(ws).head.commit.hexsha
     parent = next(
-        r
-        for r in runs
-        if r.data.tags.get("lineage.git_commit") == git.Repo(ws).head.commit.hexsha
+        r for r in runs_of(tracking) if r.data.tags.get("lineage.git_commit") == head
     )
     assert parent.info.status == "FAILED"
     assert str(err.value) in parent.data.tags["lineageflow.error"]

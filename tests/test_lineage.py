@@ -7,13 +7,13 @@ import pytest
 from lineageflow import lineage
 
 
-@pytest.fixture
-def record():
+def make_record(*, root: str, commit: str, md5: str, remote_url: str) -> dict:
+    """A lineage record of one DVC directory dataset, as the pipeline writes it."""
     return lineage.build_record(
         workspace={
-            "repo": "/w",
-            "path": "/w",
-            "commit": "a" * 40,
+            "repo": root,
+            "path": root,
+            "commit": commit,
             "branch": "main",
             "dirty": False,
             "dirty_files": [],
@@ -22,13 +22,13 @@ def record():
             {
                 "path": "data/customers",
                 "dvc_file": "data/customers.dvc",
-                "md5": "3f2a" + "0" * 28 + ".dir",
+                "md5": md5,
                 "size": 10,
                 "nfiles": 1,
                 "remote": "storage",
-                "remote_url": "/r",
+                "remote_url": remote_url,
                 "in_remote": True,
-                "read_md5": "3f2a" + "0" * 28 + ".dir",
+                "read_md5": md5,
             }
         ],
         params={"a": 1},
@@ -37,6 +37,13 @@ def record():
         mlflow_ids={"experiment_id": "1", "parent_run_id": "r"},
         pipeline={"version": "0.1.0", "commit": None, "dirty": None},
         env={"python": "3.11"},
+    )
+
+
+@pytest.fixture
+def record():
+    return make_record(
+        root="/w", commit="a" * 40, md5="3f2a" + "0" * 28 + ".dir", remote_url="/r"
     )
 
 
@@ -77,38 +84,15 @@ def test_record_keeps_the_contract_keys(record):
 
 
 def real_record(paths) -> dict:
-    """A record of the real workspace's HEAD and .dvc md5, as the pipeline writes it."""
+    """A record of the real workspace's HEAD and .dvc md5."""
     import git
     import yaml
 
     ws = paths.workspace
     md5 = yaml.safe_load((ws / "data/customers.dvc").read_text())["outs"][0]["md5"]
-    return lineage.build_record(
-        workspace={
-            "repo": str(ws),
-            "path": str(ws),
-            "commit": git.Repo(ws).head.commit.hexsha,
-            "branch": "main",
-            "dirty": False,
-            "dirty_files": [],
-        },
-        data=[
-            {
-                "path": "data/customers",
-                "dvc_file": "data/customers.dvc",
-                "md5": md5,
-                "size": 1,
-                "nfiles": 1,
-                "remote": "storage",
-                "remote_url": str(paths.remote),
-                "in_remote": True,
-                "read_md5": md5,
-            }
-        ],
-        params={},
-        params_sha256="p" * 64,
-        orchestration={},
-        mlflow_ids={"experiment_id": "1", "parent_run_id": "r"},
+    commit = git.Repo(ws).head.commit.hexsha
+    return make_record(
+        root=str(ws), commit=commit, md5=md5, remote_url=str(paths.remote)
     )
 
 

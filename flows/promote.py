@@ -30,6 +30,11 @@ def promote_model(model_name: str, version: int | str, workspace: str = ".") -> 
 
     The champion comparison uses the metrics each version recorded on its own
     holdout (the holdout rows are not kept between runs).
+
+    Args:
+        model_name: the registered model's name.
+        version: the version number to re-check, e.g. 3.
+        workspace: the workspace git repo the version was trained from.
     """
     from mlflow.exceptions import MlflowException
 

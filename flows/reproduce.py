@@ -1,20 +1,16 @@
-"""reproduce-run: rebuild a past run from its recorded commit and data, compare metrics.
+"""reproduce-run: rebuild a past run from its recorded code, data and params.
 
 Prefect's "Copy to new run" reruns a deployment with *today's* code and data;
-this flow pins the recorded git commit itself (a detached `git worktree` in a
-temp dir) and pulls exactly the recorded DVC versions, so the user's working
-tree is never touched. It never registers or promotes.
+this flow pins all three itself (see lineageflow.reproduction): the workspace at
+the recorded commit in a temp worktree or clone, the recorded DVC versions, and
+the recorded lineageflow commit (run in a subprocess when it is not the code
+running now). The user's working tree is never touched; nothing is registered.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import re
-import shutil
-import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+import os
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -23,131 +19,85 @@ from lineageflow import lineage
 from lineageflow.config import parse_params
 from lineageflow.errors import LineageError, WorkspaceError
 from lineageflow.registry import load_lineage
+from lineageflow.reproduction import (
+    Comparison,
+    has_commit,
+    judge,
+    prepare_dvc,
+    resolve_run_id,
+    tree_at,
+    validate_ref,
+)
 from lineageflow.tracking import client, default_tracking_uri, run_url
-from lineageflow.workspace import Workspace, check_commit_sha, open_workspace
+from lineageflow.workspace import Workspace, open_workspace
 
-RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
-MODEL_URI_RE = re.compile(r"^models:/([A-Za-z0-9][A-Za-z0-9._-]{0,127})/([0-9]{1,9})$")
-
-
-def resolve_run_id(ref: str, tracking_uri: str) -> str:
-    """A parent run id, or ``models:/<name>/<version>`` -> the version's run id."""
-    ref = (ref or "").strip()
-    if RUN_ID_RE.match(ref):
-        return ref
-    m = MODEL_URI_RE.match(ref)
-    if not m:
-        raise LineageError(
-            f"run_id {ref[:80]!r} is neither an MLflow run id (32 hex characters) "
-            "nor models:/<name>/<version>"
-        )
-    from mlflow.exceptions import MlflowException
-
-    try:
-        mv = client(tracking_uri).get_model_version(m.group(1), m.group(2))
-    except MlflowException:
-        raise LineageError(f"{ref} is not a registered model version") from None
-    return mv.tags.get("lineage.run_id") or mv.run_id
+ENTRYPOINT = "flows/reproduce.py:reproduce_run"
 
 
-@contextlib.contextmanager
-def worktree_at(ws: Workspace, commit: str) -> Iterator[Path]:
-    """A detached worktree of ``commit`` in a temp dir, sharing the DVC cache.
-
-    Removed (and pruned from the repo's worktree list) even when the body fails.
-    """
-    import git
-
-    repo = ws.git()
-    check_commit_sha(commit)
-    try:
-        repo.git.cat_file("-e", f"{commit}^{{commit}}")
-    except git.GitCommandError:
-        raise WorkspaceError(
-            f"recorded commit {commit[:12]} is not in {ws.root} (history rewritten?): "
-            "restore it to reproduce this run"
-        ) from None
-    tmp = Path(tempfile.mkdtemp(prefix="lineageflow-repro-"))
-    path = tmp / "worktree"
-    repo.git.worktree("add", "--detach", "--", str(path), commit)
-    try:
-        yield path
-    finally:
-        with contextlib.suppress(git.GitCommandError):
-            repo.git.worktree("remove", "--force", "--", str(path))
-        shutil.rmtree(tmp, ignore_errors=True)
-        with contextlib.suppress(git.GitCommandError):
-            repo.git.worktree("prune")
+def _given_workspace(workspace: str | None) -> Workspace | None:
+    """The workspace the caller named (parameter, else $LINEAGEFLOW_WORKSPACE);
+    None lets the record say where the workspace is."""
+    chosen = workspace or os.environ.get("LINEAGEFLOW_WORKSPACE")
+    if not chosen or "{{" in chosen:  # an unfilled deployment template: not given
+        return None
+    return open_workspace(chosen)
 
 
-def share_dvc_state(main: Path, worktree: Path, record: dict) -> None:
-    """Point the worktree at the main DVC cache and the recorded remote URLs.
-
-    A worktree has its own (empty) `.dvc/cache` unless told otherwise, and a
-    relative local remote URL would resolve against the temp dir.
-    """
-    from dvc.repo import Repo
-
-    main_cache = _cache_dir(main)
-    with Repo(str(worktree)) as repo, repo.config.edit("local") as conf:
-        conf.setdefault("cache", {})["dir"] = main_cache
-        conf.setdefault("core", {})["site_cache_dir"] = str(
-            main / ".dvc" / "tmp" / "site"
-        )
-        for d in record["data"]:
-            url = d.get("remote_url")
-            if d.get("remote") and url and "://" not in url:
-                conf.setdefault("remote", {}).setdefault(d["remote"], {})["url"] = url
+def _tracking_uri(ws: Workspace | None) -> str:
+    if ws is not None or os.environ.get("MLFLOW_TRACKING_URI"):
+        return default_tracking_uri(ws.state_dir if ws else Path("."))
+    raise WorkspaceError(
+        "no MLflow store to read the run from: set MLFLOW_TRACKING_URI, or pass "
+        "the workspace whose local store holds it"
+    )
 
 
-def _cache_dir(root: Path) -> str:
-    from dvc.repo import Repo
-
-    with Repo(str(root)) as repo:
-        return repo.cache.local.path
-
-
-@dataclass(frozen=True)
-class Comparison:
-    verdict: str  # exact | within_tolerance | diverged
-    rows: list[tuple[str, float | None, float | None, float | None]]
-    code_note: str
-
-    def line(self) -> str:
-        return self.verdict + (f" ({self.code_note})" if self.code_note else "")
+def _local_workspace(ws: Workspace | None, record: dict) -> Path | None:
+    """The repo to make the worktree from; None means clone the recorded URL."""
+    commit = record["workspace"]["commit"]
+    if ws is not None:
+        if not has_commit(ws.root, commit):
+            raise WorkspaceError(
+                f"recorded commit {commit[:12]} is not in {ws.root} (history "
+                "rewritten?): restore it to reproduce this run"
+            )
+        return ws.root
+    path = record["workspace"].get("path")
+    return Path(path) if has_commit(path, commit) else None
 
 
-def compare_metrics(
-    original: dict[str, float], reproduced: dict[str, float], tolerance: float
-) -> tuple[str, list]:
-    rows, worst = [], 0.0
-    for key in sorted(set(original) | set(reproduced)):
-        a, b = original.get(key), reproduced.get(key)
-        if a is None or b is None:
-            worst = math.inf
-            rows.append((key, a, b, None))
-            continue
-        diff = 0.0 if (a == b or (math.isnan(a) and math.isnan(b))) else abs(a - b)
-        worst = max(worst, diff)
-        rows.append((key, a, b, diff))
-    if worst == 0.0:
-        return "exact", rows
-    return ("within_tolerance" if worst <= tolerance else "diverged"), rows
+def _rerun(tree: Path, record: dict, cfg, uri: str, run_id: str) -> str:
+    """Run the stages again with the recorded pipeline code; return the new run id."""
+    from flows.training import run_stages
+    from lineageflow.pinned import run_recorded_code
 
-
-def code_note(record: dict) -> str:
+    logger = get_run_logger()
+    name, tags = f"reproduce-{run_id[:8]}", {"lineage.reproduction_of": run_id}
     then, now = record.get("pipeline", {}), lineage.pipeline_state()
-    if then.get("commit") and now.get("commit") and then["commit"] != now["commit"]:
-        return (
-            f"pipeline code differs: recorded lineageflow {then['commit'][:12]}, "
-            f"ran {now['commit'][:12]}"
+    commit = then.get("commit")
+    if commit and (commit != now["commit"] or now["dirty"]):
+        local = next(
+            (Path(p) for p in (now["path"], then.get("path")) if has_commit(p, commit)),
+            None,
         )
-    if then.get("version") != now.get("version"):
-        return (
-            f"pipeline code differs: recorded lineageflow {then.get('version')}, "
-            f"ran {now.get('version')}"
-        )
-    return ""
+        try:
+            with tree_at(commit, local, then.get("repo"), "lineageflow") as code:
+                return run_recorded_code(
+                    code, tree, record, uri, name, tags, log=logger.info
+                )
+        except WorkspaceError as exc:  # the verdict will say the code was not pinned
+            logger.warning("rerunning with the code at hand: %s", exc)
+    result = run_stages(
+        Workspace(tree),
+        cfg,
+        uri,
+        register=False,
+        run_name=name,
+        extra_tags=tags,
+        expect_data=record["data"],
+        entrypoint=ENTRYPOINT,
+    )
+    return result.run_id
 
 
 def _markdown(run_id: str, new_id: str, exp_id: str, uri: str, cmp: Comparison) -> str:
@@ -160,10 +110,11 @@ def _markdown(run_id: str, new_id: str, exp_id: str, uri: str, cmp: Comparison) 
     table = "\n".join(
         f"| `{k}` | {fmt(a)} | {fmt(b)} | {fmt(d)} |" for k, a, b, d in cmp.rows
     )
+    notes = "".join(f"- {n}\n" for n in cmp.notes())
     return (
         f"## Reproduction: **{cmp.verdict}**\n\n"
         f"- original run: {link(run_id)}\n- reproduction: {link(new_id)}\n"
-        + (f"- note: {cmp.code_note}\n" if cmp.code_note else "")
+        + notes
         + "\n| metric | original | reproduction | abs diff |\n|---|---|---|---|\n"
         + table
         + "\n"
@@ -179,62 +130,64 @@ def _test_metrics(tracking_uri: str, run_id: str) -> dict[str, float]:
 def reproduce_run(
     run_id: str, workspace: str | None = None, tolerance: float = 0.0
 ) -> dict:
-    """Rebuild a past training run at its recorded commit and data; compare metrics.
+    """Rebuild a past training run from its recorded code, data and params, and
+    compare every metric (exact / within_tolerance / diverged / unpinned).
 
     Args:
-        run_id: an MLflow parent run id, or models:/<name>/<version>.
-        workspace: the workspace git repo (default: $LINEAGEFLOW_WORKSPACE).
+        run_id: an MLflow parent run id, or models:/NAME/VERSION.
+        workspace: the workspace git repo. Default: $LINEAGEFLOW_WORKSPACE, else
+            the recorded one when it is on this machine, else a clone of its
+            recorded URL.
         tolerance: largest absolute metric difference still called within_tolerance.
     """
-    from flows.training import resolve_workspace, run_stages
-
     logger = get_run_logger()
+    ref = validate_ref(run_id)  # before any git, DVC or MLflow call
     if not (tolerance >= 0 and math.isfinite(tolerance)):
         raise LineageError(f"tolerance must be a finite number >= 0, got {tolerance}")
-    ws = open_workspace(resolve_workspace(workspace))
-    uri = default_tracking_uri(ws.state_dir)
-    run_id = resolve_run_id(run_id, uri)
+    ws = _given_workspace(workspace)
+    uri = _tracking_uri(ws)
+    run_id = resolve_run_id(ref, uri)
     record, tags = load_lineage(uri, run_id)
     intact = lineage.check_digest(record, tags)
     if not intact.passed:
         raise LineageError(f"run {run_id} cannot be reproduced: {intact.reason}")
     cfg = parse_params(record["params"], source=f"run {run_id} params")
+    local = _local_workspace(ws, record)
     commit = record["workspace"]["commit"]
-    note = code_note(record)
-    with worktree_at(ws, commit) as tree:
-        share_dvc_state(ws.root, tree, record)
-        result = run_stages(
-            Workspace(tree),
-            cfg,
-            uri,
-            register=False,
-            run_name=f"reproduce-{run_id[:8]}",
-            extra_tags={"lineage.reproduction_of": run_id},
-            expect_data=record["data"],
-        )
-    verdict, rows = compare_metrics(
-        _test_metrics(uri, run_id), _test_metrics(uri, result.run_id), tolerance
+    with tree_at(commit, local, record["workspace"]["repo"], "workspace") as tree:
+        prepare_dvc(tree, record, main=local)
+        new_id = _rerun(tree, record, cfg, uri, run_id)
+    reproduced, _ = load_lineage(uri, new_id)
+    cmp = judge(
+        record,
+        reproduced,
+        _test_metrics(uri, run_id),
+        _test_metrics(uri, new_id),
+        tolerance,
     )
-    cmp = Comparison(verdict, rows, note)
     c = client(uri)
     for rid, key, value in (
-        (run_id, "lineage.reproduced_by", result.run_id),
-        (run_id, "lineage.reproduction.verdict", cmp.line()),
-        (result.run_id, "lineage.reproduction.verdict", cmp.line()),
+        (run_id, "lineage.reproduced_by", new_id),
+        (run_id, "lineage.reproduction.verdict", cmp.line()[:5000]),
+        (new_id, "lineage.reproduction.verdict", cmp.line()[:5000]),
     ):
         c.set_tag(rid, key, value)
     from prefect.artifacts import create_markdown_artifact
 
+    exp_id = reproduced["mlflow"]["experiment_id"]
     create_markdown_artifact(
-        _markdown(run_id, result.run_id, result.experiment_id, uri, cmp),
+        _markdown(run_id, new_id, exp_id, uri, cmp),
         key="reproduction",
         description=f"reproduction of MLflow run {run_id}",
     )
     logger.info("reproduction of %s: %s", run_id, cmp.line())
     return {
         "run_id": run_id,
-        "reproduction_run_id": result.run_id,
+        "reproduction_run_id": new_id,
         "verdict": cmp.verdict,
-        "code_note": cmp.code_note,
-        "metrics": {k: (a, b) for k, a, b, _ in rows},
+        "metrics_verdict": cmp.metrics_verdict,
+        "notes": cmp.notes(),
+        "code_note": "; ".join(cmp.causes),
+        "environment": cmp.environment,
+        "metrics": {k: (a, b) for k, a, b, _ in cmp.rows},
     }

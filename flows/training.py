@@ -11,6 +11,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, unmapped
 
 from lineageflow import lineage
+from lineageflow.code import user_code_state
 from lineageflow.config import PipelineConfig, load_params
 from lineageflow.registry import Decision
 from lineageflow.tracking import (
@@ -134,8 +135,14 @@ def run_stages(
     run_name: str | None = None,
     extra_tags: dict[str, str] | None = None,
     expect_data: list[dict] | None = None,
+    entrypoint: str = "flows/training.py:training_pipeline",
 ) -> PipelineResult:
-    """The pipeline body, shared by training-pipeline and reproduce-run."""
+    """The pipeline body, shared by training-pipeline and reproduce-run.
+
+    Its signature is a contract: a reproduction runs the *recorded* commit's
+    ``run_stages`` in a subprocess (lineageflow.reproduction), so new arguments
+    are keyword-only with defaults.
+    """
     logger = get_run_logger()
     timings: dict[str, float] = {}
     clock = _Clock(timings)
@@ -143,6 +150,7 @@ def run_stages(
         bounded_http_retries()
         check_reachable(tracking_uri)
         git = git_state(ws.git())  # read before anything runs: the state the run used
+        user_code = user_code_state(ws.root, cfg.train.code_refs())
         state_dir = ws.state_dir if tracking_uri.startswith("sqlite:") else None
         exp_id = ensure_experiment(
             tracking_uri,
@@ -154,7 +162,8 @@ def run_stages(
         orch = orchestration_info()
     name = run_name or f"train-{git.commit[:8]}"
     tags = _prefect_tags(orch) | (extra_tags or {})
-    with parent_run(tracking_uri, exp_id, name, tags) as run:
+    source = lineage.source_tags(git.as_dict(), entrypoint)
+    with parent_run(tracking_uri, exp_id, name, tags, inherited=source) as run:
         logger.info("MLflow parent run %s (experiment %s)", run.run_id, exp_id)
         with clock("pull_data"):
             pulled = pull_data.map(
@@ -174,12 +183,13 @@ def run_stages(
                 params_sha256=cfg.sha256(),
                 orchestration=orch,
                 mlflow_ids={"experiment_id": exp_id, "parent_run_id": run.run_id},
+                user_code=user_code,
             )
             record_lineage(record, run)
         with clock("prepare"):
             split = prepare(list(frames), cfg.data.target, cfg.prepare, run)
         with clock("train"):
-            trained = train(split, cfg.train, run)
+            trained = train(split, cfg.train, run, str(ws.root))
         with clock("evaluate"):
             metrics = evaluate(trained, split, cfg.evaluate, run)
         result = PipelineResult(

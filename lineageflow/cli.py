@@ -129,11 +129,16 @@ def promote(
 @app.command()
 def reproduce(
     run_id: Annotated[
-        str, typer.Argument(help="MLflow parent run id, or models:/<name>/<version>.")
+        str, typer.Argument(help="MLflow parent run id, or models:/NAME/VERSION.")
     ],
     workspace: Annotated[
-        Path, typer.Option(help="Workspace git repo the run was trained from.")
-    ] = Path("."),
+        Path | None,
+        typer.Option(
+            help="Workspace git repo the run was trained from. Default: the current "
+            "directory when it is a workspace and MLFLOW_TRACKING_URI is unset, else "
+            "the recorded workspace (cloned from its recorded URL if not here)."
+        ),
+    ] = None,
     tolerance: Annotated[
         float,
         typer.Option(
@@ -141,18 +146,29 @@ def reproduce(
         ),
     ] = 0.0,
 ) -> None:
-    """Rebuild a past run at its recorded commit and data in a temporary git
-    worktree, rerun it, and compare every metric (exact / within_tolerance / diverged)."""
+    """Rebuild a past run from its recorded workspace commit, DVC data, params and
+    lineageflow code, rerun it, and compare every metric
+    (exact / within_tolerance / diverged / unpinned)."""
     from flows.reproduce import reproduce_run
 
     _quiet_user_errors()
+    if (
+        workspace is None
+        and not os.environ.get("MLFLOW_TRACKING_URI")
+        and (Path(".dvc").is_dir() and Path(".git").exists())
+    ):
+        workspace = Path(".")  # the local store of the workspace we stand in
     out = _run(
-        reproduce_run, run_id=run_id, workspace=str(workspace), tolerance=tolerance
+        reproduce_run,
+        run_id=run_id,
+        workspace=str(workspace) if workspace else None,
+        tolerance=tolerance,
     )
     typer.echo(
         f"{out['verdict']}: run {out['run_id']} reproduced as {out['reproduction_run_id']}"
-        + (f" ({out['code_note']})" if out["code_note"] else "")
     )
+    for note in out["notes"]:
+        typer.echo(f"  {note}")
 
 
 @app.command()

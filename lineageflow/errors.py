@@ -31,3 +31,7 @@ class PromotionRefused(LineageflowError):
     def __init__(self, message: str, version: str | None = None):
         super().__init__(message)
         self.version = version
+
+
+class UserCodeError(LineageflowError):
+    """The workspace's own model code (train.factory / train.features) cannot be used."""

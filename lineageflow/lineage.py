@@ -14,7 +14,6 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from typing import Any, Protocol
 
 SCHEMA_VERSION = 1
@@ -56,23 +55,9 @@ def environment() -> dict[str, Any]:
 
 
 def pipeline_state() -> dict[str, Any]:
-    """The lineageflow code that is running: version, and commit when from a checkout."""
-    from lineageflow import __version__
+    from lineageflow.code import pipeline_state as state
 
-    here = Path(__file__).resolve()
-    state: dict[str, Any] = {"version": __version__, "commit": None, "dirty": None}
-    try:
-        import git
-
-        repo = git.Repo(here.parent, search_parent_directories=True)
-        rel = here.relative_to(Path(repo.working_tree_dir).resolve())
-        if not repo.git.ls_files(str(rel)):  # e.g. a venv inside some other repo
-            return state
-        state["commit"] = repo.head.commit.hexsha
-        state["dirty"] = repo.is_dirty(untracked_files=False)
-    except Exception:  # not a checkout: an installed wheel has no commit to record
-        pass
-    return state
+    return state()
 
 
 def build_record(
@@ -85,8 +70,9 @@ def build_record(
     mlflow_ids: dict,
     pipeline: dict | None = None,
     env: dict | None = None,
+    user_code: list[dict] | None = None,
 ) -> dict:
-    return {
+    record = {
         "schema": SCHEMA_VERSION,
         "workspace": {
             k: workspace[k] for k in ("repo", "path", "commit", "branch", "dirty")
@@ -100,6 +86,9 @@ def build_record(
         "orchestration": orchestration,
         "mlflow": mlflow_ids,
     }
+    if user_code:  # additive key: records without user code keep their digest
+        record["user_code"] = user_code
+    return record
 
 
 def flat_tags(record: dict) -> dict[str, str]:
@@ -113,11 +102,31 @@ def flat_tags(record: dict) -> dict[str, str]:
         "lineage.workspace_repo": ws["repo"],
         "lineage.pipeline_version": str(pipe.get("version")),
         "lineage.pipeline_commit": str(pipe.get("commit")),
+        "lineage.pipeline_dirty": str(pipe.get("dirty")).lower(),
         "lineage.params_sha256": record["params_sha256"],
     }
     for d in record["data"]:
         tags[f"lineage.data.{d['path']}.md5"] = d["md5"]
         tags[f"lineage.data.{d['path']}.in_remote"] = str(d["in_remote"]).lower()
+    for u in record.get("user_code", []):
+        tags[f"lineage.user_code.{u['role']}"] = (
+            f"{u['file']}:{u['function']}@{str(u['blob'])[:12]}"
+        )
+    return tags
+
+
+def source_tags(workspace: dict, entrypoint: str) -> dict[str, str]:
+    """MLflow's own source fields, so its UI shows the commit the run trained from
+    (the workspace commit: it pins data pointers, params and the user's code;
+    the pipeline commit is ``lineage.pipeline_commit``)."""
+    tags = {
+        "mlflow.source.name": entrypoint,
+        "mlflow.source.type": "JOB",
+        "mlflow.source.git.commit": workspace["commit"],
+        "mlflow.source.git.repoURL": workspace["repo"],
+    }
+    if workspace.get("branch"):
+        tags["mlflow.source.git.branch"] = workspace["branch"]
     return tags
 
 
@@ -153,6 +162,37 @@ def check_clean_tree(record: dict) -> Check:
         f"workspace had uncommitted changes at run time ({files}): commit or stash "
         "them and retrain",
     )
+
+
+def check_code_committed(record: dict) -> Check:
+    """The code that trained the model is in a commit: the pipeline checkout was
+    clean and every workspace code file named in params.yaml was committed."""
+    pipe = record["pipeline"]
+    problems = []
+    if pipe.get("dirty"):
+        files = ", ".join(pipe.get("dirty_files", [])[:5]) or "uncommitted changes"
+        problems.append(
+            f"lineageflow code at {str(pipe.get('commit'))[:12]} had uncommitted "
+            f"changes ({files}): commit them in the lineageflow repo and retrain"
+        )
+    for u in record.get("user_code", []):
+        if not u.get("committed"):
+            state = (
+                "is not in git" if u.get("blob") is None else "has uncommitted edits"
+            )
+            problems.append(
+                f"workspace code {u['file']} (train.{u['role']}) {state}: "
+                "commit it and retrain"
+            )
+    if problems:
+        return Check("code_committed", False, "; ".join(problems))
+    if pipe.get("commit"):
+        where = f"lineageflow @ {pipe['commit'][:12]}"
+    else:
+        where = f"installed lineageflow {pipe.get('version')} (no checkout)"
+    n = len(record.get("user_code", []))
+    extra = f" and {n} workspace code file(s)" if n else ""
+    return Check("code_committed", True, f"{where}{extra} committed")
 
 
 def check_commit_exists(record: dict, ev: Evidence) -> Check:
@@ -232,7 +272,11 @@ def check_digest(record: dict, tags: dict[str, str]) -> Check:
             f"lineage.json digest {got[:12]} != tag lineage.digest "
             f"{str(want)[:12]}: the record or tag was edited after the run; retrain",
         )
-    edited = sorted(k for k, v in flat_tags(record).items() if tags.get(k) != v)
+    # a flat tag absent from the run claims nothing (runs made before that tag
+    # existed stay verifiable); one that is present must agree with the record
+    edited = sorted(
+        k for k, v in flat_tags(record).items() if k in tags and tags[k] != v
+    )
     if edited:
         return Check(
             "digest_intact",
@@ -281,6 +325,7 @@ def run_checks(
 ) -> list[Check]:
     return [
         check_clean_tree(record),
+        check_code_committed(record),
         check_commit_exists(record, ev),
         check_data_matches_commit(record, ev),
         check_data_in_remote(record, ev),
@@ -312,8 +357,14 @@ def markdown_summary(record: dict, checks: Iterable[Check], extra: str = "") -> 
         f"- workspace: `{ws['repo']}` @ `{ws['commit']}` "
         f"(branch `{ws['branch']}`, dirty: {ws['dirty']})\n"
         f"- pipeline: lineageflow {record['pipeline'].get('version')} "
-        f"@ `{record['pipeline'].get('commit')}`\n"
-        f"- params sha256: `{record['params_sha256']}`\n"
+        f"@ `{record['pipeline'].get('commit')}` "
+        f"(dirty: {record['pipeline'].get('dirty')})\n"
+        + "".join(
+            f"- workspace code: `{u['file']}:{u['function']}` "
+            f"(train.{u['role']}, blob `{u['blob']}`)\n"
+            for u in record.get("user_code", [])
+        )
+        + f"- params sha256: `{record['params_sha256']}`\n"
         f"- digest: `{digest(record)}`\n\n"
         "| path | md5 | bytes | files | remote | in remote |\n|---|---|---|---|---|---|\n"
         f"{data}\n\n"

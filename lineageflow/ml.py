@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from lineageflow.config import EvaluateConfig, PrepareConfig, TrainConfig
-from lineageflow.errors import DataError
+from lineageflow.errors import DataError, UserCodeError
 from lineageflow.lineage import Check
 
 HIGHER_IS_BETTER = {
@@ -136,7 +137,59 @@ def frame_digest(df: pd.DataFrame | pd.Series) -> str:
     return hashlib.sha256(hashed.tobytes()).hexdigest()
 
 
-def build_model(cfg: TrainConfig):
+def build_model(
+    cfg: TrainConfig,
+    factory: Callable[..., Any] | None = None,
+    features: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+):
+    """The unfitted estimator; ``factory``/``features`` are the workspace's own
+    functions when params.yaml names them (see lineageflow.code)."""
+    model = (
+        _builtin_model(cfg) if cfg.model != "custom" else _custom_model(cfg, factory)
+    )
+    if features is None:
+        return model
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    # inside the logged model, so the registered model takes the raw columns
+    return Pipeline(
+        [("features", FunctionTransformer(features, validate=False)), ("model", model)]
+    )
+
+
+def _custom_model(cfg: TrainConfig, factory):
+    from lineageflow.code import call_user
+
+    if factory is None:
+        raise UserCodeError(f"train.factory {cfg.factory} was not loaded")
+    model = call_user(factory, cfg.factory, "factory", **cfg.estimator_params())
+    missing = [
+        m for m in ("fit", "predict_proba") if not callable(getattr(model, m, None))
+    ]
+    if missing:
+        raise UserCodeError(
+            f"train.factory {cfg.factory} returned {type(model).__name__}, not a "
+            f"classifier (no {' or '.join(missing)}): return an unfitted "
+            "scikit-learn-style estimator, e.g. HistGradientBoostingClassifier()"
+        )
+    return model
+
+
+def check_features(features, ref: str, X: pd.DataFrame) -> None:
+    """Run the user's feature function on a few rows first: a wrong return type
+    is one line here instead of a traceback deep inside the fit."""
+    from lineageflow.code import call_user
+
+    out = call_user(features, ref, "features", X.head(5).copy())
+    if not isinstance(out, pd.DataFrame) or len(out) != min(5, len(X)):
+        raise UserCodeError(
+            f"train.features {ref} must return a DataFrame with one row per input "
+            f"row (got {type(out).__name__}): fix it and commit"
+        )
+
+
+def _builtin_model(cfg: TrainConfig):
     params = cfg.estimator_params()
     if cfg.model == "xgboost":
         from xgboost import XGBClassifier

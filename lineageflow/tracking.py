@@ -40,6 +40,9 @@ class RunRef:
     tracking_uri: str
     experiment_id: str
     run_id: str
+    # tags every child run repeats (MLflow's source fields: without them a child
+    # started in a worker thread gets the source of whatever script started Python)
+    inherited: tuple[tuple[str, str], ...] = ()
 
 
 def default_tracking_uri(state_dir: Path) -> str:
@@ -161,7 +164,11 @@ def _error_text(exc: BaseException) -> str:
 
 @contextlib.contextmanager
 def parent_run(
-    tracking_uri: str, experiment_id: str, run_name: str, tags: dict[str, str]
+    tracking_uri: str,
+    experiment_id: str,
+    run_name: str,
+    tags: dict[str, str],
+    inherited: dict[str, str] | None = None,
 ) -> Iterator[RunRef]:
     """The flow's parent run. Ends FINISHED, or FAILED with the error as a tag.
 
@@ -173,9 +180,19 @@ def parent_run(
     run = c.create_run(
         experiment_id,
         run_name=run_name,
-        tags={TAG_KIND: "pipeline", TAG_OWNER: process_identity(), **tags},
+        tags={
+            TAG_KIND: "pipeline",
+            TAG_OWNER: process_identity(),
+            **(inherited or {}),
+            **tags,
+        },
     )
-    ref = RunRef(tracking_uri, experiment_id, run.info.run_id)
+    ref = RunRef(
+        tracking_uri,
+        experiment_id,
+        run.info.run_id,
+        tuple(sorted((inherited or {}).items())),
+    )
     status = "FINISHED"
     try:
         yield ref
@@ -221,7 +238,7 @@ def child_run(ref: RunRef, stage: str, tags: dict[str, str] | None = None):
         experiment_id=ref.experiment_id,
         run_name=stage,
         parent_run_id=ref.run_id,
-        tags={TAG_STAGE: stage, **(tags or {})},
+        tags={**dict(ref.inherited), TAG_STAGE: stage, **(tags or {})},
     )
     try:
         yield active

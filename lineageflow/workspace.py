@@ -52,7 +52,7 @@ def git_state(repo) -> GitState:
     origin = next((r for r in repo.remotes if r.name == "origin"), None)
     url = next(iter(origin.urls), None) if origin else None
     return GitState(
-        repo=_strip_credentials(url) if url else str(Path(repo.working_tree_dir)),
+        repo=strip_credentials(url) if url else str(Path(repo.working_tree_dir)),
         path=str(Path(repo.working_tree_dir).resolve()),
         commit=commit,
         branch=branch,
@@ -61,7 +61,7 @@ def git_state(repo) -> GitState:
     )
 
 
-def _strip_credentials(url: str) -> str:
+def strip_credentials(url: str) -> str:
     # https://user:token@host/x.git must never reach a tag or an artifact
     return re.sub(r"^([a-z+]+://)[^/@]+@", r"\1", url)
 

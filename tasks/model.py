@@ -14,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from lineageflow import ml
 from lineageflow.config import EvaluateConfig, TrainConfig
+from lineageflow.errors import UserCodeError
 from lineageflow.plots import write_plots
 from lineageflow.tracking import RunRef, child_run, client
 
@@ -26,11 +27,12 @@ class TrainedModel:
     flavor: str
 
 
-def _pip_requirements(flavor: str) -> list[str]:
+def _pip_requirements(flavor: str, custom: bool = False) -> list[str]:
     # Given explicitly: MLflow's inference of requirements spends 3-4.5 s in a
-    # subprocess per log_model (measured here).
+    # subprocess per log_model (measured here). A custom estimator may be any
+    # library's: xgboost is listed too, as the project installs it.
     pkgs = ["mlflow", "numpy", "pandas", "scikit-learn", "cloudpickle"]
-    if flavor == "xgboost":
+    if flavor == "xgboost" or custom:
         pkgs.append("xgboost")
     return [f"{p}=={version(p)}" for p in pkgs]
 
@@ -48,21 +50,51 @@ def autolog(flavor: str, disable: bool = False) -> None:
 
 # Never retried and never run in parallel threads: autolog state is process-global
 # and two overlapping autologged fits lose the second run's data.
+def _user_code(cfg: TrainConfig, workspace: str | None, split: ml.Split):
+    """The workspace's factory/features functions, imported from the tree being
+    trained (a reproduction's worktree holds the recorded commit's files)."""
+    from lineageflow.code import load_callable
+
+    refs = cfg.code_refs()
+    if refs and workspace is None:
+        raise UserCodeError("train.factory/features need the workspace path")
+    fns = {
+        role: load_callable(Path(workspace), ref, role) for role, ref in refs.items()
+    }
+    if "features" in fns:
+        ml.check_features(fns["features"], refs["features"], split.X_train)
+    return fns.get("factory"), fns.get("features")
+
+
+def _fit(model, split: ml.Split, cfg: TrainConfig):
+    if cfg.model != "custom":
+        return ml.fit(model, split)
+    from lineageflow.code import call_user
+
+    return call_user(ml.fit, cfg.factory, "factory", model, split)
+
+
 @task(name="train", cache_policy=NO_CACHE)
-def train(split: ml.Split, cfg: TrainConfig, run: RunRef) -> TrainedModel:
+def train(
+    split: ml.Split, cfg: TrainConfig, run: RunRef, workspace: str | None = None
+) -> TrainedModel:
     import mlflow
     from mlflow.models import infer_signature
 
-    flavor = "xgboost" if cfg.model == "xgboost" else "sklearn"
+    factory, features = _user_code(cfg, workspace, split)
+    # one pickled sklearn model when user code is inside it (cloudpickle carries
+    # the user's module by value); xgboost's own format otherwise
+    flavor = "xgboost" if cfg.model == "xgboost" and features is None else "sklearn"
     with child_run(run, "train") as active:
         autolog(flavor)
         t0 = time.perf_counter()
         try:
-            model = ml.fit(ml.build_model(cfg), split)
+            model = _fit(ml.build_model(cfg, factory, features), split, cfg)
         finally:
             autolog(flavor, disable=True)
         fit_seconds = time.perf_counter() - t0
         mlflow.log_params({"model": cfg.model, "seed": cfg.seed})
+        mlflow.log_params({f"user_code.{k}": v for k, v in cfg.code_refs().items()})
         head = split.X_train.head(200)
         # float columns in the signature: a missing value at serving time is then
         # a NaN, not a schema error (MLflow's own advice for integer columns)
@@ -78,7 +110,7 @@ def train(split: ml.Split, cfg: TrainConfig, run: RunRef) -> TrainedModel:
             model,
             name="model",
             signature=signature,
-            pip_requirements=_pip_requirements(flavor),
+            pip_requirements=_pip_requirements(flavor, custom=cfg.model == "custom"),
             **extra,
         )
         run_id = active.info.run_id

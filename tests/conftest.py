@@ -4,12 +4,68 @@ temp sqlite store, and Prefect's test harness (a real temporary API server)."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pipeline_snapshot() -> Path | None:
+    """The lineageflow code under test, committed in a git repo of its own.
+
+    Runs record the pipeline commit and refuse uncommitted pipeline code
+    (check code_committed), so tests that expect a promotion must not depend on
+    whether the developer's checkout has uncommitted edits. Every file git would
+    commit (tracked or new, as it is on disk) is copied and committed; this
+    process and its subprocesses import lineageflow from there (PYTHONPATH
+    comes before the editable install's finder; pytest's import mode is
+    `append`, so it does not put the checkout back in front). None outside a git
+    checkout.
+    """
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+        ).stdout.decode()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    dest = Path(tempfile.mkdtemp(prefix="lineageflow-tests-pipeline-")) / "lineageflow"
+    for rel in filter(None, listed.split("\0")):
+        src = REPO / rel
+        if rel.startswith("tests/"):  # the tests themselves run from the checkout
+            continue
+        if src.is_file() and not src.is_symlink():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t.invalid")
+    env.update(GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t.invalid")
+    for cmd in (
+        ["git", "init", "-q", "-b", "main"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-q", "-m", "lineageflow under test"],
+    ):
+        subprocess.run(cmd, cwd=dest, env=env, check=True, capture_output=True)
+    return dest
+
+
+PIPELINE = pipeline_snapshot()
+if PIPELINE is not None:
+    import atexit
+    import sys
+
+    atexit.register(shutil.rmtree, PIPELINE.parent, ignore_errors=True)
+    sys.path.insert(0, str(PIPELINE))
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(PIPELINE), os.environ.get("PYTHONPATH")) if p
+    )
 
 os.environ.update(
     {

@@ -32,3 +32,30 @@ def test_serve_builds_the_same_deployments(tmp_path):
         built["reproduce"].entrypoint.endswith("reproduce_run")
         or built["reproduce"].flow_name == "reproduce-run"
     )
+
+
+def test_reproduce_needs_no_workspace_at_deploy_time(tmp_path):
+    specs = {s["name"]: s for s in load_specs()}
+    assert "workspace" not in (specs["reproduce"].get("parameters") or {})
+    built = {d.name: d for d in build_deployments(str(tmp_path))}
+    assert built["reproduce"].parameters == {}
+
+
+def test_parameter_descriptions_survive_the_ui_html_rendering(tmp_path):
+    """The Prefect UI renders descriptions as HTML: `<name>` would vanish."""
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.promote import promote_model
+    from flows.reproduce import reproduce_run
+    from flows.training import training_pipeline
+
+    for fl in (training_pipeline, reproduce_run, promote_model):
+        props = parameter_schema(fl.fn).model_dump()["properties"]
+        for name, prop in props.items():
+            text = prop.get("description") or ""
+            assert text, f"{fl.name}.{name} has no description"
+            assert "<" not in text and ">" not in text, (fl.name, name, text)
+    for d in build_deployments(str(tmp_path)):
+        assert "<" not in (d.description or ""), d.name
+    run_id = parameter_schema(reproduce_run.fn).model_dump()["properties"]["run_id"]
+    assert run_id["description"] == "an MLflow parent run id, or models:/NAME/VERSION."

@@ -1,0 +1,283 @@
+"""Reproduction: where the recorded code and data come from, and the verdict.
+
+A run is rebuilt from its lineage record alone:
+- the **workspace** at the recorded commit: a detached worktree of the local repo
+  (the one given, else the recorded path when it exists on this machine), else a
+  clone of the recorded repo URL; the recorded DVC versions are pulled into it;
+- the **pipeline code** at the recorded lineageflow commit: when it is not the
+  code running now, a worktree (or clone) of the pipeline repo at that commit,
+  run in a subprocess of this same Python environment;
+- the **verdict** compares the two lineage records (code, data, params,
+  environment) and the metrics: ``exact`` only when the code was pinned and every
+  metric is identical.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lineageflow.errors import LineageError, WorkspaceError
+from lineageflow.workspace import check_commit_sha
+
+RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+MODEL_URI_RE = re.compile(r"^models:/([A-Za-z0-9][A-Za-z0-9._-]{0,127})/([0-9]{1,9})$")
+
+
+def validate_ref(ref: str) -> str:
+    """Refuse a malformed run reference before any git, DVC or MLflow call."""
+    ref = (ref or "").strip()
+    if not (RUN_ID_RE.match(ref) or MODEL_URI_RE.match(ref)):
+        raise LineageError(
+            f"run_id {ref[:80]!r} is neither an MLflow run id (32 hex characters) "
+            "nor models:/NAME/VERSION"
+        )
+    return ref
+
+
+def resolve_run_id(ref: str, tracking_uri: str) -> str:
+    """A parent run id, or ``models:/NAME/VERSION`` -> the version's run id."""
+    ref = validate_ref(ref)
+    m = MODEL_URI_RE.match(ref)
+    if not m:
+        return ref
+    from mlflow.exceptions import MlflowException
+
+    from lineageflow.tracking import client
+
+    try:
+        mv = client(tracking_uri).get_model_version(m.group(1), m.group(2))
+    except MlflowException:
+        raise LineageError(f"{ref} is not a registered model version") from None
+    return mv.tags.get("lineage.run_id") or mv.run_id
+
+
+# ------------------------------------------------------------------ git trees
+
+
+def has_commit(path: str | Path | None, commit: str) -> bool:
+    """Whether ``path`` is a git repo on this machine that holds ``commit``."""
+    import git
+
+    if not path or not Path(path).is_dir():
+        return False
+    try:
+        git.Repo(path).git.cat_file("-e", f"{commit}^{{commit}}")
+        return True
+    except (git.GitCommandError, git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return False
+
+
+@contextlib.contextmanager
+def tree_at(
+    commit: str, local: Path | None, url: str | None, what: str
+) -> Iterator[Path]:
+    """A detached checkout of ``commit`` in a temp dir: a worktree of the local
+    repo when it holds the commit, else a clone of ``url``. Removed (and pruned
+    from the repo's worktree list) even when the body fails."""
+    import git
+
+    check_commit_sha(commit)
+    tmp = Path(tempfile.mkdtemp(prefix="lineageflow-repro-"))
+    path = tmp / "tree"
+    repo = git.Repo(local) if local is not None and has_commit(local, commit) else None
+    try:
+        if repo is not None:
+            repo.git.worktree("add", "--detach", "--", str(path), commit)
+        else:
+            _clone_at(url, path, commit, what)
+        yield path
+    finally:
+        if repo is not None:
+            with contextlib.suppress(git.GitCommandError):
+                repo.git.worktree("remove", "--force", "--", str(path))
+        shutil.rmtree(tmp, ignore_errors=True)
+        if repo is not None:
+            with contextlib.suppress(git.GitCommandError):
+                repo.git.worktree("prune")
+
+
+def _clone_at(url: str | None, path: Path, commit: str, what: str) -> None:
+    import git
+
+    if not url or url.startswith("-"):
+        raise WorkspaceError(
+            f"recorded {what} commit {commit[:12]} is in no repository on this "
+            "machine and the record names none to clone: pass the repository's path"
+        )
+    try:
+        repo = git.Repo.clone_from(url, path, no_checkout=True, quiet=True)
+    except git.GitCommandError as exc:
+        raise WorkspaceError(
+            f"cannot clone the recorded {what} repo {url} "
+            f"({_last_line(exc.stderr)}): pass a local checkout that holds "
+            f"commit {commit[:12]}"
+        ) from None
+    try:
+        repo.git.checkout("--detach", "--quiet", commit)
+    except git.GitCommandError:
+        raise WorkspaceError(
+            f"recorded {what} commit {commit[:12]} is not in {url} (history "
+            "rewritten?): restore it to reproduce this run"
+        ) from None
+
+
+def _last_line(text: str | None) -> str:
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    return lines[-1][:200] if lines else "no output"
+
+
+def prepare_dvc(tree: Path, record: dict, main: Path | None) -> None:
+    """Give a worktree or clone what its DVC needs to read the recorded data.
+
+    A worktree shares the main repo's cache (so nothing is pulled twice); a clone
+    keeps its own empty cache and pulls from the remote. Neither gets the
+    original's ``config.local``, so a local remote recorded as an absolute path
+    is written back, and DVC's site cache stays inside the tree.
+    """
+    from dvc.repo import Repo
+
+    main_cache = _cache_dir(main) if main is not None else None
+    site = (main or tree) / ".dvc" / "tmp" / "site"
+    with Repo(str(tree)) as repo, repo.config.edit("local") as conf:
+        if main_cache:
+            conf.setdefault("cache", {})["dir"] = main_cache
+        conf.setdefault("core", {})["site_cache_dir"] = str(site)
+        for d in record["data"]:
+            url = d.get("remote_url")
+            if d.get("remote") and url and "://" not in url:
+                conf.setdefault("remote", {}).setdefault(d["remote"], {})["url"] = url
+
+
+def _cache_dir(root: Path) -> str:
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return repo.cache.local.path
+
+
+# ------------------------------------------------------------------ verdict
+
+
+def compare_metrics(
+    original: dict[str, float], reproduced: dict[str, float], tolerance: float
+) -> tuple[str, list]:
+    rows, worst = [], 0.0
+    for key in sorted(set(original) | set(reproduced)):
+        a, b = original.get(key), reproduced.get(key)
+        if a is None or b is None:
+            worst = math.inf
+            rows.append((key, a, b, None))
+            continue
+        diff = 0.0 if (a == b or (math.isnan(a) and math.isnan(b))) else abs(a - b)
+        worst = max(worst, diff)
+        rows.append((key, a, b, diff))
+    if worst == 0.0:
+        return "exact", rows
+    return ("within_tolerance" if worst <= tolerance else "diverged"), rows
+
+
+def code_causes(original: dict, reproduced: dict) -> list[str]:
+    """Why the code that ran again is not provably the code that ran then."""
+    causes = []
+    then, now = original.get("pipeline", {}), reproduced.get("pipeline", {})
+    if not then.get("commit"):
+        causes.append(
+            f"code not pinned: recorded from an installed lineageflow "
+            f"{then.get('version')} with no commit; reran lineageflow "
+            f"{now.get('version')} @ {str(now.get('commit'))[:12]}"
+        )
+    elif then.get("dirty"):
+        files = ", ".join(then.get("dirty_files", [])[:5]) or "uncommitted changes"
+        causes.append(
+            f"code not pinned: the recorded lineageflow code had uncommitted changes "
+            f"({files}) that no commit holds; reran its commit {then['commit'][:12]}"
+        )
+    elif then.get("commit") != now.get("commit") or now.get("dirty"):
+        causes.append(
+            f"code not pinned: recorded lineageflow {then['commit'][:12]}, reran "
+            f"{str(now.get('commit'))[:12]}{' (dirty)' if now.get('dirty') else ''}"
+        )
+    ws_then = original.get("workspace", {})
+    if ws_then.get("dirty"):
+        files = ", ".join(ws_then.get("dirty_files", [])[:5])
+        causes.append(
+            f"code not pinned: the workspace had uncommitted changes at run time "
+            f"({files})"
+        )
+    blobs_then = {(u["file"], u["blob"]) for u in original.get("user_code", [])}
+    blobs_now = {(u["file"], u["blob"]) for u in reproduced.get("user_code", [])}
+    for file, blob in sorted(blobs_then - blobs_now):
+        causes.append(
+            f"code not pinned: workspace code {file} differs from blob {blob}"
+        )
+    return causes
+
+
+def environment_differences(original: dict, reproduced: dict) -> list[str]:
+    """Every python / package / platform difference, named."""
+    a, b = original.get("environment", {}), reproduced.get("environment", {})
+    out = []
+    for key in ("python", "implementation", "platform"):
+        if a.get(key) != b.get(key):
+            out.append(f"{key} {a.get(key)} -> {b.get(key)}")
+    pa, pb = a.get("packages", {}), b.get("packages", {})
+    for name in sorted(set(pa) | set(pb)):
+        if pa.get(name) != pb.get(name):
+            out.append(f"{name} {pa.get(name)} -> {pb.get(name)}")
+    return out
+
+
+@dataclass(frozen=True)
+class Comparison:
+    verdict: str  # exact | within_tolerance | diverged | unpinned
+    metrics_verdict: str  # exact | within_tolerance | diverged
+    rows: list[tuple[str, float | None, float | None, float | None]]
+    causes: list[str] = field(default_factory=list)  # code not pinned
+    environment: list[str] = field(default_factory=list)  # named differences
+
+    def notes(self) -> list[str]:
+        out = list(self.causes)
+        if self.causes:
+            out.append(f"metrics {self.metrics_verdict}")
+        if self.environment:
+            out.append("environment differs: " + ", ".join(self.environment))
+        return out
+
+    def line(self) -> str:
+        notes = self.notes()
+        return self.verdict + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def judge(
+    original: dict,
+    reproduced: dict,
+    original_metrics: dict[str, float],
+    reproduced_metrics: dict[str, float],
+    tolerance: float,
+) -> Comparison:
+    """``exact`` = same code (pinned), data, params and identical metrics."""
+    metrics_verdict, rows = compare_metrics(
+        original_metrics, reproduced_metrics, tolerance
+    )
+    causes = code_causes(original, reproduced)
+    if original.get("params_sha256") != reproduced.get("params_sha256"):
+        causes.append("params differ from the recorded ones")
+    data_then = {d["path"]: d["md5"] for d in original.get("data", [])}
+    data_now = {d["path"]: d.get("read_md5") for d in reproduced.get("data", [])}
+    if data_then != data_now:
+        causes.append("data read differs from the recorded versions")
+    verdict = "unpinned" if causes else metrics_verdict
+    return Comparison(
+        verdict,
+        metrics_verdict,
+        rows,
+        causes,
+        environment_differences(original, reproduced),
+    )

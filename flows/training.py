@@ -301,7 +301,7 @@ def unchanged_since_staging(ws: Workspace, cfg: PipelineConfig, tracking_uri: st
 
     Cheap by design (git + the .dvc files + two MLflow reads): a nightly retrain
     with nothing new must cost seconds, not a training run. A dirty tree is
-    never "unchanged".
+    never "unchanged", and neither is a new lineageflow commit.
     """
     from mlflow.exceptions import MlflowException
 
@@ -321,6 +321,10 @@ def unchanged_since_staging(ws: Workspace, cfg: PipelineConfig, tracking_uri: st
     mv = c.get_model_version(name, version)
     tags = c.get_run(mv.tags.get("lineage.run_id") or mv.run_id).data.tags
     if tags.get("lineage.git_commit") != git.commit:
+        return None
+    # new lineageflow code is a new model too (and dirty code never "unchanged")
+    code = lineage.pipeline_state()
+    if code["dirty"] or tags.get("lineage.pipeline_commit") != str(code["commit"]):
         return None
     if tags.get("lineage.params_sha256") != cfg.sha256():
         return None

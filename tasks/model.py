@@ -93,8 +93,11 @@ def train(
         finally:
             autolog(flavor, disable=True)
         fit_seconds = time.perf_counter() - t0
-        mlflow.log_params({"model": cfg.model, "seed": cfg.seed})
-        mlflow.log_params({f"user_code.{k}": v for k, v in cfg.code_refs().items()})
+        # prefixed: sklearn's autolog of a Pipeline already logs its step `model`
+        mlflow.log_params(
+            {"lineageflow.model": cfg.model, "lineageflow.seed": cfg.seed}
+            | {f"lineageflow.{k}": v for k, v in cfg.code_refs().items()}
+        )
         head = split.X_train.head(200)
         # float columns in the signature: a missing value at serving time is then
         # a NaN, not a schema error (MLflow's own advice for integer columns)

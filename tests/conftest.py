@@ -63,6 +63,7 @@ if PIPELINE is not None:
 
     atexit.register(shutil.rmtree, PIPELINE.parent, ignore_errors=True)
     sys.path.insert(0, str(PIPELINE))
+    os.environ["LINEAGEFLOW_TEST_PIPELINE"] = str(PIPELINE)
     os.environ["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(PIPELINE), os.environ.get("PYTHONPATH")) if p
     )

@@ -18,7 +18,11 @@ from mlflow import MlflowClient
 
 from tests.servers import Proc, free_port, wait_for_parent_of_stage
 
-ROOT = Path(__file__).resolve().parents[1]
+# `prefect deploy` records its directory as the flows' working directory: deploy
+# from the committed snapshot of the code under test (tests/conftest.py)
+ROOT = Path(
+    os.environ.get("LINEAGEFLOW_TEST_PIPELINE") or Path(__file__).resolve().parents[1]
+)
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
 
@@ -113,7 +117,7 @@ def staging_versions(client: MlflowClient, name: str):
 
 
 def deploy_and_start_worker(
-    stack: dict, env: dict, name: str = "prefect worker"
+    stack: dict, env: dict, name: str = "prefect worker", worker_env: dict | None = None
 ) -> Proc:
     """Create the pool, `prefect --no-prompt deploy --all`, start a worker that
     sends flow runs to the stack's MLflow server."""
@@ -130,7 +134,7 @@ def deploy_and_start_worker(
     ):
         status = rest("GET", f"{stack['api']}/deployments/name/{dep}").status_code
         assert status == 200, out
-    return start_worker(stack, env, name)
+    return start_worker(stack, worker_env or env, name)
 
 
 def watch_train_deployment(env: dict) -> subprocess.CompletedProcess:
@@ -229,9 +233,10 @@ def test_deploy_run_reproduce_and_nightly(stack, make_workspace):
     env, api = stack["env"], stack["api"]
     paths = make_workspace(rows=3000)
     name = make_workspace.model_name
-    env = dict(env, LINEAGEFLOW_WORKSPACE=str(paths.workspace))
-
-    worker = deploy_and_start_worker(stack, env)
+    deploy_env = dict(env, LINEAGEFLOW_WORKSPACE=str(paths.workspace))
+    # the workspace is filled into train/nightly at deploy time; the worker has
+    # no LINEAGEFLOW_WORKSPACE, so a reproduction finds it from the run id alone
+    worker = deploy_and_start_worker(stack, deploy_env, worker_env=env)
 
     # 1. prefect deployment run --watch leaves a Staging version
     proc = watch_train_deployment(env)
@@ -257,7 +262,12 @@ def test_deploy_run_reproduce_and_nightly(stack, make_workspace):
     assert f"]({stack['mlflow_uri']}/#/experiments/" in by_key["mlflow-run"]["data"]
     assert "clean_tree" in by_key["lineage-summary"]["data"]
 
-    # 2. reproduce through the REST API, as the UI does
+    # 2. reproduce through the REST API, as the UI does: the run id alone
+    bad = run_deployment_via_api(api, "reproduce-run/reproduce", {"run_id": "nope"})
+    assert bad["state"]["type"] == "FAILED"
+    assert "is neither an MLflow run id" in flow_run_logs(
+        api, bad["id"], expect="is neither"
+    )
     fr = run_deployment_via_api(
         api, "reproduce-run/reproduce", {"run_id": run.info.run_id}
     )

@@ -175,3 +175,56 @@ def test_compare_metrics_verdicts():
     assert compare_metrics(a, {"m": 0.5001, "n": 1.0}, 0.001)[0] == "within_tolerance"
     assert compare_metrics(a, {"m": 0.6, "n": 1.0}, 0.001)[0] == "diverged"
     assert compare_metrics(a, {"m": 0.5}, 1.0)[0] == "diverged"
+
+
+def _rec(commit="a" * 40, dirty=False, files=(), env=None, **extra):
+    return {
+        "pipeline": {
+            "version": "0.1.0",
+            "commit": commit,
+            "dirty": dirty,
+            "dirty_files": list(files),
+        },
+        "workspace": {"dirty": False},
+        "params_sha256": "p",
+        "data": [{"path": "d", "md5": "m", "read_md5": "m"}],
+        "environment": env
+        or {"python": "3.11.7", "packages": {"xgboost": "3.2.0", "mlflow": "3.17.2"}},
+        **extra,
+    }
+
+
+def test_verdict_is_exact_only_for_pinned_code_and_names_every_difference():
+    from lineageflow.reproduction import judge
+
+    m = {"test_roc_auc": 0.75}
+    assert judge(_rec(), _rec(), m, dict(m), 0.0).line() == "exact"
+    assert judge(_rec(), _rec(), m, {"test_roc_auc": 0.7}, 0.0).verdict == "diverged"
+
+    dirty = judge(_rec(dirty=True, files=["lineageflow/ml.py"]), _rec(), m, m, 0.0)
+    assert dirty.verdict == "unpinned" and dirty.metrics_verdict == "exact"
+    assert (
+        "uncommitted changes (lineageflow/ml.py) that no commit holds" in dirty.line()
+    )
+    wheel = judge(_rec(commit=None), _rec(), m, m, 0.0)
+    assert "installed lineageflow 0.1.0 with no commit" in wheel.line()
+    other = judge(_rec(), _rec(commit="b" * 40), m, m, 0.0)
+    assert other.verdict == "unpinned" and "recorded lineageflow aaaaaaaaaaaa" in (
+        other.line()
+    )
+
+    newer = _rec(env={"python": "3.11.9", "packages": {"xgboost": "3.1.0"}})
+    cmp = judge(_rec(), newer, m, m, 0.0)
+    assert cmp.verdict == "exact"  # the environment is named, not pinned
+    assert cmp.environment == [
+        "python 3.11.7 -> 3.11.9",
+        "mlflow 3.17.2 -> None",
+        "xgboost 3.2.0 -> 3.1.0",
+    ]
+    assert cmp.line().startswith("exact (environment differs: python 3.11.7 -> 3.11.9")
+
+    blob_then = _rec(user_code=[{"file": "models.py", "blob": "1" * 40}])
+    blob_now = _rec(user_code=[{"file": "models.py", "blob": "2" * 40}])
+    assert (
+        "models.py differs from blob 1111" in judge(blob_then, blob_now, m, m, 0).line()
+    )

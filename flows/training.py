@@ -10,7 +10,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, unmapped
 
-from lineageflow import lineage
+from lineageflow import lineage, ml
 from lineageflow.code import user_code_state
 from lineageflow.config import PipelineConfig, load_params
 from lineageflow.registry import Decision
@@ -187,7 +187,10 @@ def run_stages(
             )
             record_lineage(record, run)
         with clock("prepare"):
-            split = prepare(list(frames), cfg.data.target, cfg.prepare, run)
+            split = prepare(
+                list(frames), cfg.data.target, cfg.prepare, run, cfg.train.task
+            )
+            ml.check_metric(split.task, cfg.evaluate.metric)  # before any training
         with clock("train"):
             trained = train(split, cfg.train, run, str(ws.root))
         with clock("evaluate"):

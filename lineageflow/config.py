@@ -110,6 +110,8 @@ class TrainConfig(_Section):
         "xgboost"
     )
     seed: int = 42
+    # auto: from the target (text or few integer values -> classes, else regression)
+    task: Literal["auto", "binary", "multiclass", "regression"] = "auto"
     xgboost: XGBoostParams = XGBoostParams()
     random_forest: RandomForestParams = RandomForestParams()
     logistic_regression: LogisticRegressionParams = LogisticRegressionParams()
@@ -153,7 +155,9 @@ class TrainConfig(_Section):
         return {k: v for k, v in refs.items() if v}
 
 
-Metric = Literal["roc_auc", "accuracy", "f1", "precision", "recall", "log_loss"]
+Metric = Literal[
+    "roc_auc", "accuracy", "f1", "precision", "recall", "log_loss", "rmse", "mae", "r2"
+]
 
 
 class EvaluateConfig(_Section):

@@ -28,10 +28,13 @@ class DataVersion:
     in_remote: bool
     read_md5: str  # md5 of what the pipeline actually read
     action: str  # "present", "pulled" or "modified" (left as the user had it)
+    format: str | None = None  # csv | parquet, once read
 
     def as_record(self) -> dict:
         d = asdict(self)
         d.pop("action")
+        if d["format"] is None:  # additive key: absent until the data was read
+            d.pop("format")
         return d
 
 

@@ -1,11 +1,12 @@
-"""Plain ML logic: read, validate, split, build, fit, score. No Prefect, no MLflow."""
+"""Plain ML logic: split, build, fit, score, gate. No Prefect, no MLflow.
+
+Reading and validating tables lives in lineageflow.tabular."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,8 @@ import pandas as pd
 from lineageflow.config import EvaluateConfig, PrepareConfig, TrainConfig
 from lineageflow.errors import DataError, UserCodeError
 from lineageflow.lineage import Check
+from lineageflow.tabular import infer_task
+from lineageflow.tabular import validate_frame as validate_frame
 
 HIGHER_IS_BETTER = {
     "roc_auc": True,
@@ -22,7 +25,11 @@ HIGHER_IS_BETTER = {
     "precision": True,
     "recall": True,
     "log_loss": False,
+    "rmse": False,
+    "mae": False,
+    "r2": True,
 }
+REGRESSION_METRICS = ("rmse", "mae", "r2")
 
 
 @dataclass(frozen=True)
@@ -31,63 +38,32 @@ class Split:
     X_test: pd.DataFrame
     y_train: pd.Series
     y_test: pd.Series
+    task: str = "binary"  # binary | multiclass | regression
+    labels: list = field(default_factory=list)  # the data's classes, code order
+    task_reason: str = ""
 
     def sizes(self) -> dict[str, int]:
         return {"train_rows": len(self.X_train), "test_rows": len(self.X_test)}
 
 
-def read_dataset(path: Path) -> pd.DataFrame:
-    """Read a CSV file, or every ``*.csv`` of a directory in name order."""
-    files = sorted(path.rglob("*.csv")) if path.is_dir() else [path]
-    if not files:
-        raise DataError(f"{path} holds no .csv files: add data and run `dvc add`")
-    try:
-        frames = [pd.read_csv(f) for f in files]
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path} is empty: add rows and run `dvc add`") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path} is not readable CSV: {exc}".splitlines()[0]) from None
-    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-
-
-def validate_frame(df: pd.DataFrame, target: str, name: str = "dataset") -> None:
-    """Refuse data no classifier should be trained on, with a fix in the message."""
-    if df.empty:
-        raise DataError(f"{name} has no rows: add data and run `dvc add`")
-    if target not in df.columns:
-        cols = ", ".join(map(str, df.columns[:8]))
-        raise DataError(
-            f"target column '{target}' is not in {name} (columns: {cols}): "
-            "set data.target in params.yaml"
+def check_metric(task: str, metric: str) -> None:
+    """The configured metric must fit the task (one line with the choices)."""
+    regression = task == "regression"
+    if regression != (metric in REGRESSION_METRICS):
+        fits = (
+            ", ".join(REGRESSION_METRICS)
+            if regression
+            else ", ".join(k for k in HIGHER_IS_BETTER if k not in REGRESSION_METRICS)
         )
-    n_nan = int(df[target].isna().sum())
-    if n_nan:
         raise DataError(
-            f"{name} has {n_nan} rows with a missing '{target}' label: "
-            "drop or label them, then `dvc add`"
-        )
-    classes = df[target].nunique()
-    if classes < 2:
-        raise DataError(
-            f"{name} has a single class in '{target}' ({df[target].iloc[0]!r}): "
-            "a classifier needs at least two"
-        )
-    features = df.drop(columns=[target])
-    if features.shape[1] == 0:
-        raise DataError(f"{name} has no feature columns besides '{target}'")
-    bad = [
-        c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])
-    ]
-    if bad:
-        raise DataError(
-            f"{name} has non-numeric feature columns {bad[:5]}: "
-            "encode them as numbers before `dvc add`"
+            f"evaluate.metric {metric} does not fit a {task} task: set it to one "
+            f"of {fits}"
         )
 
 
 def encode_labels(y: pd.Series) -> tuple[pd.Series, list[Any]]:
     """Map labels to 0..k-1 (xgboost requires it); keep the original classes."""
-    classes = sorted(y.unique().tolist())
+    classes = sorted(y.unique().tolist(), key=lambda v: (str(type(v)), v))
     if classes == list(range(len(classes))):
         return y.astype("int64"), classes
     mapping = {c: i for i, c in enumerate(classes)}
@@ -107,28 +83,49 @@ def hash_test_mask(df: pd.DataFrame, test_size: float, seed: int) -> np.ndarray:
     return (h % np.uint64(1_000_000)) < np.uint64(round(test_size * 1_000_000))
 
 
-def split_frame(df: pd.DataFrame, target: str, cfg: PrepareConfig) -> Split:
-    y, _ = encode_labels(df[target])
+def split_frame(
+    df: pd.DataFrame, target: str, cfg: PrepareConfig, task_setting: str = "auto"
+) -> Split:
+    task, reason = infer_task(df[target], task_setting, target)
+    if task == "regression":
+        y, labels = df[target].astype("float64"), []
+    else:
+        y, labels = encode_labels(df[target])
     X = df.drop(columns=[target])
     if cfg.method == "hash":
         test = hash_test_mask(df, cfg.test_size, cfg.seed)
-        if test.all() or not test.any() or y[~test].nunique() < 2:
+        too_few = task != "regression" and y[~test].nunique() < 2
+        if test.all() or not test.any() or too_few:
             raise DataError(
                 f"cannot split {len(df)} rows with test_size={cfg.test_size}: one "
                 "side would be empty or single-class; add rows or change test_size"
             )
-        return Split(X[~test], X[test], y[~test], y[test])
-    from sklearn.model_selection import train_test_split
+        split = Split(X[~test], X[test], y[~test], y[test], task, labels, reason)
+    else:
+        from sklearn.model_selection import train_test_split
 
-    try:
-        X_train, X_test, y_train, y_test = train_test_split(
-            X, y, test_size=cfg.test_size, random_state=cfg.seed, stratify=y
-        )
-    except ValueError as exc:
-        raise DataError(
-            f"cannot split {len(df)} rows with test_size={cfg.test_size}: {exc}"
-        ) from None
-    return Split(X_train, X_test, y_train, y_test)
+        try:
+            X_train, X_test, y_train, y_test = train_test_split(
+                X,
+                y,
+                test_size=cfg.test_size,
+                random_state=cfg.seed,
+                stratify=None if task == "regression" else y,
+            )
+        except ValueError as exc:
+            raise DataError(
+                f"cannot split {len(df)} rows with test_size={cfg.test_size}: {exc}"
+            ) from None
+        split = Split(X_train, X_test, y_train, y_test, task, labels, reason)
+    if task != "regression":
+        only_test = sorted(set(split.y_test) - set(split.y_train))
+        if only_test:
+            names = [labels[i] for i in only_test][:5]
+            raise DataError(
+                f"class(es) {names} of '{target}' appear only in the holdout: add "
+                "training rows of them, drop them, or use prepare.method: stratified"
+            )
+    return split
 
 
 def frame_digest(df: pd.DataFrame | pd.Series) -> str:
@@ -141,37 +138,52 @@ def build_model(
     cfg: TrainConfig,
     factory: Callable[..., Any] | None = None,
     features: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+    task: str = "binary",
+    labels: list | None = None,
 ):
-    """The unfitted estimator; ``factory``/``features`` are the workspace's own
-    functions when params.yaml names them (see lineageflow.code)."""
-    model = (
-        _builtin_model(cfg) if cfg.model != "custom" else _custom_model(cfg, factory)
-    )
-    if features is None:
-        return model
+    """The unfitted model that the registry will serve: it takes raw rows (ints,
+    floats, strings, NaNs) and, for a classifier, predicts the data's own labels.
+
+    ``factory``/``features`` are the workspace's own functions when params.yaml
+    names them (see lineageflow.code); a custom estimator gets the raw columns.
+    """
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import FunctionTransformer
 
-    # inside the logged model, so the registered model takes the raw columns
-    return Pipeline(
-        [("features", FunctionTransformer(features, validate=False)), ("model", model)]
-    )
+    from lineageflow.modelparts import LabeledClassifier
+
+    if cfg.model == "custom":
+        steps = [("model", _custom_model(cfg, factory, task))]
+    else:
+        steps = _builtin_steps(cfg, task)
+    if features is not None:
+        from sklearn.preprocessing import FunctionTransformer
+
+        steps.insert(0, ("features", FunctionTransformer(features, validate=False)))
+    model = steps[0][1] if len(steps) == 1 else Pipeline(steps)
+    if task == "regression":
+        return model
+    return LabeledClassifier(model, list(labels if labels is not None else [0, 1]))
 
 
-def _custom_model(cfg: TrainConfig, factory):
+def _custom_model(cfg: TrainConfig, factory, task: str = "binary"):
     from lineageflow.code import call_user
 
     if factory is None:
         raise UserCodeError(f"train.factory {cfg.factory} was not loaded")
     model = call_user(factory, cfg.factory, "factory", **cfg.estimator_params())
-    missing = [
-        m for m in ("fit", "predict_proba") if not callable(getattr(model, m, None))
-    ]
+    regression = task == "regression"
+    need = ("fit", "predict") if regression else ("fit", "predict_proba")
+    missing = [m for m in need if not callable(getattr(model, m, None))]
     if missing:
+        kind, example = (
+            ("regressor", "HistGradientBoostingRegressor()")
+            if regression
+            else ("classifier", "HistGradientBoostingClassifier()")
+        )
         raise UserCodeError(
             f"train.factory {cfg.factory} returned {type(model).__name__}, not a "
-            f"classifier (no {' or '.join(missing)}): return an unfitted "
-            "scikit-learn-style estimator, e.g. HistGradientBoostingClassifier()"
+            f"{kind} (no {' or '.join(missing)}): return an unfitted "
+            f"scikit-learn-style estimator, e.g. {example}"
         )
     return model
 
@@ -189,23 +201,68 @@ def check_features(features, ref: str, X: pd.DataFrame) -> None:
         )
 
 
-def _builtin_model(cfg: TrainConfig):
+def _builtin_steps(cfg: TrainConfig, task: str) -> list[tuple[str, Any]]:
+    """Raw-frame casting, then the estimator: xgboost reads categoricals and
+    missing values natively; scikit-learn models get imputation and one-hot
+    encoding as steps of the same pipeline."""
+    from lineageflow.modelparts import RawFrame
+
     params = cfg.estimator_params()
+    regression = task == "regression"
     if cfg.model == "xgboost":
-        from xgboost import XGBClassifier
+        from xgboost import XGBClassifier, XGBRegressor
 
-        return XGBClassifier(**params, random_state=cfg.seed, eval_metric="logloss")
-    if cfg.model == "random_forest":
-        from sklearn.ensemble import RandomForestClassifier
-
-        return RandomForestClassifier(**params, random_state=cfg.seed)
-    from sklearn.linear_model import LogisticRegression
+        cls = XGBRegressor if regression else XGBClassifier
+        metric = {"binary": "logloss", "multiclass": "mlogloss"}.get(task, "rmse")
+        return [
+            ("raw", RawFrame("category")),
+            (
+                "model",
+                cls(
+                    **params,
+                    random_state=cfg.seed,
+                    eval_metric=metric,
+                    enable_categorical=True,
+                ),
+            ),
+        ]
+    from sklearn.compose import ColumnTransformer, make_column_selector
+    from sklearn.impute import SimpleImputer
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    return make_pipeline(
-        StandardScaler(), LogisticRegression(**params, random_state=cfg.seed)
+    numeric = [SimpleImputer(strategy="median")]
+    if cfg.model == "logistic_regression":
+        if regression:
+            raise DataError(
+                "train.model logistic_regression is a classifier but the task is "
+                "regression: set train.model to xgboost or random_forest"
+            )
+        from sklearn.linear_model import LogisticRegression
+
+        numeric.append(StandardScaler())
+        estimator = LogisticRegression(**params, random_state=cfg.seed)
+    else:
+        from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+        cls = RandomForestRegressor if regression else RandomForestClassifier
+        estimator = cls(**params, random_state=cfg.seed)
+    encode = ColumnTransformer(
+        [
+            (
+                "num",
+                make_pipeline(*numeric),
+                make_column_selector(dtype_include="number"),
+            ),
+            (
+                "cat",
+                OneHotEncoder(handle_unknown="ignore"),
+                make_column_selector(dtype_include=object),
+            ),
+        ],
+        sparse_threshold=0.0,
     )
+    return [("raw", RawFrame("object")), ("encode", encode), ("model", estimator)]
 
 
 def fit(model, split: Split):
@@ -213,12 +270,22 @@ def fit(model, split: Split):
     return model
 
 
-def score(model, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
-    """Holdout metrics; binary metrics on the positive class, macro otherwise."""
+def score(
+    model, X: pd.DataFrame, y: pd.Series, task: str = "binary"
+) -> dict[str, float]:
+    """Holdout metrics. Classification: binary metrics on the positive class,
+    macro otherwise (``y`` holds codes 0..k-1). Regression: rmse, mae, r2."""
     from sklearn import metrics as m
 
-    proba = model.predict_proba(X)
-    pred = np.asarray(proba).argmax(axis=1)
+    if task == "regression":
+        pred = np.asarray(model.predict(X), dtype="float64")
+        return {
+            "rmse": float(np.sqrt(m.mean_squared_error(y, pred))),
+            "mae": float(m.mean_absolute_error(y, pred)),
+            "r2": float(m.r2_score(y, pred)),
+        }
+    proba = np.asarray(model.predict_proba(X))
+    pred = proba.argmax(axis=1)
     binary = proba.shape[1] == 2
     avg = "binary" if binary else "macro"
     out = {
@@ -232,7 +299,9 @@ def score(model, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
         out["roc_auc"] = (
             m.roc_auc_score(y, proba[:, 1])
             if binary
-            else m.roc_auc_score(y, proba, multi_class="ovr")
+            else m.roc_auc_score(
+                y, proba, multi_class="ovr", labels=list(range(proba.shape[1]))
+            )
         )
     except ValueError:  # a single class in the holdout
         out["roc_auc"] = float("nan")

@@ -85,3 +85,49 @@ def make_classification_frame(
     )
     df[target] = y.astype("int64")
     return df
+
+
+def make_mixed(n_rows: int, seed: int, task: str = "binary") -> pd.DataFrame:
+    """A table as real ones come: text and pandas-category columns, integers,
+    and missing values in numbers and in text. Target ``label``: text classes
+    (``binary``: churn/stay; ``multiclass``: bronze/silver/gold) or a float
+    (``regression``)."""
+    rng = np.random.default_rng(seed)
+    plan = rng.choice(["basic", "plus", "premium"], size=n_rows, p=[0.5, 0.3, 0.2])
+    region = rng.choice(["north", "south", "east", "west"], size=n_rows)
+    channel = rng.choice(["web", "store", "phone"], size=n_rows).astype(object)
+    channel[rng.random(n_rows) < 0.15] = None
+    age = rng.integers(18, 90, size=n_rows)
+    visits = rng.poisson(3.0, size=n_rows)
+    income = rng.normal(50_000, 15_000, size=n_rows).round(2)
+    income_seen = rng.random(n_rows) >= 0.1
+    score = (
+        0.8 * (plan == "premium")
+        + 0.4 * (plan == "plus")
+        - 0.5 * (region == "south")
+        + 0.3 * (channel == "web")
+        + 0.25 * visits
+        - 0.015 * (age - 50)
+        + np.where(income_seen, (income - 50_000) / 30_000, 0.0)
+        + rng.normal(0.0, 0.6, n_rows)
+    )
+    df = pd.DataFrame(
+        {
+            "plan": pd.Categorical(plan, categories=["basic", "plus", "premium"]),
+            "region": region,
+            "channel": channel,
+            "age": age.astype("int64"),
+            "visits": visits.astype("int64"),
+            "income": np.where(income_seen, income, np.nan),
+        }
+    )
+    if task == "regression":
+        df["label"] = (100.0 + 40.0 * score).round(3)
+    elif task == "multiclass":
+        cuts = np.quantile(score, [0.4, 0.75])
+        df["label"] = np.select(
+            [score < cuts[0], score < cuts[1]], ["bronze", "silver"], "gold"
+        )
+    else:
+        df["label"] = np.where(score > np.median(score), "churn", "stay")
+    return df

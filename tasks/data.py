@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from lineageflow import ml
 from lineageflow.config import PrepareConfig
 from lineageflow.dvcio import DataVersion, pull_dataset
+from lineageflow.tabular import read_table, signature_frame, validate_frame
 from lineageflow.tracking import RunRef, child_run
 from lineageflow.workspace import Workspace
 from tasks import retry_unless_user_error
@@ -46,10 +49,16 @@ def pull_data(
         t0 = time.perf_counter()
         version = pull_dataset(ws.root, data_path, dvc_file, remote)
         t1 = time.perf_counter()
-        df = ml.read_dataset(data_path)
+        df, fmt = read_table(data_path)
+        version = replace(version, format=fmt)
         t2 = time.perf_counter()
         mlflow.log_params(
-            {"dataset": dataset, "dvc_md5": version.md5, "action": version.action}
+            {
+                "dataset": dataset,
+                "dvc_md5": version.md5,
+                "action": version.action,
+                "format": fmt,
+            }
         )
         mlflow.log_metrics(
             {
@@ -69,23 +78,34 @@ def pull_data(
             # MLflow infers the dataset schema over every cell: 11.9 s for 500k x 41
             # (measured). A frame's dtypes decide it, so infer it from a sample and
             # seed the cached property.
-            ds.__dict__["schema"] = infer_signature(df.head(1000)).inputs
+            ds.__dict__["schema"] = infer_signature(
+                signature_frame(df.head(1000))
+            ).inputs
             mlflow.log_input(ds, context="training")
     return version, df
 
 
 @task(name="prepare", cache_policy=NO_CACHE)
 def prepare(
-    frames: list[pd.DataFrame], target: str, cfg: PrepareConfig, run: RunRef
+    frames: list[pd.DataFrame],
+    target: str,
+    cfg: PrepareConfig,
+    run: RunRef,
+    task_setting: str = "auto",
 ) -> ml.Split:
-    """Schema check and a seeded, stratified split."""
+    """Schema check, the task (given or inferred, with its reason) and the split."""
     import mlflow
 
     with child_run(run, "prepare"):
         df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-        ml.validate_frame(df, target)
-        split = ml.split_frame(df, target, cfg)
-        mlflow.log_params(cfg.model_dump() | {"target": target})
+        validate_frame(df, target)
+        split = ml.split_frame(df, target, cfg, task_setting)
+        mlflow.log_params(
+            cfg.model_dump()
+            | {"target": target, "task": split.task, "task_reason": split.task_reason}
+        )
+        if split.labels:
+            mlflow.log_param("labels", json.dumps(split.labels, default=str)[:6000])
         mlflow.log_metrics(split.sizes())
         mlflow.set_tags(
             {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -27,13 +28,11 @@ class TrainedModel:
     flavor: str
 
 
-def _pip_requirements(flavor: str, custom: bool = False) -> list[str]:
+def _pip_requirements() -> list[str]:
     # Given explicitly: MLflow's inference of requirements spends 3-4.5 s in a
-    # subprocess per log_model (measured here). A custom estimator may be any
-    # library's: xgboost is listed too, as the project installs it.
-    pkgs = ["mlflow", "numpy", "pandas", "scikit-learn", "cloudpickle"]
-    if flavor == "xgboost" or custom:
-        pkgs.append("xgboost")
+    # subprocess per log_model (measured here). xgboost is listed for every model:
+    # a custom estimator may use it, and the project installs it anyway.
+    pkgs = ["mlflow", "numpy", "pandas", "scikit-learn", "cloudpickle", "xgboost"]
     return [f"{p}=={version(p)}" for p in pkgs]
 
 
@@ -74,47 +73,75 @@ def _fit(model, split: ml.Split, cfg: TrainConfig):
     return call_user(ml.fit, cfg.factory, "factory", model, split)
 
 
+def _raw_signature(head, predictions):
+    """The raw rows' schema: ints long, floats double, text string. A pandas
+    ``category`` column is declared ``Any``: MLflow's schema enforcement refuses
+    category for ``string`` (it converts it under ``Any``), and Parquet files
+    written from categoricals read back as category."""
+    import pandas as pd
+    from mlflow.models import infer_signature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    from lineageflow.tabular import signature_frame
+
+    with warnings.catch_warnings():  # the integer-columns hint: long is meant
+        warnings.simplefilter("ignore", UserWarning)
+        sig = infer_signature(signature_frame(head), predictions)
+    cats = {c for c in head.columns if isinstance(head[c].dtype, pd.CategoricalDtype)}
+    if cats:
+        sig.inputs = Schema(
+            [
+                ColSpec(AnyType(), spec.name) if spec.name in cats else spec
+                for spec in sig.inputs.inputs
+            ]
+        )
+    return sig
+
+
 @task(name="train", cache_policy=NO_CACHE)
 def train(
     split: ml.Split, cfg: TrainConfig, run: RunRef, workspace: str | None = None
 ) -> TrainedModel:
+    """Fit on the raw training rows; log one model that serves raw rows."""
     import mlflow
-    from mlflow.models import infer_signature
+
+    from lineageflow import modelparts
 
     factory, features = _user_code(cfg, workspace, split)
-    # one pickled sklearn model when user code is inside it (cloudpickle carries
-    # the user's module by value); xgboost's own format otherwise
-    flavor = "xgboost" if cfg.model == "xgboost" and features is None else "sklearn"
+    # One scikit-learn pipeline, pickled with cloudpickle: the raw-frame step, the
+    # label decoder and any user code travel inside it *by value*, so the model
+    # loads where neither lineageflow nor the workspace is importable. (sklearn's
+    # default skops format also refuses RandomForest: "untrusted types".)
+    modelparts.register()
+    lib = "xgboost" if cfg.model == "xgboost" else "sklearn"  # for autolog
     with child_run(run, "train") as active:
-        autolog(flavor)
+        autolog(lib)
         t0 = time.perf_counter()
         try:
-            model = _fit(ml.build_model(cfg, factory, features), split, cfg)
+            model = ml.build_model(cfg, factory, features, split.task, split.labels)
+            model = _fit(model, split, cfg)
         finally:
-            autolog(flavor, disable=True)
+            autolog(lib, disable=True)
         fit_seconds = time.perf_counter() - t0
         # prefixed: sklearn's autolog of a Pipeline already logs its step `model`
         mlflow.log_params(
-            {"lineageflow.model": cfg.model, "lineageflow.seed": cfg.seed}
+            {
+                "lineageflow.model": cfg.model,
+                "lineageflow.seed": cfg.seed,
+                "lineageflow.task": split.task,
+            }
             | {f"lineageflow.{k}": v for k, v in cfg.code_refs().items()}
         )
+        # the schema of the raw rows (ints stay long, text stays string): what
+        # pandas reads from the training data is accepted as it is
         head = split.X_train.head(200)
-        # float columns in the signature: a missing value at serving time is then
-        # a NaN, not a schema error (MLflow's own advice for integer columns)
-        signature = infer_signature(head.astype("float64"), model.predict_proba(head))
-        log_model = (
-            mlflow.xgboost.log_model
-            if flavor == "xgboost"
-            else mlflow.sklearn.log_model
-        )
-        extra = {} if flavor == "xgboost" else {"serialization_format": "cloudpickle"}
-        # sklearn's default skops format refuses RandomForest ("untrusted types")
-        info = log_model(
+        signature = _raw_signature(head, model.predict(head))
+        info = mlflow.sklearn.log_model(
             model,
             name="model",
             signature=signature,
-            pip_requirements=_pip_requirements(flavor, custom=cfg.model == "custom"),
-            **extra,
+            pip_requirements=_pip_requirements(),
+            serialization_format="cloudpickle",
         )
         run_id = active.info.run_id
         mlflow.log_metrics(
@@ -123,7 +150,7 @@ def train(
                 "log_model_seconds": time.perf_counter() - t0 - fit_seconds,
             }
         )
-    return TrainedModel(model, info.model_uri, run_id, flavor)
+    return TrainedModel(model, info.model_uri, run_id, "sklearn")
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
@@ -134,12 +161,12 @@ def evaluate(
     import mlflow
 
     with child_run(run, "evaluate"):
-        metrics = ml.score(trained.model, split.X_test, split.y_test)
+        metrics = ml.score(trained.model, split.X_test, split.y_test, split.task)
         test_metrics = {f"test_{k}": v for k, v in metrics.items()}
         mlflow.log_metrics(test_metrics)
         with tempfile.TemporaryDirectory() as tmp:
             for png in write_plots(
-                trained.model, split.X_test, split.y_test, Path(tmp)
+                trained.model, split.X_test, split.y_test, Path(tmp), split.task
             ):
                 mlflow.log_artifact(str(png), artifact_path="plots")
     c = client(run.tracking_uri)

@@ -72,7 +72,7 @@ def _champion_metrics(tracking_uri: str, model_name: str, split: ml.Split):
     mlflow.set_tracking_uri(tracking_uri)
     model = registry.load_native(f"models:/{model_name}/{version}")
     try:
-        return ml.score(model, split.X_test, split.y_test), version
+        return ml.score(model, split.X_test, split.y_test, split.task), version
     except Exception as exc:  # e.g. the feature set changed between versions
         raise ValueError(
             f"Staging v{version} cannot score this holdout ({type(exc).__name__}: {exc})"

@@ -167,9 +167,10 @@ def test_committed_custom_estimator_trains_registers_and_serves(
         assert not any("{ws}" in p for p in sys.path)
         model = mlflow.pyfunc.load_model("models:/{make_workspace.model_name}@staging")
         rows = pd.read_csv(sorted(__import__("pathlib").Path("{ws}/data/customers").glob("*.csv"))[0])
-        X = rows.drop(columns=["churned"]).head(25).astype("float64")
+        X = rows.drop(columns=["churned"]).head(25)  # raw rows, ints as read
         pred = model.predict(X)
-        print(type(model.get_raw_model()).__name__, len(pred))
+        raw = model.get_raw_model()
+        print(type(raw.estimator).__name__, len(pred), *sorted({{int(v) for v in pred}}))
         """
     )
     proc = subprocess.run(
@@ -181,7 +182,9 @@ def test_committed_custom_estimator_trains_registers_and_serves(
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.split()[-2:] == ["Pipeline", "25"]
+    kind, n, *labels = proc.stdout.split()
+    assert kind == "Pipeline" and n == "25"  # features step + the user's class
+    assert set(labels) <= {"0", "1"} and labels  # the data's own labels
 
 
 def test_an_uncommitted_edit_of_the_model_code_is_refused(make_workspace, tracking):

@@ -116,8 +116,8 @@ def test_bad_params_fail_the_flow_in_one_line(
             r"3 rows with a missing 'churned' label",
         ),
         (
-            lambda df: df.assign(region="north"),
-            r"non-numeric feature columns \['region'\]",
+            lambda df: df.assign(region=float("nan")),
+            r"column\(s\) \['region'\] are entirely empty",
         ),
     ],
 )

@@ -28,7 +28,7 @@ from lineageflow.reproduction import (
     tree_at,
     validate_ref,
 )
-from lineageflow.tracking import client, default_tracking_uri, run_url
+from lineageflow.tracking import client, run_url, tracking_uri_for
 from lineageflow.workspace import Workspace, open_workspace
 
 ENTRYPOINT = "flows/reproduce.py:reproduce_run"
@@ -41,15 +41,6 @@ def _given_workspace(workspace: str | None) -> Workspace | None:
     if not chosen or "{{" in chosen:  # an unfilled deployment template: not given
         return None
     return open_workspace(chosen)
-
-
-def _tracking_uri(ws: Workspace | None) -> str:
-    if ws is not None or os.environ.get("MLFLOW_TRACKING_URI"):
-        return default_tracking_uri(ws.state_dir if ws else Path("."))
-    raise WorkspaceError(
-        "no MLflow store to read the run from: set MLFLOW_TRACKING_URI, or pass "
-        "the workspace whose local store holds it"
-    )
 
 
 def _local_workspace(ws: Workspace | None, record: dict) -> Path | None:
@@ -145,7 +136,7 @@ def reproduce_run(
     if not (tolerance >= 0 and math.isfinite(tolerance)):
         raise LineageError(f"tolerance must be a finite number >= 0, got {tolerance}")
     ws = _given_workspace(workspace)
-    uri = _tracking_uri(ws)
+    uri = tracking_uri_for(ws.root if ws else None)
     run_id = resolve_run_id(ref, uri)
     record, tags = load_lineage(uri, run_id)
     intact = lineage.check_digest(record, tags)

@@ -152,12 +152,7 @@ def reproduce(
     from flows.reproduce import reproduce_run
 
     _quiet_user_errors()
-    if (
-        workspace is None
-        and not os.environ.get("MLFLOW_TRACKING_URI")
-        and (Path(".dvc").is_dir() and Path(".git").exists())
-    ):
-        workspace = Path(".")  # the local store of the workspace we stand in
+    workspace = _default_workspace(workspace)
     out = _run(
         reproduce_run,
         run_id=run_id,
@@ -169,6 +164,52 @@ def reproduce(
     )
     for note in out["notes"]:
         typer.echo(f"  {note}")
+
+
+@app.command()
+def diff(
+    run_a: Annotated[
+        str, typer.Argument(help="MLflow parent run id, or models:/NAME/VERSION.")
+    ],
+    run_b: Annotated[
+        str, typer.Argument(help="MLflow parent run id, or models:/NAME/VERSION.")
+    ],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the differences as JSON.")
+    ] = False,
+    workspace: Annotated[
+        Path | None,
+        typer.Option(
+            help="Workspace whose local MLflow store holds the runs (default: "
+            "MLFLOW_TRACKING_URI, else the current directory)."
+        ),
+    ] = None,
+) -> None:
+    """What differs between two runs: code (commits, files changed), data (md5s,
+    rows), params (key by key), environment and holdout metrics."""
+    import json
+
+    from lineageflow.diff import collect, render
+    from lineageflow.tracking import tracking_uri_for
+
+    def run():
+        ws = _default_workspace(workspace)
+        return collect(tracking_uri_for(ws), run_a, run_b, workspace=ws)
+
+    out = _run(run)
+    typer.echo(json.dumps(out, indent=2, default=str) if as_json else render(out))
+
+
+def _default_workspace(workspace: Path | None) -> Path | None:
+    """No --workspace: the current directory when it is a workspace and
+    MLFLOW_TRACKING_URI is unset (its local store is the one meant)."""
+    if (
+        workspace is None
+        and not os.environ.get("MLFLOW_TRACKING_URI")
+        and (Path(".dvc").is_dir() and Path(".git").exists())
+    ):
+        return Path(".")
+    return workspace
 
 
 @app.command()

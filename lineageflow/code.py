@@ -19,9 +19,15 @@ from typing import Any
 
 from lineageflow.errors import UserCodeError
 
-# where the pipeline's own code lives in its repo (untracked .py files here count
-# as dirty: an unadded module changes a run as much as an edited one)
-PIPELINE_DIRS = ("lineageflow", "flows", "tasks")
+# What of the pipeline repo decides a model: its packages (an untracked .py file
+# there counts too: an unadded module changes a run as much as an edited one) and
+# its dependency pins. A README or a test edit does not make the code dirty.
+PIPELINE_DIRS = ("lineageflow", "flows", "tasks", "deployments")
+PIPELINE_FILES = ("pyproject.toml", "constraints.txt")
+
+
+def _is_code(path: str) -> bool:
+    return path.split("/", 1)[0] in PIPELINE_DIRS or path in PIPELINE_FILES
 
 
 def _origin_url(repo) -> str | None:
@@ -59,10 +65,9 @@ def pipeline_state() -> dict[str, Any]:
         changed = {d.a_path for d in repo.index.diff(None)} | {
             d.a_path for d in repo.index.diff("HEAD")
         }
+        changed = {f for f in changed if _is_code(f)}
         changed |= {
-            f
-            for f in repo.untracked_files
-            if f.endswith(".py") and f.split("/", 1)[0] in PIPELINE_DIRS
+            f for f in repo.untracked_files if f.endswith(".py") and _is_code(f)
         }
         state.update(
             commit=repo.head.commit.hexsha,

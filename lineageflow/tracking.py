@@ -53,6 +53,23 @@ def default_tracking_uri(state_dir: Path) -> str:
     )
 
 
+def tracking_uri_for(workspace: str | Path | None) -> str:
+    """The store a command reads: ``MLFLOW_TRACKING_URI``, else the given
+    workspace's local store; neither is one clear line."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    if workspace is not None:
+        from lineageflow.workspace import open_workspace
+
+        return default_tracking_uri(open_workspace(workspace).state_dir)
+    from lineageflow.errors import WorkspaceError
+
+    raise WorkspaceError(
+        "no MLflow store to read the run from: set MLFLOW_TRACKING_URI, or pass "
+        "the workspace whose local store holds it"
+    )
+
+
 def artifact_root_for(tracking_uri: str, state_dir: Path | None) -> str | None:
     """Artifact location for new experiments on a local store; a server decides its own."""
     parsed = urlparse(tracking_uri)

@@ -14,6 +14,7 @@ from lineageflow import lineage, ml
 from lineageflow.code import user_code_state
 from lineageflow.config import PipelineConfig, load_params
 from lineageflow.registry import Decision
+from lineageflow.stages import collect_stages
 from lineageflow.tracking import (
     artifact_root_for,
     bounded_http_retries,
@@ -151,6 +152,7 @@ def run_stages(
         check_reachable(tracking_uri)
         git = git_state(ws.git())  # read before anything runs: the state the run used
         user_code = user_code_state(ws.root, cfg.train.code_refs())
+        pipeline = lineage.pipeline_state()
         state_dir = ws.state_dir if tracking_uri.startswith("sqlite:") else None
         exp_id = ensure_experiment(
             tracking_uri,
@@ -162,8 +164,11 @@ def run_stages(
         orch = orchestration_info()
     name = run_name or f"train-{git.commit[:8]}"
     tags = _prefect_tags(orch) | (extra_tags or {})
-    source = lineage.source_tags(git.as_dict(), entrypoint)
-    with parent_run(tracking_uri, exp_id, name, tags, inherited=source) as run:
+    # every child run repeats MLflow's source fields and names the pipeline code
+    inherited = lineage.source_tags(git.as_dict(), entrypoint) | {
+        "lineage.stage.code": str(pipeline.get("commit") or pipeline.get("version"))
+    }
+    with parent_run(tracking_uri, exp_id, name, tags, inherited=inherited) as run:
         logger.info("MLflow parent run %s (experiment %s)", run.run_id, exp_id)
         with clock("pull_data"):
             pulled = pull_data.map(
@@ -175,7 +180,21 @@ def run_stages(
             versions, frames = zip(*[f.result() for f in pulled], strict=True)
         if expect_data is not None:
             _verify_restored(expect_data, versions)
-        with clock("lineage"):
+        with clock("prepare"):
+            split = prepare(
+                list(frames),
+                cfg.data.target,
+                cfg.prepare,
+                run,
+                cfg.train.task,
+                list(versions),
+            )
+            ml.check_metric(split.task, cfg.evaluate.metric)  # before any training
+        with clock("train"):
+            trained = train(split, cfg.train, run, str(ws.root))
+        with clock("evaluate"):
+            metrics = evaluate(trained, split, cfg.evaluate, run)
+        with clock("lineage"):  # once every stage has recorded its own lineage
             record = lineage.build_record(
                 workspace=git.as_dict(),
                 data=[v.as_record() for v in versions],
@@ -183,18 +202,11 @@ def run_stages(
                 params_sha256=cfg.sha256(),
                 orchestration=orch,
                 mlflow_ids={"experiment_id": exp_id, "parent_run_id": run.run_id},
+                pipeline=pipeline,
                 user_code=user_code,
+                stages=collect_stages(run),
             )
             record_lineage(record, run)
-        with clock("prepare"):
-            split = prepare(
-                list(frames), cfg.data.target, cfg.prepare, run, cfg.train.task
-            )
-            ml.check_metric(split.task, cfg.evaluate.metric)  # before any training
-        with clock("train"):
-            trained = train(split, cfg.train, run, str(ws.root))
-        with clock("evaluate"):
-            metrics = evaluate(trained, split, cfg.evaluate, run)
         result = PipelineResult(
             run.run_id, exp_id, tracking_uri, metrics, record, timings=timings
         )
@@ -211,6 +223,7 @@ def run_stages(
                     cfg.evaluate,
                     cfg.registration,
                     run,
+                    trained.digest,
                 )
             result.model_name = cfg.registration.model_name
             result.model_version = decision.version
@@ -265,10 +278,31 @@ def _verify_restored(expected: list[dict], got) -> None:
 
 
 def _publish(result: PipelineResult, tracking_uri: str) -> None:
-    """Prefect artifacts: the lineage summary with the checks, and a link to MLflow."""
-    from prefect.artifacts import create_link_artifact, create_markdown_artifact
+    """The lineage picture on the parent run; Prefect artifacts: the picture, the
+    lineage summary with the checks, and a link to MLflow."""
+    import tempfile
 
-    from lineageflow.tracking import run_url
+    from prefect.artifacts import (
+        create_image_artifact,
+        create_link_artifact,
+        create_markdown_artifact,
+    )
+
+    from lineageflow.graph import draw
+    from lineageflow.tracking import artifact_url, client, run_url
+
+    model = (
+        f"{result.model_name} v{result.model_version}" if result.model_version else None
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        png = draw(result.record, Path(tmp) / "lineage.png", model, result.checks)
+        client(tracking_uri).log_artifact(result.run_id, str(png))
+    picture = artifact_url(tracking_uri, result.run_id, "lineage.png")
+    create_image_artifact(
+        picture,
+        key="lineage-graph",
+        description=f"commit -> data -> stages -> model of MLflow run {result.run_id}",
+    )
 
     create_markdown_artifact(
         lineage.markdown_summary(result.record, result.checks),

@@ -71,6 +71,7 @@ def build_record(
     pipeline: dict | None = None,
     env: dict | None = None,
     user_code: list[dict] | None = None,
+    stages: list[dict] | None = None,
 ) -> dict:
     record = {
         "schema": SCHEMA_VERSION,
@@ -88,7 +89,21 @@ def build_record(
     }
     if user_code:  # additive key: records without user code keep their digest
         record["user_code"] = user_code
+    if stages:  # additive: name, run id, code, params sha256, inputs, outputs
+        record["stages"] = stages
     return record
+
+
+def verify_input(stage: str, name: str, got: str, want: str | None) -> None:
+    """A stage refuses an input whose content is not the one recorded for it."""
+    from lineageflow.errors import LineageError
+
+    if want is not None and got != want:
+        raise LineageError(
+            f"{stage} refused input {name}: its digest {got[:12]} is not the "
+            f"recorded {want[:12]} (changed after it was produced): rerun the "
+            "stage that made it"
+        )
 
 
 def flat_tags(record: dict) -> dict[str, str]:
@@ -371,3 +386,33 @@ def markdown_summary(record: dict, checks: Iterable[Check], extra: str = "") -> 
         "| | check | result |\n|---|---|---|\n"
         f"{rows}\n{extra}"
     )
+
+
+def version_description(record: dict, checks: Iterable[Check], promoted: bool) -> str:
+    """Short markdown for the registry page: commit, data, checks with marks."""
+    ws, pipe = record["workspace"], record.get("pipeline", {})
+    checks = list(checks)
+    state = "promoted to **Staging**" if promoted else "left in **None**"
+    lines = [
+        f"**Lineage** ({state}) — run `{record['mlflow']['parent_run_id']}`",
+        "",
+        f"- workspace `{ws['repo']}` @ `{ws['commit'][:12]}`"
+        + (f" (branch `{ws['branch']}`)" if ws.get("branch") else ""),
+        f"- lineageflow `{pipe.get('commit') or pipe.get('version')}`"
+        + (" (uncommitted changes)" if pipe.get("dirty") else ""),
+    ]
+    lines += [
+        f"- data `{d['path']}` md5 `{d['md5']}`"
+        + (f" ({d['format']})" if d.get("format") else "")
+        for d in record.get("data", [])
+    ]
+    lines += [
+        f"- params sha256 `{record['params_sha256'][:16]}`",
+        "",
+        "| | check | result |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {'✅' if c.passed else '❌'} | `{c.name}` | {c.reason} |" for c in checks
+    ]
+    return "\n".join(lines) + "\n"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -14,7 +14,7 @@ import pandas as pd
 
 from lineageflow.config import EvaluateConfig, PrepareConfig, TrainConfig
 from lineageflow.errors import DataError, UserCodeError
-from lineageflow.lineage import Check
+from lineageflow.lineage import Check, verify_input
 from lineageflow.tabular import infer_task
 from lineageflow.tabular import validate_frame as validate_frame
 
@@ -41,9 +41,37 @@ class Split:
     task: str = "binary"  # binary | multiclass | regression
     labels: list = field(default_factory=list)  # the data's classes, code order
     task_reason: str = ""
+    target: str = "target"
+    # content digests of the two tables (prepare's outputs), checked by every
+    # stage that reads them: {"train": ..., "holdout": ...}
+    digests: dict = field(default_factory=dict)
 
     def sizes(self) -> dict[str, int]:
         return {"train_rows": len(self.X_train), "test_rows": len(self.X_test)}
+
+    def parts(self, part: str) -> tuple[pd.DataFrame, pd.Series]:
+        return (
+            (self.X_train, self.y_train)
+            if part == "train"
+            else (self.X_test, self.y_test)
+        )
+
+    def table(self, part: str) -> pd.DataFrame:
+        """One side as a single table, the target (as trained on) last."""
+        X, y = self.parts(part)
+        return X.assign(**{self.target: y})
+
+    def with_digests(self) -> Split:
+        return replace(
+            self,
+            digests={p: table_digest(*self.parts(p)) for p in ("train", "holdout")},
+        )
+
+    def verify(self, stage: str, part: str) -> str:
+        """The table's digest, refused when it is not the one prepare recorded."""
+        got = table_digest(*self.parts(part))
+        verify_input(stage, f"{part}_table", got, self.digests.get(part))
+        return got
 
 
 def check_metric(task: str, metric: str) -> None:
@@ -100,7 +128,9 @@ def split_frame(
                 f"cannot split {len(df)} rows with test_size={cfg.test_size}: one "
                 "side would be empty or single-class; add rows or change test_size"
             )
-        split = Split(X[~test], X[test], y[~test], y[test], task, labels, reason)
+        split = Split(
+            X[~test], X[test], y[~test], y[test], task, labels, reason, target
+        )
     else:
         from sklearn.model_selection import train_test_split
 
@@ -116,7 +146,7 @@ def split_frame(
             raise DataError(
                 f"cannot split {len(df)} rows with test_size={cfg.test_size}: {exc}"
             ) from None
-        split = Split(X_train, X_test, y_train, y_test, task, labels, reason)
+        split = Split(X_train, X_test, y_train, y_test, task, labels, reason, target)
     if task != "regression":
         only_test = sorted(set(split.y_test) - set(split.y_train))
         if only_test:
@@ -126,6 +156,12 @@ def split_frame(
                 "training rows of them, drop them, or use prepare.method: stratified"
             )
     return split
+
+
+def table_digest(X: pd.DataFrame, y: pd.Series) -> str:
+    """Content digest of features and target together (rows, order, values)."""
+    both = frame_digest(X) + frame_digest(y.rename(None))
+    return hashlib.sha256(both.encode()).hexdigest()
 
 
 def frame_digest(df: pd.DataFrame | pd.Series) -> str:

@@ -248,18 +248,32 @@ class Decision:
 
 
 def apply_decision(
-    tracking_uri: str, model_name: str, version: str, checks: list[Check], promote: bool
+    tracking_uri: str,
+    model_name: str,
+    version: str,
+    checks: list[Check],
+    promote: bool,
+    description=None,
+    record: dict | None = None,
 ) -> Decision:
     """Write the checks onto the version, then promote only if every one passed.
 
-    Order matters for "no half-promoted model": tags first (so a version in
-    Staging always says why), then stage, then alias.
+    Order matters for "no half-promoted model": each check's tag first (so a
+    version in Staging always says why), then stage, then alias, and only then
+    ``lineage.checks=passed``: a version that did not reach Staging never says
+    it passed. ``description(record, checks, promoted)`` writes the markdown the
+    registry page shows.
     """
     c = client(tracking_uri)
     failed = [ch for ch in checks if not ch.passed]
     for ch in checks:
         c.set_model_version_tag(
             model_name, version, TAG_CHECK_PREFIX + ch.name, ch.tag_value()[:5000]
+        )
+    will_promote = promote and not failed
+    if description is not None and record is not None:
+        c.update_model_version(
+            model_name, version, description=description(record, checks, will_promote)
         )
     previous = current_staging(tracking_uri, model_name)
     if failed or not promote:
@@ -274,7 +288,6 @@ def apply_decision(
                 ",".join(ch.name for ch in failed),
             )
         return Decision(version, False, checks, previous)
-    c.set_model_version_tag(model_name, version, TAG_CHECKS, "passed")
     with warnings.catch_warnings():
         warnings.simplefilter(
             "ignore"
@@ -283,6 +296,7 @@ def apply_decision(
             model_name, version, "Staging", archive_existing_versions=True
         )
     c.set_registered_model_alias(model_name, STAGING_ALIAS, version)
+    c.set_model_version_tag(model_name, version, TAG_CHECKS, "passed")
     return Decision(version, True, checks, previous)
 
 

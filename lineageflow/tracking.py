@@ -406,6 +406,17 @@ def child_runs(tracking_uri: str, experiment_id: str, parent_run_id: str) -> lis
 LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store by default
 
 
+def _ui_base(tracking_uri: str) -> str:
+    if urlparse(tracking_uri).scheme in ("http", "https"):
+        return redact_uri(tracking_uri).rstrip("/")
+    return (os.environ.get("LINEAGEFLOW_MLFLOW_UI_URL") or LOCAL_UI).rstrip("/")
+
+
+def artifact_url(tracking_uri: str, run_id: str, path: str) -> str:
+    """Where the MLflow UI / server serves one of a run's artifacts."""
+    return f"{_ui_base(tracking_uri)}/get-artifact?path={path}&run_uuid={run_id}"
+
+
 def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     """The MLflow UI address of a run: the tracking server itself when it is one,
     else ``$LINEAGEFLOW_MLFLOW_UI_URL``, else the local `mlflow ui` default."""

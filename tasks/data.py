@@ -1,11 +1,10 @@
-"""pull_data and prepare."""
+"""pull_data and prepare: thin declarations around lineageflow.tabular / ml."""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,8 +15,9 @@ from prefect.cache_policies import NO_CACHE
 from lineageflow import ml
 from lineageflow.config import PrepareConfig
 from lineageflow.dvcio import DataVersion, pull_dataset
-from lineageflow.tabular import read_table, signature_frame, validate_frame
-from lineageflow.tracking import RunRef, child_run
+from lineageflow.stages import log_dataset, persist_table, stage_run
+from lineageflow.tabular import read_table, validate_frame
+from lineageflow.tracking import RunRef
 from lineageflow.workspace import Workspace
 from tasks import retry_unless_user_error
 
@@ -37,7 +37,6 @@ def pull_data(
 ) -> tuple[DataVersion, pd.DataFrame]:
     """DVC-pull one dataset if absent, verify its md5, read it, log it as an input."""
     import mlflow
-    from mlflow.models import infer_signature
 
     ws = Workspace(Path(workspace))
     data_path, dvc_file = ws.dataset(dataset)
@@ -45,13 +44,23 @@ def pull_data(
         "lineageflow.dataset": dataset,
         "lineageflow.thread": threading.current_thread().name,
     }
-    with child_run(run, "pull_data", tags=tags):
+    pointer = str(dvc_file.relative_to(ws.root))
+    with stage_run(
+        run,
+        "pull_data",
+        inputs=[],
+        params={"dataset": dataset, "remote": remote},
+        tags=tags,
+    ) as (_, io):
         t0 = time.perf_counter()
         version = pull_dataset(ws.root, data_path, dvc_file, remote)
+        io.inputs.append({"name": pointer, "digest": f"md5:{version.md5}"})
         t1 = time.perf_counter()
         df, fmt = read_table(data_path)
         version = replace(version, format=fmt)
         t2 = time.perf_counter()
+        # the raw data's digest is the DVC md5 of what was read
+        io.output(dataset, f"md5:{version.read_md5}")
         mlflow.log_params(
             {
                 "dataset": dataset,
@@ -68,20 +77,16 @@ def pull_data(
                 "read_seconds": t2 - t1,
             }
         )
-        with warnings.catch_warnings():
-            # a local path matches two equivalent MLflow source types; either is fine
-            warnings.simplefilter("ignore", UserWarning)
-            # (and the integer-columns hint concerns serving, not a logged input)
-            ds = mlflow.data.from_pandas(
-                df, source=str(data_path), name=dataset, digest=version.md5
+        for on in (None, run.run_id):  # this stage's run, and the parent's panel
+            log_dataset(
+                df,
+                dataset,
+                version.md5,
+                "training",
+                source=str(data_path),
+                run_id=on,
+                tracking_uri=run.tracking_uri,
             )
-            # MLflow infers the dataset schema over every cell: 11.9 s for 500k x 41
-            # (measured). A frame's dtypes decide it, so infer it from a sample and
-            # seed the cached property.
-            ds.__dict__["schema"] = infer_signature(
-                signature_frame(df.head(1000))
-            ).inputs
-            mlflow.log_input(ds, context="training")
     return version, df
 
 
@@ -92,11 +97,15 @@ def prepare(
     cfg: PrepareConfig,
     run: RunRef,
     task_setting: str = "auto",
+    data: list[DataVersion] | None = None,
 ) -> ml.Split:
-    """Schema check, the task (given or inferred, with its reason) and the split."""
+    """Schema check, the task (given or inferred, with its reason) and the split;
+    both tables are persisted by digest on this stage's run."""
     import mlflow
 
-    with child_run(run, "prepare"):
+    inputs = [(d.path, f"md5:{d.read_md5}") for d in data or []]
+    params = cfg.model_dump() | {"target": target, "task": task_setting}
+    with stage_run(run, "prepare", inputs=inputs, params=params) as (active, io):
         df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         validate_frame(df, target)
         split = ml.split_frame(df, target, cfg, task_setting)
@@ -107,10 +116,8 @@ def prepare(
         if split.labels:
             mlflow.log_param("labels", json.dumps(split.labels, default=str)[:6000])
         mlflow.log_metrics(split.sizes())
-        mlflow.set_tags(
-            {
-                "split.train_digest": ml.frame_digest(split.X_train),
-                "split.test_digest": ml.frame_digest(split.X_test),
-            }
-        )
+        split = split.with_digests()
+        for part in ("train", "holdout"):
+            uri = persist_table(split.table(part), split.digests[part], f"{part}_table")
+            io.output(f"{part}_table", split.digests[part], uri=uri)
     return split

@@ -1,7 +1,9 @@
-"""train and evaluate."""
+"""train and evaluate: thin declarations around lineageflow.ml, in the stage pattern."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tempfile
 import time
 import warnings
@@ -17,7 +19,8 @@ from lineageflow import ml
 from lineageflow.config import EvaluateConfig, TrainConfig
 from lineageflow.errors import UserCodeError
 from lineageflow.plots import write_plots
-from lineageflow.tracking import RunRef, child_run, client
+from lineageflow.stages import load_model, log_dataset, stage_run, stored_model_digest
+from lineageflow.tracking import RunRef, client
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,8 @@ class TrainedModel:
     model_uri: str  # models:/m-... (MLflow 3 logged model); register this, not runs:/
     run_id: str
     flavor: str
+    digest: str = ""  # sha256 of the stored model.pkl (lineageflow.stages)
+    model_id: str | None = None
 
 
 def _pip_requirements() -> list[str]:
@@ -47,8 +52,6 @@ def autolog(flavor: str, disable: bool = False) -> None:
         mlflow.sklearn.autolog(log_post_training_metrics=False, **kw)
 
 
-# Never retried and never run in parallel threads: autolog state is process-global
-# and two overlapping autologged fits lose the second run's data.
 def _user_code(cfg: TrainConfig, workspace: str | None, split: ml.Split):
     """The workspace's factory/features functions, imported from the tree being
     trained (a reproduction's worktree holds the recorded commit's files)."""
@@ -98,6 +101,8 @@ def _raw_signature(head, predictions):
     return sig
 
 
+# Never retried and never run in parallel threads: autolog state is process-global
+# and two overlapping autologged fits lose the second run's data.
 @task(name="train", cache_policy=NO_CACHE)
 def train(
     split: ml.Split, cfg: TrainConfig, run: RunRef, workspace: str | None = None
@@ -114,7 +119,9 @@ def train(
     # default skops format also refuses RandomForest: "untrusted types".)
     modelparts.register()
     lib = "xgboost" if cfg.model == "xgboost" else "sklearn"  # for autolog
-    with child_run(run, "train") as active:
+    inputs = [("train_table", split.digests.get("train", ""))]
+    with stage_run(run, "train", inputs=inputs, params=cfg) as (active, io):
+        split.verify("train", "train")
         autolog(lib)
         t0 = time.perf_counter()
         try:
@@ -135,40 +142,69 @@ def train(
         # the schema of the raw rows (ints stay long, text stays string): what
         # pandas reads from the training data is accepted as it is
         head = split.X_train.head(200)
-        signature = _raw_signature(head, model.predict(head))
         info = mlflow.sklearn.log_model(
             model,
             name="model",
-            signature=signature,
+            signature=_raw_signature(head, model.predict(head)),
             pip_requirements=_pip_requirements(),
             serialization_format="cloudpickle",
         )
-        run_id = active.info.run_id
+        stored = stored_model_digest(info.model_uri, run.tracking_uri)
+        digest = io.output("model", stored, uri=info.model_uri)
+        log_dataset(
+            split.table("train"),
+            "train",
+            split.digests["train"],
+            "training",
+            model_id=info.model_id,
+        )
         mlflow.log_metrics(
             {
                 "fit_seconds": fit_seconds,
                 "log_model_seconds": time.perf_counter() - t0 - fit_seconds,
             }
         )
-    return TrainedModel(model, info.model_uri, run_id, "sklearn")
+    return TrainedModel(
+        model, info.model_uri, active.info.run_id, "sklearn", digest, info.model_id
+    )
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate(
     trained: TrainedModel, split: ml.Split, cfg: EvaluateConfig, run: RunRef
 ) -> dict[str, float]:
-    """Holdout metrics and plots; the metrics also go onto the parent run."""
+    """Holdout metrics and plots; the metrics also go onto the parent run and
+    onto the logged model (MLflow's Logged models panel)."""
     import mlflow
 
-    with child_run(run, "evaluate"):
-        metrics = ml.score(trained.model, split.X_test, split.y_test, split.task)
+    inputs = [
+        ("model", trained.digest),
+        ("holdout_table", split.digests.get("holdout", "")),
+    ]
+    with stage_run(run, "evaluate", inputs=inputs, params=cfg) as (_, io):
+        # the model as stored, by digest: what is scored is what gets registered
+        model = load_model(
+            trained.model_uri, trained.digest, "evaluate", run.tracking_uri
+        )
+        split.verify("evaluate", "holdout")
+        metrics = ml.score(model, split.X_test, split.y_test, split.task)
         test_metrics = {f"test_{k}": v for k, v in metrics.items()}
-        mlflow.log_metrics(test_metrics)
+        # on the stage's run and, linked, on the logged model
+        mlflow.log_metrics(test_metrics, model_id=trained.model_id)
+        log_dataset(
+            split.table("holdout"),
+            "holdout",
+            split.digests["holdout"],
+            "holdout",
+            model_id=trained.model_id,
+        )
         with tempfile.TemporaryDirectory() as tmp:
             for png in write_plots(
-                trained.model, split.X_test, split.y_test, Path(tmp), split.task
+                model, split.X_test, split.y_test, Path(tmp), split.task
             ):
                 mlflow.log_artifact(str(png), artifact_path="plots")
+        blob = json.dumps(test_metrics, sort_keys=True).encode()
+        io.output("metrics", hashlib.sha256(blob).hexdigest())
     c = client(run.tracking_uri)
     for k, v in test_metrics.items():
         c.log_metric(run.run_id, k, v)

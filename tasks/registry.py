@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from lineageflow import lineage, ml, registry
 from lineageflow.config import EvaluateConfig, RegisterConfig
+from lineageflow.stages import stage_run
 from lineageflow.tracking import RunRef, client
 from tasks import retry_unless_user_error
 
@@ -89,8 +90,37 @@ def register_model(
     evaluate_cfg: EvaluateConfig,
     cfg: RegisterConfig,
     run: RunRef,
+    model_digest: str = "",
 ) -> registry.Decision:
-    """Register a version in None; promote it to Staging only if every check passes."""
+    """Register a version in None; promote it to Staging only if every check passes.
+
+    Its own child run records what it was handed (the model and the lineage
+    record, by digest) and the version it made."""
+    uri = run.tracking_uri
+    inputs = [("model", model_digest), ("lineage.json", lineage.digest(record))]
+    with stage_run(run, "register_model", inputs=inputs, params=cfg) as (_, io):
+        decision = _register(
+            workspace, record, model_uri, metrics, split, evaluate_cfg, cfg, run
+        )
+        io.output("model_version", f"{cfg.model_name}/{decision.version}")
+    c = client(uri)
+    c.set_tag(
+        run.run_id, "lineage.model_version", f"{cfg.model_name}/{decision.version}"
+    )
+    c.set_tag(run.run_id, "lineage.checks", "failed" if decision.failed else "passed")
+    return decision
+
+
+def _register(
+    workspace: str,
+    record: dict,
+    model_uri: str,
+    metrics: dict[str, float],
+    split: ml.Split,
+    evaluate_cfg: EvaluateConfig,
+    cfg: RegisterConfig,
+    run: RunRef,
+) -> registry.Decision:
     uri = run.tracking_uri
     tags = {
         "lineage.run_id": run.run_id,
@@ -120,10 +150,12 @@ def register_model(
                 lineage.Check("champion", False, f"{exc}: promote by hand if intended")
             ]
         checks += gate
-        decision = registry.apply_decision(
-            uri, cfg.model_name, version, checks, cfg.promote
+        return registry.apply_decision(
+            uri,
+            cfg.model_name,
+            version,
+            checks,
+            cfg.promote,
+            description=lineage.version_description,
+            record=stored,
         )
-    c = client(uri)
-    c.set_tag(run.run_id, "lineage.model_version", f"{cfg.model_name}/{version}")
-    c.set_tag(run.run_id, "lineage.checks", "failed" if decision.failed else "passed")
-    return decision

@@ -59,7 +59,12 @@ def test_training_task_that_raises_fails_child_parent_and_flow(
     c = MlflowClient(tracking)
     head = git.Repo(ws).head.commit.hexsha
     parent = next(
-        r for r in runs_of(tracking) if r.data.tags.get("lineage.git_commit") == head
+        r
+        for r in runs_of(tracking)
+        # MLflow's own source field is set when the run starts (lineage.json and
+        # the lineage.* tags are written once every stage has run)
+        if r.data.tags.get("mlflow.source.git.commit") == head
+        and r.data.tags.get("lineageflow.kind") == "pipeline"
     )
     assert parent.info.status == "FAILED"
     assert str(err.value) in parent.data.tags["lineageflow.error"]

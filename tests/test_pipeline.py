@@ -84,7 +84,7 @@ def test_child_runs_have_the_parent_even_from_worker_threads(make_workspace, tra
         filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
     )
     stages = sorted(r.data.tags["lineageflow.stage"] for r in children)
-    assert stages == ["evaluate", "prepare", "pull_data", "train"]
+    assert stages == ["evaluate", "prepare", "pull_data", "register_model", "train"]
     assert all(r.info.status == "FINISHED" for r in children)
     (pull,) = [r for r in children if r.data.tags["lineageflow.stage"] == "pull_data"]
     # pull_data is mapped, so Prefect ran it in a worker thread: the trap was live

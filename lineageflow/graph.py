@@ -1,0 +1,108 @@
+"""The lineage graph as a picture: commit -> data versions -> stages -> model version.
+
+Drawn with matplotlib (already a dependency for the evaluation plots), so no
+graphviz is needed on workers. People look at this before they read tags.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+# columns of the picture, left to right
+_COLS = ("source", "data", "pull_data", "prepare", "train", "evaluate", "model")
+
+
+def nodes_and_edges(
+    record: dict, model: str | None, checks: list | None
+) -> tuple[dict[str, dict[str, Any]], list[tuple[str, str]]]:
+    """Pure: the graph's nodes (id -> label, column, colour) and edges."""
+    ws, pipe = record["workspace"], record.get("pipeline", {})
+    nodes: dict[str, dict[str, Any]] = {}
+    edges: list[tuple[str, str]] = []
+
+    def add(nid: str, col: str, label: str, color: str = "#dbe9f6") -> None:
+        nodes[nid] = {"col": col, "label": label, "color": color}
+
+    add("commit", "source", f"workspace\n{ws['commit'][:10]}\n{ws.get('branch') or ''}")
+    code = pipe.get("commit") or pipe.get("version")
+    add("code", "source", f"lineageflow\n{str(code)[:10]}\nruns every stage", "#e8e0f3")
+    for d in record.get("data", []):
+        nid = f"data:{d['path']}"
+        add(nid, "data", f"{d['path']}\nmd5 {d['md5'][:10]}", "#fff2cc")
+        edges.append(("commit", nid))
+    stages = record.get("stages", [])
+    for s in stages:
+        nid = f"stage:{s['name']}:{s['run_id']}"
+        outs = ", ".join(o["name"] for o in s.get("outputs", [])[:2])
+        add(nid, s["name"], f"{s['name']}\n{s['run_id'][:8]}\n{outs}", "#d9ead3")
+        if s["name"] == "pull_data":  # one arrow: the same code runs every stage
+            edges.append(("code", nid))
+    by_name: dict[str, list[str]] = {}
+    for nid, n in nodes.items():
+        if nid.startswith("stage:"):
+            by_name.setdefault(n["col"], []).append(nid)
+    for st in stages:
+        if st["name"] != "pull_data":
+            continue
+        read = {o["name"] for o in st.get("outputs", [])}
+        for d in record.get("data", []):
+            if d["path"] in read or not read:
+                edges.append((f"data:{d['path']}", f"stage:pull_data:{st['run_id']}"))
+    chain = ("pull_data", "prepare", "train", "evaluate")
+    for a, b in zip(chain, chain[1:], strict=False):
+        for x in by_name.get(a, []):
+            for y in by_name.get(b, []):
+                edges.append((x, y))
+    if model:
+        passed = checks is not None and all(c.passed for c in checks)
+        failed = [c.name for c in checks or [] if not c.passed]
+        mark = "Staging ✓" if passed else ("None: " + ", ".join(failed[:3]))
+        add("model", "model", f"{model}\n{mark}", "#b6d7a8" if passed else "#f4cccc")
+        for x in by_name.get("evaluate", []):
+            edges.append((x, "model"))
+    return nodes, edges
+
+
+def draw(record: dict, out: Path, model: str | None = None, checks=None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nodes, edges = nodes_and_edges(record, model, checks)
+    cols = [c for c in _COLS if any(n["col"] == c for n in nodes.values())]
+    pos: dict[str, tuple[float, float]] = {}
+    for x, col in enumerate(cols):
+        members = [nid for nid, n in nodes.items() if n["col"] == col]
+        for i, nid in enumerate(members):
+            pos[nid] = (x * 2.2, -(i - (len(members) - 1) / 2) * 1.3)
+    fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(cols)), 3.4))
+    for a, b in edges:
+        (x0, y0), (x1, y1) = pos[a], pos[b]
+        ax.annotate(
+            "",
+            xy=(x1 - 0.85, y1),
+            xytext=(x0 + 0.85, y0),
+            arrowprops={"arrowstyle": "->", "color": "#666666", "lw": 1},
+        )
+    for nid, n in nodes.items():
+        x, y = pos[nid]
+        ax.text(
+            x,
+            y,
+            n["label"],
+            ha="center",
+            va="center",
+            fontsize=7.5,
+            bbox={"boxstyle": "round,pad=0.4", "fc": n["color"], "ec": "#444444"},
+        )
+    ax.set_xlim(-1.2, (len(cols) - 1) * 2.2 + 1.2)
+    ys = [p[1] for p in pos.values()] or [0]
+    ax.set_ylim(min(ys) - 1, max(ys) + 1)
+    ax.axis("off")
+    ax.set_title(f"lineage of run {record['mlflow']['parent_run_id']}", fontsize=9)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return out

@@ -1,0 +1,218 @@
+"""The stage pattern: one child run per stage, its inputs and outputs with digests.
+
+Every stage (pull_data, prepare, train, evaluate, register_model) runs inside
+``stage_run``: its child run under the parent (explicit parent id, see
+lineageflow.tracking), tagged with what it read and wrote (content digests),
+the sha256 of its params section and the pipeline code (inherited from the
+parent: ``lineage.stage.code``). The flow reads the child runs back into
+``lineage.json``'s ``stages`` list (``collect_stages``): MLflow's child runs stay
+the one source of truth and the record's digest covers them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lineageflow.tracking import TAG_STAGE, RunRef, child_run, child_runs
+
+TAG = "lineage.stage."
+ORDER = ("pull_data", "prepare", "train", "evaluate", "register_model")
+
+
+def section_sha256(section: Any) -> str:
+    """sha256 of a params section's canonical JSON (a pydantic model or a dict)."""
+    if hasattr(section, "model_dump"):
+        section = section.model_dump(mode="json")
+    blob = json.dumps(section, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@dataclass
+class StageIO:
+    """What one stage read and wrote; outputs are added as they are made."""
+
+    inputs: list[dict[str, str]] = field(default_factory=list)
+    outputs: list[dict[str, str]] = field(default_factory=list)
+
+    def output(self, name: str, digest: str, uri: str | None = None) -> str:
+        entry = {"name": name, "digest": digest} | ({"uri": uri} if uri else {})
+        self.outputs.append(entry)
+        return digest
+
+
+@contextlib.contextmanager
+def stage_run(
+    ref: RunRef,
+    stage: str,
+    *,
+    inputs: list[tuple[str, str]],
+    params: Any = None,
+    tags: dict[str, str] | None = None,
+) -> Iterator[tuple[Any, StageIO]]:
+    """The stage's child run (active in this thread, so autolog writes to it)."""
+    import mlflow
+
+    io = StageIO(inputs=[{"name": n, "digest": d} for n, d in inputs])
+    stage_tags = {
+        TAG + "inputs": json.dumps(io.inputs, separators=(",", ":")),
+        **(
+            {TAG + "params_sha256": section_sha256(params)}
+            if params is not None
+            else {}
+        ),
+        **(tags or {}),
+    }
+    with child_run(ref, stage, tags=stage_tags) as active:
+        yield active, io
+        mlflow.set_tag(TAG + "outputs", json.dumps(io.outputs, separators=(",", ":")))
+
+
+def _entry(run) -> dict[str, Any]:
+    tags = run.data.tags
+    return {
+        "name": tags.get(TAG_STAGE),
+        "run_id": run.info.run_id,
+        "status": run.info.status,
+        "code": tags.get(TAG + "code"),
+        "params_sha256": tags.get(TAG + "params_sha256"),
+        "inputs": json.loads(tags.get(TAG + "inputs", "[]")),
+        "outputs": json.loads(tags.get(TAG + "outputs", "[]")),
+    }
+
+
+def collect_stages(ref: RunRef) -> list[dict[str, Any]]:
+    """Every finished stage of the parent run, in pipeline order."""
+    entries = [
+        _entry(r)
+        for r in child_runs(ref.tracking_uri, ref.experiment_id, ref.run_id)
+        if r.data.tags.get(TAG_STAGE) in ORDER and r.info.status == "FINISHED"
+    ]
+    key = {name: i for i, name in enumerate(ORDER)}
+    return sorted(
+        entries,
+        key=lambda e: (key[e["name"]], e["inputs"] and e["inputs"][0]["name"] or ""),
+    )
+
+
+def log_dataset(
+    df,
+    name: str,
+    digest: str,
+    context: str,
+    source: str | None = None,
+    model_id: str | None = None,
+    run_id: str | None = None,
+    tracking_uri: str | None = None,
+) -> None:
+    """``mlflow.log_input`` of a frame (digest = ours) on the active run, or on
+    ``run_id``; linked to a logged model when one is given, so MLflow's Datasets
+    and Logged models panels show what produced what."""
+    import warnings
+
+    import mlflow
+    from mlflow.entities import DatasetInput, InputTag, LoggedModelInput
+    from mlflow.models import infer_signature
+
+    from lineageflow.tabular import signature_frame
+
+    with warnings.catch_warnings():
+        # a local path matches two equivalent MLflow source types; either is fine
+        # (and the integer-columns hint concerns serving, not a logged input)
+        warnings.simplefilter("ignore", UserWarning)
+        ds = mlflow.data.from_pandas(df, source=source, name=name, digest=digest[:36])
+        # MLflow infers the schema over every cell: 11.9 s for 500k x 41 (measured).
+        # A frame's dtypes decide it: infer it from a sample, seed the cached property.
+        ds.__dict__["schema"] = infer_signature(signature_frame(df.head(1000))).inputs
+        if run_id is None:
+            model = LoggedModelInput(model_id) if model_id else None
+            mlflow.log_input(ds, context=context, model=model)
+            return
+        from lineageflow.tracking import client
+
+        tag = InputTag(key="mlflow.data.context", value=context)
+        client(tracking_uri).log_inputs(
+            run_id, [DatasetInput(ds._to_mlflow_entity(), [tag])]
+        )
+
+
+def persist_table(df, digest: str, name: str) -> str:
+    """Write a table as Parquet into this stage's run artifacts, named by its
+    digest; returns the ``runs:/`` URI a stage elsewhere loads it from.
+
+    MLflow artifacts, not a local cache: every worker that reaches the tracking
+    server reaches them (proxied artifacts need no storage credentials)."""
+    import tempfile
+
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{name}-{digest[:16]}.parquet"
+        df.to_parquet(path)
+        mlflow.log_artifact(str(path), artifact_path="tables")
+    return f"runs:/{mlflow.active_run().info.run_id}/tables/{path.name}"
+
+
+def load_table(uri: str, digest: str, stage: str, name: str, tracking_uri: str):
+    """A persisted table, refused unless its content has the recorded digest."""
+    import tempfile
+
+    import mlflow
+    import pandas as pd
+
+    from lineageflow.lineage import verify_input
+    from lineageflow.ml import table_digest
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=uri, dst_path=tmp, tracking_uri=tracking_uri
+        )
+        df = pd.read_parquet(local)
+    X, y = df.iloc[:, :-1], df.iloc[:, -1]
+    verify_input(stage, name, table_digest(X, y), digest)
+    return df
+
+
+def _model_file(model_uri: str, tracking_uri: str, dst: str) -> Path:
+    """The model.pkl of a logged model (``models:/m-...``), downloaded to ``dst``."""
+    import mlflow
+
+    from lineageflow.tracking import client
+
+    logged = client(tracking_uri).get_logged_model(model_uri.removeprefix("models:/"))
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{logged.artifact_location}/model.pkl",
+            dst_path=dst,
+            tracking_uri=tracking_uri,
+        )
+    )
+
+
+def stored_model_digest(model_uri: str, tracking_uri: str) -> str:
+    """sha256 of the model file as MLflow stored it: the model's digest."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = _model_file(model_uri, tracking_uri, tmp).read_bytes()
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_model(model_uri: str, digest: str, stage: str, tracking_uri: str):
+    """The logged model, loaded from its stored bytes and refused unless they
+    have the recorded digest (so a stage elsewhere evaluates *that* model)."""
+    import tempfile
+
+    import cloudpickle
+
+    from lineageflow.lineage import verify_input
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = _model_file(model_uri, tracking_uri, tmp).read_bytes()
+    verify_input(stage, "model", hashlib.sha256(data).hexdigest(), digest)
+    return cloudpickle.loads(data)

@@ -4,7 +4,9 @@ the lineage summary."""
 
 from __future__ import annotations
 
+import html
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -56,6 +58,13 @@ def page_text(url: str, tmp: Path) -> str:
     return proc.stdout
 
 
+def visible_text(dom: str) -> str:
+    """The page's text, tags and inline SVG paths removed, spaces folded."""
+    text = re.sub(r"<(script|style|svg)\b.*?</\1>", " ", dom, flags=re.S)
+    text = html.unescape(re.sub(r"<[^>]+>", " ", text))
+    return re.sub(r"\s+", " ", text)
+
+
 def test_mlflow_ui_shows_commit_datasets_and_the_version_lineage(tmp_path):
     demo = tmp_path / "demo"
     env = {
@@ -82,6 +91,10 @@ def test_mlflow_ui_shows_commit_datasets_and_the_version_lineage(tmp_path):
         "SELECT value FROM tags WHERE run_uuid=? AND key='mlflow.source.git.commit'",
         (run_id,),
     ).fetchone()
+    (md5,) = con.execute(
+        "SELECT value FROM tags WHERE run_uuid=? AND key='lineage.data.data/customers.md5'",
+        (run_id,),
+    ).fetchone()
     con.close()
 
     port = free_port()
@@ -106,11 +119,19 @@ def test_mlflow_ui_shows_commit_datasets_and_the_version_lineage(tmp_path):
     try:
         ui.wait_http(f"http://127.0.0.1:{port}/health", timeout=120)
         base = f"http://127.0.0.1:{port}/#"
-        run_page = page_text(f"{base}/experiments/{exp_id}/runs/{run_id}", tmp_path)
-        assert commit[:7] in run_page  # MLflow's own Source / git commit field
-        assert "flows/training.py:training_pipeline" in run_page
-        assert "data/customers" in run_page  # the Datasets panel
-        mv_page = page_text(f"{base}/models/{name}/versions/{version}", tmp_path)
+        run_page = visible_text(
+            page_text(f"{base}/experiments/{exp_id}/runs/{run_id}", tmp_path)
+        )
+        # MLflow's own Source field: the entrypoint, the branch, the short commit
+        source = run_page.split("flows/training.py:training_pipeline", 1)[1]
+        source = source.split("Datasets", 1)[0]
+        assert "main" in source and commit[:7] in source, source[:300]
+        # the Datasets panel: name (digest = DVC md5) and context
+        datasets = run_page.split("Datasets", 1)[1].split("Tags", 1)[0]
+        assert f"data/customers ({md5[:36]}) training" in datasets, datasets[:300]
+        mv_page = visible_text(
+            page_text(f"{base}/models/{name}/versions/{version}", tmp_path)
+        )
         assert "Lineage" in mv_page and commit[:12] in mv_page
         assert "code_committed" in mv_page and "✅" in mv_page
     finally:

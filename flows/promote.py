@@ -11,12 +11,11 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from lineageflow import lineage, ml, registry
+from lineageflow import promotion, registry
 from lineageflow.config import parse_params
 from lineageflow.errors import LineageError
 from lineageflow.tracking import client, default_tracking_uri
 from lineageflow.workspace import open_workspace
-from tasks.registry import promotion_slot
 
 
 def _recorded_metrics(tracking_uri: str, run_id: str) -> dict[str, float]:
@@ -52,29 +51,31 @@ def promote_model(model_name: str, version: int | str, workspace: str = ".") -> 
             f"model {model_name} v{version} is not registered in this MLflow store"
         ) from None
     run_id = mv.tags.get("lineage.run_id") or mv.run_id
-    with promotion_slot(model_name), registry.promotion_lock(uri, model_name):
-        record, tags = registry.load_lineage(uri, run_id)
-        cfg = parse_params(record.get("params"), source=f"run {run_id} params")
-        checks = lineage.run_checks(
-            record,
-            tags,
-            registry.LiveEvidence(ws.root),
-            registry.runs_check(uri, record, mv.source, in_progress=False),
-        )
+    record, _ = registry.load_lineage(uri, run_id)
+    cfg = parse_params(record.get("params"), source=f"run {run_id} params")
+
+    def champion():  # the Staging version's own recorded holdout metrics
         champ = registry.current_staging(uri, model_name)
-        champ_metrics = None
-        if champ and champ != str(version):
-            champ_run = client(uri).get_model_version(model_name, champ).run_id
-            champ_metrics = _recorded_metrics(uri, champ_run)
-        checks += ml.quality_gate(
-            _recorded_metrics(uri, run_id),
-            cfg.evaluate,
-            champ_metrics,
-            champ if champ_metrics else None,
-        )
-        decision = registry.apply_decision(uri, model_name, str(version), checks, True)
+        if not champ or champ == version:
+            return None, None
+        champ_run = client(uri).get_model_version(model_name, champ).run_id
+        return _recorded_metrics(uri, champ_run), champ
+
+    decision = promotion.decide(
+        uri,
+        model_name,
+        version,
+        run_id,
+        ws.root,
+        mv.source,
+        in_progress=False,
+        metrics=_recorded_metrics(uri, run_id),
+        evaluate_cfg=cfg.evaluate,
+        champion=champion,
+        promote=True,
+    )
     logger.info(decision.message(model_name))
-    registry.refuse_if_failed(decision, model_name)
+    promotion.refuse_if_failed(decision, model_name)
     return decision.message(model_name)
 
 

@@ -13,7 +13,9 @@ from prefect import flow, get_run_logger, unmapped
 from lineageflow import lineage, ml
 from lineageflow.code import user_code_state
 from lineageflow.config import PipelineConfig, load_params
-from lineageflow.registry import Decision
+from lineageflow.orchestration import flow_run_alive, orchestration_info, prefect_tags
+from lineageflow.promotion import Decision
+from lineageflow.registry import unchanged_since_staging
 from lineageflow.stages import collect_stages
 from lineageflow.tracking import (
     artifact_root_for,
@@ -56,77 +58,6 @@ class PipelineResult:
         }
 
 
-def orchestration_info() -> dict:
-    """Prefect ids of the current flow run (URL only when a server/UI is used)."""
-    from prefect.runtime import deployment, flow_run
-    from prefect.settings import get_current_settings
-
-    api = get_current_settings().api.url  # None with the ephemeral API
-    return {
-        "flow_run_id": flow_run.get_id(),
-        "flow_run_name": flow_run.get_name(),
-        "flow_name": flow_run.get_flow_name(),
-        "flow_run_url": flow_run.get_flow_run_ui_url() if api else None,
-        "deployment": deployment.get_name(),
-    }
-
-
-def flow_run_alive(run) -> bool:
-    """Whether the flow that owns an MLflow parent run may still be running.
-
-    On this host the owner process answers (a flow killed with its worker leaves
-    Prefect saying RUNNING forever; its flow run is then marked Crashed here, as
-    the worker would have). Elsewhere Prefect's state answers; unknown to this
-    Prefect API, a run is presumed alive for a day so a flow on another server
-    is never cut off.
-    """
-    import time
-    import uuid
-
-    from prefect import get_client
-    from prefect.exceptions import ObjectNotFound
-    from prefect.states import Crashed
-
-    from lineageflow.tracking import STALE_AFTER_S, owner_alive
-
-    tags = run.data.tags
-    local = owner_alive(tags)
-    if local is True:
-        return True
-    state = None
-    try:
-        fid = uuid.UUID(tags.get("prefect.flow_run_id", ""))
-        with get_client(sync_client=True) as pc:
-            state = pc.read_flow_run(fid).state
-            if local is False and state is not None and not state.is_final():
-                pc.set_flow_run_state(
-                    fid,
-                    Crashed(
-                        message="flow process is gone (killed); found by lineageflow"
-                    ),
-                    force=True,
-                )
-    except (ValueError, ObjectNotFound):
-        pass
-    if local is False:
-        return False
-    if state is not None:
-        return not state.is_final()
-    return time.time() - (run.info.start_time or 0) / 1000 < STALE_AFTER_S
-
-
-def _prefect_tags(orch: dict) -> dict[str, str]:
-    tags = {
-        "prefect.flow_run_id": str(orch["flow_run_id"]),
-        "prefect.flow_run_name": str(orch["flow_run_name"]),
-    }
-    if orch.get("flow_run_url"):
-        tags["prefect.flow_run_url"] = orch["flow_run_url"]
-    if orch.get("deployment"):
-        tags["prefect.deployment"] = orch["deployment"]
-    return tags
-
-
 def run_stages(
     ws: Workspace,
     cfg: PipelineConfig,
@@ -163,7 +94,7 @@ def run_stages(
             logger.warning("closed MLflow run %s left RUNNING by a crashed flow", stale)
         orch = orchestration_info()
     name = run_name or f"train-{git.commit[:8]}"
-    tags = _prefect_tags(orch) | (extra_tags or {})
+    tags = prefect_tags(orch) | (extra_tags or {})
     # every child run repeats MLflow's source fields and names the pipeline code
     inherited = lineage.source_tags(git.as_dict(), entrypoint) | {
         "lineage.stage.code": str(pipeline.get("commit") or pipeline.get("version"))
@@ -233,7 +164,7 @@ def run_stages(
             logger.info(decision.message(cfg.registration.model_name))
         _log_timings(run, timings)
         if register:
-            from lineageflow.registry import refuse_if_failed
+            from lineageflow.promotion import refuse_if_failed
 
             refuse_if_failed(decision, cfg.registration.model_name)
     return result
@@ -331,49 +262,6 @@ def resolve_workspace(workspace: str | None) -> str:
             "LINEAGEFLOW_WORKSPACE before `prefect deploy`, or pass `workspace`"
         )
     return chosen
-
-
-def unchanged_since_staging(ws: Workspace, cfg: PipelineConfig, tracking_uri: str):
-    """The Staging version trained from this very commit, data and params, if any.
-
-    Cheap by design (git + the .dvc files + two MLflow reads): a nightly retrain
-    with nothing new must cost seconds, not a training run. A dirty tree is
-    never "unchanged", and neither is a new lineageflow commit.
-    """
-    from mlflow.exceptions import MlflowException
-
-    from lineageflow.dvcio import md5_in_dvc_text
-    from lineageflow.registry import current_staging
-    from lineageflow.tracking import client
-
-    name = cfg.registration.model_name
-    try:
-        version = current_staging(tracking_uri, name)
-    except MlflowException:
-        return None
-    git = git_state(ws.git())
-    if version is None or git.dirty:
-        return None
-    c = client(tracking_uri)
-    mv = c.get_model_version(name, version)
-    tags = c.get_run(mv.tags.get("lineage.run_id") or mv.run_id).data.tags
-    if tags.get("lineage.git_commit") != git.commit:
-        return None
-    # new lineageflow code is a new model too (and dirty code never "unchanged")
-    code = lineage.pipeline_state()
-    if code["dirty"] or tags.get("lineage.pipeline_commit") != str(code["commit"]):
-        return None
-    if tags.get("lineage.params_sha256") != cfg.sha256():
-        return None
-    recorded = {k for k in tags if k.startswith("lineage.data.") and k.endswith(".md5")}
-    wanted = {f"lineage.data.{d}.md5" for d in cfg.data.datasets}
-    if recorded != wanted:
-        return None
-    for d in cfg.data.datasets:
-        _, dvc_file = ws.dataset(d)
-        if md5_in_dvc_text(dvc_file.read_text()) != tags[f"lineage.data.{d}.md5"]:
-            return None
-    return version
 
 
 @flow(name="training-pipeline", log_prints=True)

@@ -1,27 +1,21 @@
-"""Model registry: register a version, gather evidence, run the checks, promote.
+"""MLflow's registry and runs as the checks see them: register a version, read a
+run's lineage back, gather the evidence (git, DVC remote, child runs), find the
+Staging version. The decision itself is lineageflow.promotion's.
 
 MLflow 3 keeps stages (deprecated since 2.9, hidden in the new UI) and recommends
 aliases, so a promotion does both: stage Staging (archiving the previous one)
-*and* alias ``staging`` on the same version. One promotion at a time per model:
-an exclusive file lock held across processes around read-champion → decide →
-write, so two flows cannot both believe they beat the same champion.
+*and* alias ``staging`` on the same version.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
 import json
 import tempfile
 import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 from lineageflow import lineage
-from lineageflow.errors import LineageError, PromotionRefused
+from lineageflow.errors import LineageError
 from lineageflow.lineage import Check
 from lineageflow.tracking import client, redact_uri
 from lineageflow.workspace import SHA_RE
@@ -203,103 +197,43 @@ def load_native(model_uri: str):
     raise LineageError(f"{model_uri} has neither an xgboost nor a sklearn flavor")
 
 
-@contextlib.contextmanager
-def promotion_lock(tracking_uri: str, model_name: str) -> Iterator[None]:
-    """Exclusive, cross-process lock for one model's promotions on this machine.
+def unchanged_since_staging(ws, cfg, tracking_uri: str) -> str | None:
+    """The Staging version trained from this very commit, data and params, if any.
 
-    The lock file sits next to a sqlite store (whose users share a filesystem)
-    or in the temp dir for a server; runs spread across machines additionally
-    go through a Prefect global concurrency limit (see tasks/registry.py).
+    Cheap by design (git + the .dvc files + two MLflow reads): a nightly retrain
+    with nothing new must cost seconds, not a training run. A dirty tree is
+    never "unchanged", and neither is a new lineageflow commit.
     """
-    key = hashlib.sha256(
-        f"{redact_uri(tracking_uri)}|{model_name}".encode()
-    ).hexdigest()[:16]
-    parsed = urlparse(tracking_uri)
-    if parsed.scheme == "sqlite":
-        base = Path(tracking_uri.removeprefix("sqlite:///")).parent
-    else:
-        base = Path(tempfile.gettempdir())
-    path = base / f".lineageflow-promote-{key}.lock"
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    from mlflow.exceptions import MlflowException
 
+    from lineageflow.dvcio import md5_in_dvc_text
+    from lineageflow.workspace import git_state
 
-@dataclass(frozen=True)
-class Decision:
-    version: str
-    promoted: bool
-    checks: list[Check]
-    previous: str | None
-
-    @property
-    def failed(self) -> list[Check]:
-        return [c for c in self.checks if not c.passed]
-
-    def message(self, model_name: str) -> str:
-        if self.promoted:
-            return f"{model_name} v{self.version} promoted to Staging"
-        return f"{model_name} v{self.version} stays in None: " + lineage.summary_line(
-            self.failed
-        )
-
-
-def apply_decision(
-    tracking_uri: str,
-    model_name: str,
-    version: str,
-    checks: list[Check],
-    promote: bool,
-    description=None,
-    record: dict | None = None,
-) -> Decision:
-    """Write the checks onto the version, then promote only if every one passed.
-
-    Order matters for "no half-promoted model": each check's tag first (so a
-    version in Staging always says why), then stage, then alias, and only then
-    ``lineage.checks=passed``: a version that did not reach Staging never says
-    it passed. ``description(record, checks, promoted)`` writes the markdown the
-    registry page shows.
-    """
+    name = cfg.registration.model_name
+    try:
+        version = current_staging(tracking_uri, name)
+    except MlflowException:
+        return None
+    git = git_state(ws.git())
+    if version is None or git.dirty:
+        return None
     c = client(tracking_uri)
-    failed = [ch for ch in checks if not ch.passed]
-    for ch in checks:
-        c.set_model_version_tag(
-            model_name, version, TAG_CHECK_PREFIX + ch.name, ch.tag_value()[:5000]
-        )
-    will_promote = promote and not failed
-    if description is not None and record is not None:
-        c.update_model_version(
-            model_name, version, description=description(record, checks, will_promote)
-        )
-    previous = current_staging(tracking_uri, model_name)
-    if failed or not promote:
-        c.set_model_version_tag(
-            model_name, version, TAG_CHECKS, "failed" if failed else "passed"
-        )
-        if failed:
-            c.set_model_version_tag(
-                model_name,
-                version,
-                "lineage.failed_checks",
-                ",".join(ch.name for ch in failed),
-            )
-        return Decision(version, False, checks, previous)
-    with warnings.catch_warnings():
-        warnings.simplefilter(
-            "ignore"
-        )  # stages are deprecated but still the UI's Staging
-        c.transition_model_version_stage(
-            model_name, version, "Staging", archive_existing_versions=True
-        )
-    c.set_registered_model_alias(model_name, STAGING_ALIAS, version)
-    c.set_model_version_tag(model_name, version, TAG_CHECKS, "passed")
-    return Decision(version, True, checks, previous)
-
-
-def refuse_if_failed(decision: Decision, model_name: str) -> None:
-    if decision.failed:
-        raise PromotionRefused(decision.message(model_name), version=decision.version)
+    mv = c.get_model_version(name, version)
+    tags = c.get_run(mv.tags.get("lineage.run_id") or mv.run_id).data.tags
+    if tags.get("lineage.git_commit") != git.commit:
+        return None
+    # new lineageflow code is a new model too (and dirty code never "unchanged")
+    code = lineage.pipeline_state()
+    if code["dirty"] or tags.get("lineage.pipeline_commit") != str(code["commit"]):
+        return None
+    if tags.get("lineage.params_sha256") != cfg.sha256():
+        return None
+    recorded = {k for k in tags if k.startswith("lineage.data.") and k.endswith(".md5")}
+    wanted = {f"lineage.data.{d}.md5" for d in cfg.data.datasets}
+    if recorded != wanted:
+        return None
+    for d in cfg.data.datasets:
+        _, dvc_file = ws.dataset(d)
+        if md5_in_dvc_text(dvc_file.read_text()) != tags[f"lineage.data.{d}.md5"]:
+            return None
+    return version

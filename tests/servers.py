@@ -94,3 +94,9 @@ def wait_for_parent_of_stage(
                 return runs[0].data.tags["mlflow.parentRunId"]
         time.sleep(0.2)
     return None
+
+
+def loopback(port: int) -> list[str]:
+    """The arguments that bind an MLflow server / UI / model server to 127.0.0.1
+    with one worker."""
+    return ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import Proc, free_port
+from tests.servers import Proc, free_port, loopback
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -105,12 +105,7 @@ def test_mlflow_ui_shows_commit_datasets_and_the_version_lineage(tmp_path):
             "ui",
             "--backend-store-uri",
             f"sqlite:///{db}",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
+            *loopback(port),
         ],
         dict(env, PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}"),
         tmp_path,

@@ -277,21 +277,14 @@ class Pipeline:
             f"print(json.dumps(training_pipeline(workspace={str(ws)!r}, "
             "skip_if_unchanged=True)))"
         )
-        proc = subprocess.run(
-            [sys.executable, "-c", script],
-            cwd=cwd,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            stdin=subprocess.DEVNULL,
-        )
+        proc = self.python("-c", script, cwd=cwd)
         assert proc.returncode == 0, proc.stderr[-3000:]
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
-    def cli(self, *args: str, cwd: Path, ok: bool = True):
-        proc = subprocess.run(
-            [sys.executable, "-m", "lineageflow.cli", *args],
+    def python(self, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+        """This interpreter, importing lineageflow from the clone."""
+        return subprocess.run(
+            [sys.executable, *args],
             cwd=cwd,
             env=self.env,
             capture_output=True,
@@ -299,6 +292,9 @@ class Pipeline:
             timeout=600,
             stdin=subprocess.DEVNULL,
         )
+
+    def cli(self, *args: str, cwd: Path, ok: bool = True):
+        proc = self.python("-m", "lineageflow.cli", *args, cwd=cwd)
         if ok:
             assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
         return proc

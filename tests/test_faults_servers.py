@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.servers import Proc, free_port, wait_for_parent_of_stage
+from tests.servers import Proc, free_port, loopback, wait_for_parent_of_stage
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
@@ -90,12 +90,7 @@ def start_mlflow(
     cmd = [
         str(BIN / "mlflow"),
         "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
+        *loopback(port),
         "--backend-store-uri",
         f"sqlite:///{tmp / 'mlflow.db'}",
         "--artifacts-destination",

@@ -24,7 +24,7 @@ from lineageflow.config import PrepareConfig
 from lineageflow.demo import dvc
 from lineageflow.errors import DataError
 from lineageflow.synthetic import make_mixed
-from tests.servers import Proc, free_port
+from tests.servers import Proc, free_port, loopback
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 BIN = Path(sys.executable).parent
@@ -92,12 +92,7 @@ def serve_and_ask(model_uri: str, tracking: str, rows: pd.DataFrame, tmp: Path):
             model_uri,
             "--env-manager",
             "local",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
+            *loopback(port),
         ],
         env,
         tmp,

@@ -1,0 +1,75 @@
+"""The Prefect side of a run's lifecycle: its ids for the lineage record and the
+MLflow tags, and whether the flow that owns an MLflow run is still alive."""
+
+from __future__ import annotations
+
+
+def orchestration_info() -> dict:
+    """Prefect ids of the current flow run (URL only when a server/UI is used)."""
+    from prefect.runtime import deployment, flow_run
+    from prefect.settings import get_current_settings
+
+    api = get_current_settings().api.url  # None with the ephemeral API
+    return {
+        "flow_run_id": flow_run.get_id(),
+        "flow_run_name": flow_run.get_name(),
+        "flow_name": flow_run.get_flow_name(),
+        "flow_run_url": flow_run.get_flow_run_ui_url() if api else None,
+        "deployment": deployment.get_name(),
+    }
+
+
+def flow_run_alive(run) -> bool:
+    """Whether the flow that owns an MLflow parent run may still be running.
+
+    On this host the owner process answers (a flow killed with its worker leaves
+    Prefect saying RUNNING forever; its flow run is then marked Crashed here, as
+    the worker would have). Elsewhere Prefect's state answers; unknown to this
+    Prefect API, a run is presumed alive for a day so a flow on another server
+    is never cut off.
+    """
+    import time
+    import uuid
+
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.states import Crashed
+
+    from lineageflow.tracking import STALE_AFTER_S, owner_alive
+
+    tags = run.data.tags
+    local = owner_alive(tags)
+    if local is True:
+        return True
+    state = None
+    try:
+        fid = uuid.UUID(tags.get("prefect.flow_run_id", ""))
+        with get_client(sync_client=True) as pc:
+            state = pc.read_flow_run(fid).state
+            if local is False and state is not None and not state.is_final():
+                pc.set_flow_run_state(
+                    fid,
+                    Crashed(
+                        message="flow process is gone (killed); found by lineageflow"
+                    ),
+                    force=True,
+                )
+    except (ValueError, ObjectNotFound):
+        pass
+    if local is False:
+        return False
+    if state is not None:
+        return not state.is_final()
+    return time.time() - (run.info.start_time or 0) / 1000 < STALE_AFTER_S
+
+
+def prefect_tags(orch: dict) -> dict[str, str]:
+    tags = {
+        "prefect.flow_run_id": str(orch["flow_run_id"]),
+        "prefect.flow_run_name": str(orch["flow_run_name"]),
+    }
+    if orch.get("flow_run_url"):
+        tags["prefect.flow_run_url"] = orch["flow_run_url"]
+    if orch.get("deployment"):
+        tags["prefect.deployment"] = orch["deployment"]
+    return tags

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, unmapped
 
-from lineageflow import lineage, ml
+from lineageflow import lineage, ml, report
 from lineageflow.code import user_code_state
 from lineageflow.config import PipelineConfig, load_params
 from lineageflow.orchestration import flow_run_alive, orchestration_info, prefect_tags
@@ -236,7 +236,7 @@ def _publish(result: PipelineResult, tracking_uri: str) -> None:
     )
 
     create_markdown_artifact(
-        lineage.markdown_summary(result.record, result.checks),
+        report.markdown_summary(result.record, result.checks),
         key="lineage-summary",
         description=f"lineage and checks of MLflow run {result.run_id}",
     )

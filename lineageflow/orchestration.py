@@ -3,6 +3,12 @@ MLflow tags, and whether the flow that owns an MLflow run is still alive."""
 
 from __future__ import annotations
 
+import os
+import socket
+from pathlib import Path
+
+TAG_OWNER = "lineageflow.owner"  # host:pid:start-time of the process driving the run
+
 
 def orchestration_info() -> dict:
     """Prefect ids of the current flow run (URL only when a server/UI is used)."""
@@ -34,8 +40,6 @@ def flow_run_alive(run) -> bool:
     from prefect import get_client
     from prefect.exceptions import ObjectNotFound
     from prefect.states import Crashed
-
-    from lineageflow.tracking import STALE_AFTER_S, owner_alive
 
     tags = run.data.tags
     local = owner_alive(tags)
@@ -73,3 +77,31 @@ def prefect_tags(orch: dict) -> dict[str, str]:
     if orch.get("deployment"):
         tags["prefect.deployment"] = orch["deployment"]
     return tags
+
+
+STALE_AFTER_S = 24 * 3600
+
+
+def _proc_start(pid: int) -> str | None:
+    """The process's start time in clock ticks (field 22 of /proc/PID/stat): with the
+    pid it identifies a process even after the pid is reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def process_identity() -> str:
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_proc_start(pid) or '?'}"
+
+
+def owner_alive(tags: dict[str, str]) -> bool | None:
+    """Whether the process that drove a run still lives: None when it ran on
+    another host (or before owners were recorded), so only the orchestrator knows."""
+    host, _, rest = tags.get(TAG_OWNER, "").partition(":")
+    pid, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    return _proc_start(int(pid)) == start

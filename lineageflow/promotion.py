@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from lineageflow import lineage, ml, registry
+from lineageflow import lineage, ml, registry, report
 from lineageflow.config import EvaluateConfig
 from lineageflow.errors import PromotionRefused
 from lineageflow.lineage import Check
@@ -229,6 +229,6 @@ def decide(
             version,
             checks,
             promote,
-            description=lineage.version_description,
+            description=report.version_description,
             record=record,
         )

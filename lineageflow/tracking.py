@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
 import time
 import traceback
 from collections.abc import Iterator
@@ -24,13 +23,13 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from lineageflow.errors import PromotionRefused, TrackingError
+from lineageflow.orchestration import TAG_OWNER, process_identity
 
 log = logging.getLogger(__name__)
 
 TAG_STAGE = "lineageflow.stage"
 TAG_ERROR = "lineageflow.error"
 TAG_KIND = "lineageflow.kind"
-TAG_OWNER = "lineageflow.owner"  # host:pid:start-time of the process driving the run
 
 
 @dataclass(frozen=True)
@@ -317,34 +316,6 @@ def _terminate(c, run_id: str, status: str, attempts: int = 4) -> None:
                 )
                 return
             time.sleep(2**i)
-
-
-STALE_AFTER_S = 24 * 3600
-
-
-def _proc_start(pid: int) -> str | None:
-    """The process's start time in clock ticks (field 22 of /proc/PID/stat): with the
-    pid it identifies a process even after the pid is reused."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def process_identity() -> str:
-    pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_proc_start(pid) or '?'}"
-
-
-def owner_alive(tags: dict[str, str]) -> bool | None:
-    """Whether the process that drove a run still lives: None when it ran on
-    another host (or before owners were recorded), so only the orchestrator knows."""
-    host, _, rest = tags.get(TAG_OWNER, "").partition(":")
-    pid, _, start = rest.partition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return None
-    return _proc_start(int(pid)) == start
 
 
 def close_stale_runs(tracking_uri: str, experiment_id: str, is_alive) -> list[str]:

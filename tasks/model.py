@@ -15,7 +15,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from lineageflow import ml
+from lineageflow import estimators, ml
 from lineageflow.config import EvaluateConfig, TrainConfig
 from lineageflow.errors import UserCodeError
 from lineageflow.plots import write_plots
@@ -64,7 +64,7 @@ def _user_code(cfg: TrainConfig, workspace: str | None, split: ml.Split):
         role: load_callable(Path(workspace), ref, role) for role, ref in refs.items()
     }
     if "features" in fns:
-        ml.check_features(fns["features"], refs["features"], split.X_train)
+        estimators.check_features(fns["features"], refs["features"], split.X_train)
     return fns.get("factory"), fns.get("features")
 
 
@@ -125,7 +125,9 @@ def train(
         autolog(lib)
         t0 = time.perf_counter()
         try:
-            model = ml.build_model(cfg, factory, features, split.task, split.labels)
+            model = estimators.build_model(
+                cfg, factory, features, split.task, split.labels
+            )
             model = _fit(model, split, cfg)
         finally:
             autolog(lib, disable=True)

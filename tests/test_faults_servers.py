@@ -228,7 +228,7 @@ def test_basic_auth_server_credentials_and_no_password_leak(
             c = MlflowClient(uri)
             exp = c.get_experiment_by_name("lineageflow")
             runs = c.search_runs([exp.experiment_id])
-            assert len(runs) == 5  # parent + 4 stages
+            assert len(runs) == 6  # parent + 5 stages (register_model too)
             for run in runs:
                 blob = (
                     repr(run.data.params) + repr(run.data.tags) + repr(run.data.metrics)
@@ -241,7 +241,7 @@ def test_basic_auth_server_credentials_and_no_password_leak(
                     if f.is_file():
                         assert secret.encode() not in f.read_bytes(), f
             for mv in versions(uri, make_workspace.model_name):
-                assert secret not in repr(mv.tags) + mv.source
+                assert secret not in repr(mv.tags) + mv.source + (mv.description or "")
         finally:
             os.environ.pop("MLFLOW_TRACKING_USERNAME")
             os.environ.pop("MLFLOW_TRACKING_PASSWORD")

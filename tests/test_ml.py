@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lineageflow import ml
+from lineageflow import estimators, ml
 from lineageflow.config import EvaluateConfig, PrepareConfig, TrainConfig
 from lineageflow.errors import DataError
 from lineageflow.synthetic import TARGET, make_customers
@@ -19,7 +19,9 @@ def test_synthetic_data_is_deterministic_and_has_signal(frame):
     pd.testing.assert_frame_equal(frame, make_customers(4000, seed=1))
     assert 0.1 < frame[TARGET].mean() < 0.6
     split = ml.split_frame(frame, TARGET, PrepareConfig())
-    model = ml.fit(ml.build_model(TrainConfig(xgboost={"n_estimators": 30})), split)
+    model = ml.fit(
+        estimators.build_model(TrainConfig(xgboost={"n_estimators": 30})), split
+    )
     assert ml.score(model, split.X_test, split.y_test)["roc_auc"] > 0.7
 
 
@@ -92,7 +94,7 @@ def test_quality_gate_lower_is_better_for_log_loss():
 @pytest.mark.parametrize("model", ["random_forest", "logistic_regression"])
 def test_sklearn_models_train(frame, model):
     split = ml.split_frame(frame, TARGET, PrepareConfig())
-    fitted = ml.fit(ml.build_model(TrainConfig(model=model)), split)
+    fitted = ml.fit(estimators.build_model(TrainConfig(model=model)), split)
     metrics = ml.score(fitted, split.X_test, split.y_test)
     classification = set(ml.HIGHER_IS_BETTER) - set(ml.REGRESSION_METRICS)
     assert set(metrics) == classification and metrics["roc_auc"] > 0.7

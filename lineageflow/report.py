@@ -1,0 +1,69 @@
+"""Lineage as people read it: the Prefect markdown summary of a run and the
+registry page's description of a version."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from lineageflow.lineage import Check, digest
+
+
+def markdown_summary(record: dict, checks: Iterable[Check], extra: str = "") -> str:
+    ws = record["workspace"]
+    rows = "\n".join(
+        f"| {'✅' if c.passed else '❌'} | `{c.name}` | {c.reason} |" for c in checks
+    )
+    data = "\n".join(
+        f"| `{d['path']}` | `{d['md5']}` | {d['size']} | {d['nfiles'] or 1} | "
+        f"{d['remote']} | {d['in_remote']} |"
+        for d in record["data"]
+    )
+    return (
+        f"## Lineage of MLflow run `{record['mlflow']['parent_run_id']}`\n\n"
+        f"- workspace: `{ws['repo']}` @ `{ws['commit']}` "
+        f"(branch `{ws['branch']}`, dirty: {ws['dirty']})\n"
+        f"- pipeline: lineageflow {record['pipeline'].get('version')} "
+        f"@ `{record['pipeline'].get('commit')}` "
+        f"(dirty: {record['pipeline'].get('dirty')})\n"
+        + "".join(
+            f"- workspace code: `{u['file']}:{u['function']}` "
+            f"(train.{u['role']}, blob `{u['blob']}`)\n"
+            for u in record.get("user_code", [])
+        )
+        + f"- params sha256: `{record['params_sha256']}`\n"
+        f"- digest: `{digest(record)}`\n\n"
+        "| path | md5 | bytes | files | remote | in remote |\n|---|---|---|---|---|---|\n"
+        f"{data}\n\n"
+        "| | check | result |\n|---|---|---|\n"
+        f"{rows}\n{extra}"
+    )
+
+
+def version_description(record: dict, checks: Iterable[Check], promoted: bool) -> str:
+    """Short markdown for the registry page: commit, data, checks with marks."""
+    ws, pipe = record["workspace"], record.get("pipeline", {})
+    checks = list(checks)
+    state = "promoted to **Staging**" if promoted else "left in **None**"
+    lines = [
+        f"**Lineage** ({state}) — run `{record['mlflow']['parent_run_id']}`",
+        "",
+        f"- workspace `{ws['repo']}` @ `{ws['commit'][:12]}`"
+        + (f" (branch `{ws['branch']}`)" if ws.get("branch") else ""),
+        f"- lineageflow `{pipe.get('commit') or pipe.get('version')}`"
+        + (" (uncommitted changes)" if pipe.get("dirty") else ""),
+    ]
+    lines += [
+        f"- data `{d['path']}` md5 `{d['md5']}`"
+        + (f" ({d['format']})" if d.get("format") else "")
+        for d in record.get("data", [])
+    ]
+    lines += [
+        f"- params sha256 `{record['params_sha256'][:16]}`",
+        "",
+        "| | check | result |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {'✅' if c.passed else '❌'} | `{c.name}` | {c.reason} |" for c in checks
+    ]
+    return "\n".join(lines) + "\n"

@@ -70,7 +70,14 @@ def stage_run(
     }
     with child_run(ref, stage, tags=stage_tags) as active:
         yield active, io
-        mlflow.set_tag(TAG + "outputs", json.dumps(io.outputs, separators=(",", ":")))
+        # both again at the end: a stage may learn an input as it runs (pull_data
+        # knows the .dvc md5 once DVC has answered)
+        mlflow.set_tags(
+            {
+                TAG + "inputs": json.dumps(io.inputs, separators=(",", ":")),
+                TAG + "outputs": json.dumps(io.outputs, separators=(",", ":")),
+            }
+        )
 
 
 def _entry(run) -> dict[str, Any]:

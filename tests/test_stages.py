@@ -65,6 +65,9 @@ def test_each_stage_records_lineage_that_matches_the_real_objects(
     assert by["pull_data"]["outputs"] == [
         {"name": "data/customers", "digest": f"md5:{dvc_md5}"}
     ]
+    assert by["pull_data"]["inputs"] == [
+        {"name": "data/customers.dvc", "digest": f"md5:{dvc_md5}"}
+    ]
     assert by["prepare"]["inputs"] == by["pull_data"]["outputs"]
 
     # the split tables: loaded back by digest from MLflow, and rebuilt from the data

@@ -30,14 +30,6 @@ def _is_code(path: str) -> bool:
     return path.split("/", 1)[0] in PIPELINE_DIRS or path in PIPELINE_FILES
 
 
-def _origin_url(repo) -> str | None:
-    from lineageflow.workspace import strip_credentials
-
-    origin = next((r for r in repo.remotes if r.name == "origin"), None)
-    url = next(iter(origin.urls), None) if origin else None
-    return strip_credentials(url) if url else None
-
-
 def pipeline_state() -> dict[str, Any]:
     """The lineageflow code that is running: version, and commit when from a checkout.
 
@@ -58,6 +50,8 @@ def pipeline_state() -> dict[str, Any]:
     try:
         import git
 
+        from lineageflow.workspace import origin_url
+
         repo = git.Repo(here.parent, search_parent_directories=True)
         top = Path(repo.working_tree_dir).resolve()
         if not repo.git.ls_files(str(here.relative_to(top))):
@@ -73,7 +67,7 @@ def pipeline_state() -> dict[str, Any]:
             commit=repo.head.commit.hexsha,
             dirty=bool(changed),
             dirty_files=sorted(changed)[:50],
-            repo=_origin_url(repo) or str(top),
+            repo=origin_url(repo) or str(top),
             path=str(top),
         )
     except Exception:  # not a checkout: an installed wheel has no commit to record

@@ -100,17 +100,13 @@ def run_recorded_code(
     if proc.returncode == 0 and answer.get("run_id"):
         return answer["run_id"]
     from lineageflow import errors
+    from lineageflow.reproduction import last_line
 
     kind = getattr(errors, answer.get("type", ""), None)
     if isinstance(kind, type) and issubclass(kind, errors.LineageflowError):
         raise kind(answer["error"])  # the user error the recorded code named
-    why = answer.get("error") or _tail(proc.stderr)
+    why = answer.get("error") or last_line(proc.stderr)
     raise LineageError(
         f"the recorded lineageflow code {commit[:12]} failed to rerun: "
         f"{why.splitlines()[0][:400] if why else 'no output'}"
     )
-
-
-def _tail(text: str) -> str:
-    lines = [ln for ln in (text or "").splitlines() if ln.strip()]
-    return lines[-1] if lines else ""

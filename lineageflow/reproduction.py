@@ -116,7 +116,7 @@ def _clone_at(url: str | None, path: Path, commit: str, what: str) -> None:
     except git.GitCommandError as exc:
         raise WorkspaceError(
             f"cannot clone the recorded {what} repo {url} "
-            f"({_last_line(exc.stderr)}): pass a local checkout that holds "
+            f"({last_line(exc.stderr)}): pass a local checkout that holds "
             f"commit {commit[:12]}"
         ) from None
     try:
@@ -128,7 +128,7 @@ def _clone_at(url: str | None, path: Path, commit: str, what: str) -> None:
         ) from None
 
 
-def _last_line(text: str | None) -> str:
+def last_line(text: str | None) -> str:
     lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
     return lines[-1][:200] if lines else "no output"
 

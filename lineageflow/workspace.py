@@ -49,16 +49,21 @@ def git_state(repo) -> GitState:
         | {d.a_path for d in repo.index.diff("HEAD")}
         | set(repo.untracked_files)
     )
-    origin = next((r for r in repo.remotes if r.name == "origin"), None)
-    url = next(iter(origin.urls), None) if origin else None
     return GitState(
-        repo=strip_credentials(url) if url else str(Path(repo.working_tree_dir)),
+        repo=origin_url(repo) or str(Path(repo.working_tree_dir)),
         path=str(Path(repo.working_tree_dir).resolve()),
         commit=commit,
         branch=branch,
         dirty=bool(changed),
         dirty_files=changed[:50],
     )
+
+
+def origin_url(repo) -> str | None:
+    """The ``origin`` remote's URL without credentials, if the repo has one."""
+    origin = next((r for r in repo.remotes if r.name == "origin"), None)
+    url = next(iter(origin.urls), None) if origin else None
+    return strip_credentials(url) if url else None
 
 
 def strip_credentials(url: str) -> str:

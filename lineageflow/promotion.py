@@ -150,12 +150,28 @@ def apply_decision(
         warnings.simplefilter(
             "ignore"
         )  # stages are deprecated but still the UI's Staging
+        _archive_staging(c, model_name, keep=version)
         c.transition_model_version_stage(
-            model_name, version, "Staging", archive_existing_versions=True
+            model_name, version, "Staging", archive_existing_versions=False
         )
     c.set_registered_model_alias(model_name, STAGING_ALIAS, version)
     c.set_model_version_tag(model_name, version, TAG_CHECKS, "passed")
     return Decision(version, True, checks, previous)
+
+
+def _archive_staging(c, model_name: str, keep: str) -> None:
+    """Move every other Staging version to Archived, one by one.
+
+    Not ``archive_existing_versions=True``: an MLflow 3.17 server on PostgreSQL
+    with psycopg 3 compares the version column with a string there and fails
+    ("operator does not exist: integer <> character varying",
+    https://github.com/mlflow/mlflow/issues/24592; reproduced here). Done under
+    the promotion lock, so no other promotion interleaves.
+    """
+    found = c.search_model_versions(f"name = '{model_name}'")
+    for mv in found:
+        if mv.current_stage == "Staging" and str(mv.version) != str(keep):
+            c.transition_model_version_stage(model_name, mv.version, "Archived")
 
 
 def refuse_if_failed(decision: Decision, model_name: str) -> None:

@@ -100,3 +100,69 @@ def loopback(port: int) -> list[str]:
     """The arguments that bind an MLflow server / UI / model server to 127.0.0.1
     with one worker."""
     return ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+@contextlib.contextmanager
+def postgres(port: int, db: str = "mlflow"):
+    """A PostgreSQL 15 cluster of its own: initdb in a temp dir, 127.0.0.1 only,
+    its own port and socket dir; stopped (fast) and removed afterwards.
+
+    initdb refuses root, so as root the cluster runs as the `postgres` user."""
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="lineageflow-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        as_user = ["runuser", "-u", "postgres", "--"]
+        os.chmod(base, 0o755)
+        shutil.chown(base, "postgres")
+    data, sock = base / "data", base / "sock"
+    run = subprocess.run
+    ctl = [*as_user, str(PG_BIN / "pg_ctl"), "-D", str(data)]
+    try:
+        run([*as_user, "mkdir", str(sock)], check=True)
+        run(
+            [
+                *as_user,
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        opts = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1"
+        run(
+            [*ctl, "-o", opts, "-l", str(base / "pg.log"), "-w", "-t", "60", "start"],
+            check=True,
+            capture_output=True,
+            timeout=90,
+        )
+        run(
+            [
+                str(PG_BIN / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                "postgres",
+                db,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        yield f"postgres@127.0.0.1:{port}/{db}"
+    finally:
+        run([*ctl, "-m", "fast", "-w", "-t", "60", "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)

@@ -138,14 +138,39 @@ def log_dataset(
         ds.__dict__["schema"] = infer_signature(signature_frame(df.head(1000))).inputs
         if run_id is None:
             model = LoggedModelInput(model_id) if model_id else None
-            mlflow.log_input(ds, context=context, model=model)
+            _once_inserted(lambda: mlflow.log_input(ds, context=context, model=model))
             return
         from lineageflow.tracking import client
 
         tag = InputTag(key="mlflow.data.context", value=context)
-        client(tracking_uri).log_inputs(
-            run_id, [DatasetInput(ds._to_mlflow_entity(), [tag])]
-        )
+        entity = DatasetInput(ds._to_mlflow_entity(), [tag])
+        _once_inserted(lambda: client(tracking_uri).log_inputs(run_id, [entity]))
+
+
+def _once_inserted(log, attempts: int = 4) -> None:
+    """Run ``log``, retrying when a concurrent run inserted the same dataset.
+
+    MLflow's SQL store looks a dataset (experiment, name, digest) up and then
+    inserts it: two runs logging the same table at once both insert, and one
+    fails on the unique constraint (seen with 8 concurrent retrains on one data
+    version). The retry finds the row the other run wrote.
+    """
+    import time
+
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            log()
+            return
+        except MlflowException as exc:
+            text = str(exc)
+            duplicate = "UNIQUE constraint failed: datasets" in text or (
+                "duplicate key value" in text and "datasets" in text
+            )
+            if not duplicate or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def persist_table(df, digest: str, name: str) -> str:

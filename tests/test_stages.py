@@ -190,3 +190,41 @@ def test_graph_nodes_follow_commit_data_stages_model():
         ("evaluate", "model"),
     ]:
         assert pair in kinds, pair
+
+
+def test_concurrent_runs_logging_one_dataset_all_succeed(tmp_path):
+    """MLflow's SQL store looks a dataset up, then inserts it: runs logging the
+    same table at once race on its unique constraint (seen with 8 concurrent
+    retrains). Eight threads at a barrier, twelve times: every log succeeds."""
+    import threading
+
+    from lineageflow.stages import log_dataset
+
+    uri = f"sqlite:///{tmp_path / 'race.db'}"
+    c = MlflowClient(uri)
+    df = pd.DataFrame({"a": range(100), "b": ["x"] * 100})
+    errors: list[str] = []
+    for trial in range(12):
+        exp = c.create_experiment(f"race-{trial}")
+        runs = [c.create_run(exp).info.run_id for _ in range(8)]
+        barrier = threading.Barrier(len(runs))
+
+        def log(run_id: str, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                log_dataset(
+                    df, "holdout", "d" * 36, "holdout", run_id=run_id, tracking_uri=uri
+                )
+            except Exception as exc:  # collected: the assertion names them
+                errors.append(str(exc).splitlines()[0])
+
+        threads = [threading.Thread(target=log, args=(r,)) for r in runs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for r in runs:
+            assert [d.dataset.name for d in c.get_run(r).inputs.dataset_inputs] == [
+                "holdout"
+            ]
+    assert errors == []

@@ -16,6 +16,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from lineageflow import lineage
+from lineageflow.code import pipeline_state
 from lineageflow.config import parse_params
 from lineageflow.errors import LineageError, WorkspaceError
 from lineageflow.registry import load_lineage
@@ -64,7 +65,7 @@ def _rerun(tree: Path, record: dict, cfg, uri: str, run_id: str) -> str:
 
     logger = get_run_logger()
     name, tags = f"reproduce-{run_id[:8]}", {"lineage.reproduction_of": run_id}
-    then, now = record.get("pipeline", {}), lineage.pipeline_state()
+    then, now = record.get("pipeline", {}), pipeline_state()
     commit = then.get("commit")
     if commit and (commit != now["commit"] or now["dirty"]):
         local = next(

@@ -11,7 +11,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, unmapped
 
 from lineageflow import lineage, ml, report
-from lineageflow.code import user_code_state
+from lineageflow.code import pipeline_state, user_code_state
 from lineageflow.config import PipelineConfig, load_params
 from lineageflow.orchestration import flow_run_alive, orchestration_info, prefect_tags
 from lineageflow.promotion import Decision
@@ -72,7 +72,7 @@ def run_stages(
     """The pipeline body, shared by training-pipeline and reproduce-run.
 
     Its signature is a contract: a reproduction runs the *recorded* commit's
-    ``run_stages`` in a subprocess (lineageflow.reproduction), so new arguments
+    ``run_stages`` in a subprocess (lineageflow.pinned), so new arguments
     are keyword-only with defaults.
     """
     logger = get_run_logger()
@@ -83,7 +83,7 @@ def run_stages(
         check_reachable(tracking_uri)
         git = git_state(ws.git())  # read before anything runs: the state the run used
         user_code = user_code_state(ws.root, cfg.train.code_refs())
-        pipeline = lineage.pipeline_state()
+        pipeline = pipeline_state()
         state_dir = ws.state_dir if tracking_uri.startswith("sqlite:") else None
         exp_id = ensure_experiment(
             tracking_uri,

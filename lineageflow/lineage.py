@@ -54,12 +54,6 @@ def environment() -> dict[str, Any]:
     }
 
 
-def pipeline_state() -> dict[str, Any]:
-    from lineageflow.code import pipeline_state as state
-
-    return state()
-
-
 def build_record(
     *,
     workspace: dict,
@@ -79,7 +73,7 @@ def build_record(
             k: workspace[k] for k in ("repo", "path", "commit", "branch", "dirty")
         }
         | {"dirty_files": workspace.get("dirty_files", [])},
-        "pipeline": pipeline if pipeline is not None else pipeline_state(),
+        "pipeline": pipeline if pipeline is not None else _pipeline_state(),
         "data": data,
         "params": params,
         "params_sha256": params_sha256,
@@ -355,3 +349,9 @@ def summary_line(checks: Iterable[Check]) -> str:
     if not failed:
         return "all lineage checks passed"
     return "; ".join(f"{c.name}: {c.reason}" for c in failed)
+
+
+def _pipeline_state() -> dict[str, Any]:
+    from lineageflow.code import pipeline_state
+
+    return pipeline_state()

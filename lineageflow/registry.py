@@ -223,7 +223,9 @@ def unchanged_since_staging(ws, cfg, tracking_uri: str) -> str | None:
     if tags.get("lineage.git_commit") != git.commit:
         return None
     # new lineageflow code is a new model too (and dirty code never "unchanged")
-    code = lineage.pipeline_state()
+    from lineageflow.code import pipeline_state
+
+    code = pipeline_state()
     if code["dirty"] or tags.get("lineage.pipeline_commit") != str(code["commit"]):
         return None
     if tags.get("lineage.params_sha256") != cfg.sha256():

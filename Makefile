@@ -11,7 +11,7 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_TELEMETRY := false
 
-.PHONY: demo test test-fast lint bench venv clean
+.PHONY: demo test test-fast lint bench venv clean stack stack-down
 
 $(BIN)/lineageflow: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,5 +37,11 @@ lint: venv
 bench: venv  ## benchmarks (not part of `make test`); writes bench/RESULTS.md
 	$(BIN)/python bench/run.py
 
+stack: venv  ## the team stack on 127.0.0.1: PostgreSQL, S3 (moto), MLflow, Prefect, 2 workers
+	$(BIN)/python -m deployments.stack up --dir .stack
+
+stack-down:  ## stop what `make stack` started, by PID
+	$(BIN)/python -m deployments.stack down --dir .stack
+
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) bench/work .pytest_cache
+	rm -rf $(VENV) $(DEMO_DIR) bench/work .pytest_cache .stack

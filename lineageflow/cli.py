@@ -223,12 +223,19 @@ def demo(
     force: Annotated[
         bool, typer.Option(help="Rebuild DIR if it holds an earlier demo.")
     ] = False,
+    dvc_remote: Annotated[
+        str | None,
+        typer.Option(
+            help="DVC remote URL, e.g. s3://bucket/dvc (endpoint and keys from the "
+            "environment); default: a local dvc-remote/ directory."
+        ),
+    ] = None,
 ) -> None:
     """Build a demo workspace, train on data v1, add drifted data v2, retrain."""
     from lineageflow.demo import run_demo
 
     _quiet_user_errors()
-    _run(run_demo, dir, rows, force, echo=typer.echo)
+    _run(run_demo, dir, rows, force, echo=typer.echo, remote=dvc_remote)
 
 
 def main() -> None:

@@ -62,7 +62,13 @@ def prepare_dir(base: Path, force: bool) -> DemoPaths:
     return paths
 
 
-def init_workspace(paths: DemoPaths, params_text: str | None = None) -> None:
+def init_workspace(
+    paths: DemoPaths, params_text: str | None = None, remote: str | None = None
+) -> None:
+    """A git repo with DVC, params.yaml and a default DVC remote: `remote` (a URL
+    such as ``s3://bucket/path``; its endpoint and keys come from the environment
+    or ``dvc remote modify --local``, never from a committed file) or the local
+    ``dvc-remote/`` directory."""
     import git
 
     ws = paths.workspace
@@ -72,7 +78,7 @@ def init_workspace(paths: DemoPaths, params_text: str | None = None) -> None:
         cw.set_value("user", "name", "lineageflow demo")
         cw.set_value("user", "email", "demo@lineageflow.invalid")
     dvc("init", cwd=ws)
-    dvc("remote", "add", "-d", "storage", str(paths.remote), cwd=ws)
+    dvc("remote", "add", "-d", "storage", remote or str(paths.remote), cwd=ws)
     # DVC's state DB and locks default to /var/tmp/dvc: keep them in the workspace
     # (config.local is git-ignored by DVC itself).
     dvc(
@@ -92,7 +98,8 @@ def init_workspace(paths: DemoPaths, params_text: str | None = None) -> None:
         "lineageflow's `training-pipeline` flow.\n"
     )
     repo.git.add(A=True)
-    repo.index.commit("Initialise workspace: DVC with a local remote, params.yaml")
+    kind = "an S3" if (remote or "").startswith("s3://") else "a local"
+    repo.index.commit(f"Initialise workspace: DVC with {kind} remote, params.yaml")
 
 
 def add_data_version(
@@ -121,7 +128,9 @@ def add_data_version(
     return commit
 
 
-def run_demo(base: Path, rows: int, force: bool, echo=print) -> list[dict]:
+def run_demo(
+    base: Path, rows: int, force: bool, echo=print, remote: str | None = None
+) -> list[dict]:
     """The whole demo: workspace, v1, train, v2 (new rows with drift), retrain."""
     from flows.training import run_workspace
     from lineageflow.errors import PromotionRefused
@@ -129,7 +138,7 @@ def run_demo(base: Path, rows: int, force: bool, echo=print) -> list[dict]:
     from lineageflow.workspace import Workspace
 
     paths = prepare_dir(base, force)
-    init_workspace(paths)
+    init_workspace(paths, remote=remote)
     ws = paths.workspace
     summaries = []
     versions = [

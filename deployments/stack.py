@@ -1,0 +1,461 @@
+"""The team stack on one machine, every server bound to 127.0.0.1:
+
+    python -m deployments.stack up [--dir .stack]    # or: make stack
+    source .stack/env.sh                             # MLFLOW_TRACKING_URI, PREFECT_API_URL, AWS_*
+    python -m deployments.stack down [--dir .stack]  # or: make stack-down
+
+- PostgreSQL 15: a cluster of its own (``initdb`` in ``<dir>/pg``, its own port), one
+  database for MLflow and one for Prefect;
+- an S3-compatible object store (``moto_server``), bucket ``lineageflow``: MLflow's
+  artifacts under ``mlflow/``, the DVC remote under ``dvc/``;
+- an MLflow tracking server on PostgreSQL with ``--artifacts-destination s3://…``
+  (proxied artifacts: clients need no S3 credentials);
+- a Prefect server on PostgreSQL (``PREFECT_API_DATABASE_CONNECTION_URL``), a process
+  work pool ``lineageflow-process`` and two workers.
+
+Every process is started in its own session and stopped by PID (a prefect worker
+takes two SIGINTs); every wait is bounded. moto keeps objects in memory: stopping
+the stack drops them. For a real cluster the same variables point at real servers
+(README, "Scaling out").
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+POOL = "lineageflow-process"
+BUCKET = "lineageflow"
+# moto accepts any key pair; a real store gets real ones from the environment
+S3_KEYS = {
+    "AWS_ACCESS_KEY_ID": "lineageflow-stack",
+    "AWS_SECRET_ACCESS_KEY": "lineageflow-stack-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+TELEMETRY_OFF = {
+    "DO_NOT_TRACK": "true",  # MLflow reads the string "true", not 1
+    "DVC_NO_ANALYTICS": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_ENABLE_TELEMETRY": "false",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):  # a zombie child of ours counts as gone
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    return True
+
+
+def stop_group(pid: int, interrupts: int = 1, timeout: float = 20) -> None:
+    """SIGINT the process group `interrupts` times, then SIGTERM, then SIGKILL;
+    each step waits at most `timeout`/2 (SIGINT) or `timeout` seconds."""
+
+    def signal_and_wait(sig: int, wait: float) -> bool:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not alive(pid):
+                return True
+            time.sleep(0.1)
+        return False
+
+    for _ in range(interrupts):
+        if not alive(pid) or signal_and_wait(signal.SIGINT, timeout / 2):
+            break
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not alive(pid) or signal_and_wait(sig, timeout):
+            break
+    with contextlib.suppress(ProcessLookupError):  # children left in the group
+        os.killpg(pid, signal.SIGKILL)
+
+
+class Proc:
+    """A server process in its own session, so its children (gunicorn, uvicorn,
+    flow runs) stop with it; output goes to `log`."""
+
+    def __init__(
+        self,
+        name: str,
+        cmd: list[str],
+        env: dict,
+        cwd: Path,
+        log: Path,
+        interrupts: int = 1,
+    ):
+        self.name, self.log, self.interrupts = name, log, interrupts
+        self._fh = open(log, "a")  # noqa: SIM115 - closed in stop()
+        self.popen = subprocess.Popen(
+            cmd,
+            env=env,
+            cwd=cwd,
+            stdout=self._fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def tail(self, n: int = 4000) -> str:
+        return self.log.read_text()[-n:] if self.log.exists() else ""
+
+    def wait_http(self, url: str, timeout: float) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited {self.popen.returncode}:\n{self.tail()}"
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url, timeout=2).status_code < 500:
+                    return
+            time.sleep(0.5)
+        raise TimeoutError(
+            f"{self.name} not ready at {url} after {timeout}s:\n{self.tail()}"
+        )
+
+    def stop(self, interrupts: int | None = None, timeout: float = 20) -> None:
+        try:
+            stop_group(
+                self.pid, self.interrupts if interrupts is None else interrupts, timeout
+            )
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout)
+        finally:
+            self._fh.close()
+
+
+def loopback(port: int) -> list[str]:
+    """The arguments that bind an MLflow server / UI / model server to 127.0.0.1
+    with one worker."""
+    return ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+
+
+class Postgres:
+    """A PostgreSQL 15 cluster of its own: ``initdb`` in `base`, 127.0.0.1 only, its
+    own port and socket dir, trust auth for local use. ``initdb`` refuses root, so
+    as root the cluster belongs to the ``postgres`` user."""
+
+    def __init__(self, base: Path, port: int):
+        self.base, self.port = base, port
+        self.data, self.sock = base / "data", base / "sock"
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+    def _run(self, args: list[str], timeout: float = 90) -> None:
+        proc = subprocess.run(
+            [*self.as_user, *args], capture_output=True, text=True, timeout=timeout
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"{Path(args[0]).name} failed ({proc.returncode}): "
+                f"{(proc.stderr or proc.stdout).strip()[-2000:]}"
+            )
+
+    def _ctl(self, *args: str, timeout: float = 90) -> None:
+        self._run([str(PG_BIN / "pg_ctl"), "-D", str(self.data), *args], timeout)
+
+    def init(self) -> None:
+        if not (PG_BIN / "initdb").exists():
+            raise RuntimeError(f"PostgreSQL 15 server binaries not found in {PG_BIN}")
+        self.base.mkdir(parents=True, exist_ok=True)
+        if self.as_user:
+            os.chmod(self.base, 0o755)
+            shutil.chown(self.base, "postgres")
+        self._run(["mkdir", "-p", str(self.sock)])
+        self._run(
+            [str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust"]
+            + ["-U", "postgres"],
+            timeout=120,
+        )
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -k {self.sock} -c listen_addresses=127.0.0.1"
+        log = str(self.base / "pg.log")
+        self._ctl("-o", opts, "-l", log, "-w", "-t", "60", "start")
+
+    def stop(self) -> None:
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+            self._ctl("-m", "fast", "-w", "-t", "60", "stop")
+
+    def restart(self) -> None:
+        self._ctl("-m", "fast", "-w", "-t", "60", "restart")
+
+    def createdb(self, name: str) -> str:
+        subprocess.run(
+            [str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(self.port)]
+            + ["-U", "postgres", name],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        return f"postgres@127.0.0.1:{self.port}/{name}"
+
+
+def make_bucket(endpoint: str, bucket: str = BUCKET) -> None:
+    import boto3
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=S3_KEYS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"],
+        region_name=S3_KEYS["AWS_DEFAULT_REGION"],
+    )
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+        s3.create_bucket(Bucket=bucket)
+
+
+@dataclass
+class TeamStack:
+    """Start, describe and stop the stack; `procs` by name while this process owns
+    them, `pids` (from stack.json) when another process started them."""
+
+    base: Path
+    workers: int = 2
+    procs: dict[str, Proc] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+    pg: Postgres | None = None
+
+    @property
+    def s3_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports['s3']}"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return f"http://127.0.0.1:{self.ports['mlflow']}"
+
+    @property
+    def prefect_api(self) -> str:
+        return f"http://127.0.0.1:{self.ports['prefect']}/api"
+
+    @property
+    def dvc_remote(self) -> str:
+        return f"s3://{BUCKET}/dvc"
+
+    def client_env(self) -> dict[str, str]:
+        """What a client, a worker or a user's shell needs (env.sh)."""
+        return {
+            **TELEMETRY_OFF,
+            "MLFLOW_TRACKING_URI": self.mlflow_uri,
+            "PREFECT_API_URL": self.prefect_api,
+            "PREFECT_HOME": str(self.base / "prefect-home"),
+            # the DVC remote: botocore reads the endpoint and keys from here
+            "AWS_ENDPOINT_URL_S3": self.s3_endpoint,
+            **S3_KEYS,
+        }
+
+    def _env(self, **extra: str) -> dict[str, str]:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("PREFECT_", "MLFLOW_", "AWS_"))
+        }
+        return env | self.client_env() | extra
+
+    def _start(self, name: str, cmd: list[str], env: dict, interrupts: int = 1):
+        proc = Proc(name, cmd, env, ROOT, self.base / f"{name}.log", interrupts)
+        self.procs[name] = proc
+        return proc
+
+    def start_s3(self) -> None:
+        s3 = self._start(
+            "s3",
+            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.ports["s3"])],
+            self._env(),
+        )
+        s3.wait_http(f"{self.s3_endpoint}/moto-api/", timeout=60)
+        make_bucket(self.s3_endpoint)
+
+    def start_mlflow(self) -> None:
+        server = self._start(
+            "mlflow",
+            [
+                str(BIN / "mlflow"),
+                "server",
+                "--backend-store-uri",
+                f"postgresql+psycopg://{self.dsn('mlflow')}",
+                "--artifacts-destination",
+                f"s3://{BUCKET}/mlflow",
+                *loopback(self.ports["mlflow"]),
+            ],
+            self._env(
+                MLFLOW_S3_ENDPOINT_URL=self.s3_endpoint,
+                MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+            ),
+        )
+        server.wait_http(f"{self.mlflow_uri}/health", timeout=180)
+
+    def start_prefect(self) -> None:
+        port = self.ports["prefect"]
+        server = self._start(
+            "prefect",
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1"]
+            + ["--port", str(port)],
+            self._env(
+                PREFECT_API_DATABASE_CONNECTION_URL=(
+                    f"postgresql+asyncpg://{self.dsn('prefect')}"
+                ),
+                PREFECT_UI_API_URL=self.prefect_api,
+            ),
+        )
+        server.wait_http(f"{self.prefect_api}/health", timeout=180)
+
+    def start_worker(self, n: int) -> Proc:
+        return self._start(
+            f"worker-{n}",
+            [str(BIN / "prefect"), "worker", "start", "--pool", POOL]
+            + ["--name", f"worker-{n}"],
+            self._env(PREFECT_WORKER_QUERY_SECONDS="1"),
+            interrupts=2,  # a prefect worker needs two SIGINTs
+        )
+
+    def dsn(self, db: str) -> str:
+        return f"postgres@127.0.0.1:{self.ports['pg']}/{db}"
+
+    def up(self) -> TeamStack:
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.ports = {k: free_port() for k in ("pg", "s3", "mlflow", "prefect")}
+        try:
+            self.pg = Postgres(self.base / "pg", self.ports["pg"])
+            self.pg.init()
+            self.pg.start()
+            for db in ("mlflow", "prefect"):
+                self.pg.createdb(db)
+            self.start_s3()
+            self.start_mlflow()
+            self.start_prefect()
+            subprocess.run(
+                [
+                    str(BIN / "prefect"),
+                    "work-pool",
+                    "create",
+                    POOL,
+                    "--type",
+                    "process",
+                ],
+                env=self._env(),
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
+            for n in range(1, self.workers + 1):
+                self.start_worker(n)
+        except BaseException:
+            self.down()
+            raise
+        self.save()
+        return self
+
+    def down(self) -> None:
+        """Stop everything this stack started, newest first, then the database."""
+        for proc in reversed(list(self.procs.values())):
+            proc.stop()
+        self.procs.clear()
+        if self.pg is not None:
+            self.pg.stop()
+
+    # --- `make stack` / `make stack-down`: another process stops what this started
+    def save(self) -> None:
+        state = {
+            "ports": self.ports,
+            "pids": {n: [p.pid, p.interrupts] for n, p in self.procs.items()},
+            "pg": str(self.pg.base) if self.pg else None,
+        }
+        (self.base / "stack.json").write_text(json.dumps(state, indent=2))
+        lines = [f"export {k}={shlex.quote(v)}" for k, v in self.client_env().items()]
+        (self.base / "env.sh").write_text("\n".join(lines) + "\n")
+
+    @classmethod
+    def stop_saved(cls, base: Path) -> list[str]:
+        state_file = base / "stack.json"
+        if not state_file.exists():
+            return []
+        state = json.loads(state_file.read_text())
+        stopped = []
+        for name, (pid, interrupts) in reversed(list(state["pids"].items())):
+            if alive(pid):
+                stop_group(pid, interrupts)
+                stopped.append(name)
+        if state.get("pg"):
+            Postgres(Path(state["pg"]), state["ports"]["pg"]).stop()
+            stopped.append("postgresql")
+        state_file.unlink()
+        return stopped
+
+
+@contextlib.contextmanager
+def team_stack(base: Path, workers: int = 2):
+    stack = TeamStack(base, workers=workers).up()
+    try:
+        yield stack
+    finally:
+        stack.down()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deployments.stack")
+    parser.add_argument("action", choices=["up", "down"])
+    parser.add_argument("--dir", type=Path, default=ROOT / ".stack")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+    base = args.dir.resolve()
+    if args.action == "down":
+        stopped = TeamStack.stop_saved(base)
+        print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+        if stopped:
+            shutil.rmtree(base, ignore_errors=True)
+        return 0
+    if (base / "stack.json").exists():
+        print(
+            f"error: a stack is already up in {base}: `make stack-down` first",
+            file=sys.stderr,
+        )
+        return 2
+    shutil.rmtree(base, ignore_errors=True)
+    stack = TeamStack(base, workers=args.workers).up()
+    print(
+        f"PostgreSQL 127.0.0.1:{stack.ports['pg']} (databases mlflow, prefect)\n"
+        f"S3 (moto)  {stack.s3_endpoint}  bucket {BUCKET}; DVC remote {stack.dvc_remote}\n"
+        f"MLflow     {stack.mlflow_uri}\n"
+        f"Prefect    {stack.prefect_api.removesuffix('/api')}  pool {POOL}, "
+        f"{args.workers} workers\n"
+        f"logs in {base}; now: source {base / 'env.sh'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,7 +4,7 @@
     source .stack/env.sh                             # MLFLOW_TRACKING_URI, PREFECT_API_URL, AWS_*
     python -m deployments.stack down [--dir .stack]  # or: make stack-down
 
-- PostgreSQL 15: a cluster of its own (``initdb`` in ``<dir>/pg``, its own port), one
+- PostgreSQL 15: a cluster of its own (``initdb`` in a temp dir, its own port), one
   database for MLflow and one for Prefect;
 - an S3-compatible object store (``moto_server``), bucket ``lineageflow``: MLflow's
   artifacts under ``mlflow/``, the DVC remote under ``dvc/``;
@@ -31,6 +31,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,7 +211,9 @@ class Postgres:
             self._ctl("-m", "fast", "-w", "-t", "60", "stop")
 
     def restart(self) -> None:
-        self._ctl("-m", "fast", "-w", "-t", "60", "restart")
+        """Fast restart: every client connection is dropped."""
+        log = str(self.base / "pg.log")  # without -l the server would hold our pipe
+        self._ctl("-m", "fast", "-l", log, "-w", "-t", "60", "restart")
 
     def createdb(self, name: str) -> str:
         subprocess.run(
@@ -298,7 +301,9 @@ class TeamStack:
         s3.wait_http(f"{self.s3_endpoint}/moto-api/", timeout=60)
         make_bucket(self.s3_endpoint)
 
-    def start_mlflow(self) -> None:
+    def start_mlflow(self, s3_endpoint: str | None = None) -> None:
+        """`s3_endpoint`: where the server reaches the object store (default: the
+        stack's own)."""
         server = self._start(
             "mlflow",
             [
@@ -311,7 +316,7 @@ class TeamStack:
                 *loopback(self.ports["mlflow"]),
             ],
             self._env(
-                MLFLOW_S3_ENDPOINT_URL=self.s3_endpoint,
+                MLFLOW_S3_ENDPOINT_URL=s3_endpoint or self.s3_endpoint,
                 MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
             ),
         )
@@ -341,6 +346,26 @@ class TeamStack:
             interrupts=2,  # a prefect worker needs two SIGINTs
         )
 
+    def create_pool(self, tries: int = 5) -> None:
+        """The process work pool; retried, since a Prefect server answering
+        /health may still refuse its first writes."""
+        cmd = [str(BIN / "prefect"), "work-pool", "create", POOL, "--type", "process"]
+        for attempt in range(tries):
+            proc = subprocess.run(
+                [*cmd, "--overwrite"],
+                env=self._env(),
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            if proc.returncode == 0:
+                return
+            time.sleep(1 + attempt)
+        raise RuntimeError(
+            f"`{' '.join(cmd[1:])}` failed: {(proc.stdout + proc.stderr)[-2000:]}"
+        )
+
     def dsn(self, db: str) -> str:
         return f"postgres@127.0.0.1:{self.ports['pg']}/{db}"
 
@@ -348,7 +373,10 @@ class TeamStack:
         self.base.mkdir(parents=True, exist_ok=True)
         self.ports = {k: free_port() for k in ("pg", "s3", "mlflow", "prefect")}
         try:
-            self.pg = Postgres(self.base / "pg", self.ports["pg"])
+            # its own temp dir: as root the cluster runs as `postgres`, which must
+            # reach it (a pytest or home directory is often private to root)
+            pg_base = Path(tempfile.mkdtemp(prefix="lineageflow-pg-"))
+            self.pg = Postgres(pg_base, self.ports["pg"])
             self.pg.init()
             self.pg.start()
             for db in ("mlflow", "prefect"):
@@ -356,21 +384,7 @@ class TeamStack:
             self.start_s3()
             self.start_mlflow()
             self.start_prefect()
-            subprocess.run(
-                [
-                    str(BIN / "prefect"),
-                    "work-pool",
-                    "create",
-                    POOL,
-                    "--type",
-                    "process",
-                ],
-                env=self._env(),
-                cwd=ROOT,
-                check=True,
-                capture_output=True,
-                timeout=120,
-            )
+            self.create_pool()
             for n in range(1, self.workers + 1):
                 self.start_worker(n)
         except BaseException:
@@ -386,6 +400,7 @@ class TeamStack:
         self.procs.clear()
         if self.pg is not None:
             self.pg.stop()
+            shutil.rmtree(self.pg.base, ignore_errors=True)
 
     # --- `make stack` / `make stack-down`: another process stops what this started
     def save(self) -> None:
@@ -411,6 +426,7 @@ class TeamStack:
                 stopped.append(name)
         if state.get("pg"):
             Postgres(Path(state["pg"]), state["ports"]["pg"]).stop()
+            shutil.rmtree(state["pg"], ignore_errors=True)
             stopped.append("postgresql")
         state_file.unlink()
         return stopped

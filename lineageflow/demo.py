@@ -6,6 +6,7 @@ and ``dvc-remote/`` (a local-directory DVC remote). Nothing is downloaded.
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from importlib.resources import files
@@ -22,7 +23,11 @@ def dvc(*args: str, cwd: Path) -> None:
     """Run a DVC command in-process (saves a ~1 s interpreter start per call)."""
     from dvc.cli import main as dvc_main
 
-    code = dvc_main(["--cd", str(cwd), "-q", *args])
+    here = os.getcwd()
+    try:
+        code = dvc_main(["--cd", str(cwd), "-q", *args])
+    finally:
+        os.chdir(here)  # `--cd` changes this process's directory and leaves it there
     if code != 0:
         raise LineageflowError(f"`dvc {' '.join(args)}` failed in {cwd} (exit {code})")
 

@@ -147,13 +147,23 @@ class WorkspaceFactory:
     def __init__(self, tmp_path: Path):
         self.tmp_path = tmp_path
 
-    def __call__(self, rows: int = 3000, push: bool = True, **overrides):
+    def __call__(
+        self,
+        rows: int = 3000,
+        push: bool = True,
+        remote: str | None = None,
+        **overrides,
+    ):
         from lineageflow.demo import DemoPaths, add_data_version, init_workspace
 
         paths = DemoPaths(self.tmp_path / f"ws-{uuid.uuid4().hex[:6]}")
         paths.base.mkdir()
         self.model_name = f"model-{uuid.uuid4().hex[:8]}"
-        init_workspace(paths, params_text=small_params(self.model_name, **overrides))
+        init_workspace(
+            paths,
+            params_text=small_params(self.model_name, **overrides),
+            remote=remote,
+        )
         add_data_version(
             paths.workspace, 0, rows, seed=7, drift=0.0, message="data v1", push=push
         )

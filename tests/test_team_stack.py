@@ -1,0 +1,271 @@
+"""The whole product on the team stack (deployments/stack.py), all on 127.0.0.1:
+PostgreSQL 15 for MLflow and Prefect, an S3 store (moto) behind MLflow's proxied
+artifacts and as the DVC remote, a process pool with two workers.
+
+`prefect deploy --all`, the train deployment, a nightly run that skips, a UI-style
+reproduction on another checkout with an empty DVC cache, 8 concurrent promotions,
+then an audit of the Staging version that reads only the tracking server (PostgreSQL)
+and the object store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import git
+import pytest
+from mlflow import MlflowClient
+
+from deployments.stack import BUCKET, PG_BIN, S3_KEYS, TeamStack
+from tests.conftest import WorkspaceFactory
+from tests.test_deployments import (
+    BIN,
+    ROOT,
+    cli,
+    flow_run_logs,
+    rest,
+    run_deployment_via_api,
+    staging_versions,
+    wait_flow_run,
+)
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (PG_BIN / "initdb").exists(), reason="PostgreSQL 15 server binaries absent"
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def team(tmp_path_factory):
+    stack = TeamStack(tmp_path_factory.mktemp("stack"), workers=2).up()
+    try:
+        yield stack
+    finally:
+        stack.down()
+
+
+def stack_env(team: TeamStack, **extra) -> dict:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PREFECT_", "MLFLOW_", "AWS_"))
+    }
+    return (
+        env
+        | team.client_env()
+        | {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+        | extra
+    )
+
+
+def s3(team: TeamStack):
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=team.s3_endpoint,
+        aws_access_key_id=S3_KEYS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"],
+        region_name=S3_KEYS["AWS_DEFAULT_REGION"],
+    )
+
+
+def workspace_with_origin(
+    tmp_path: Path, team: TeamStack, rows: int = 3000, **overrides
+):
+    """A workspace whose DVC remote is the stack's S3 and whose git `origin` is a
+    bare repo, as a team's would be."""
+    os.environ.update(
+        S3_KEYS, AWS_ENDPOINT_URL_S3=team.s3_endpoint
+    )  # in-process dvc push
+    try:
+        factory = WorkspaceFactory(tmp_path)
+        paths = factory(rows=rows, remote=team.dvc_remote, **overrides)
+    finally:
+        for key in (*S3_KEYS, "AWS_ENDPOINT_URL_S3"):
+            os.environ.pop(key, None)
+    origin = tmp_path / "origin.git"
+    git.Repo.init(origin, bare=True)
+    repo = git.Repo(paths.workspace)
+    repo.create_remote("origin", str(origin))
+    repo.git.push("origin", "main")
+    return paths, factory.model_name
+
+
+def runs_of(client: MlflowClient, parent: str) -> list:
+    exp = client.get_experiment_by_name("lineageflow")
+    return client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'"
+    )
+
+
+def test_the_product_on_postgres_s3_and_two_workers(team, tmp_path):
+    env = stack_env(team)
+    paths, name = workspace_with_origin(tmp_path, team)
+    ws = paths.workspace
+    deploy_env = dict(env, LINEAGEFLOW_WORKSPACE=str(ws))
+    out = cli([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], deploy_env)
+    assert "reproduce-run/reproduce" in out.stdout
+
+    # 1. the train deployment, run by one of the two workers
+    proc = subprocess.run(
+        [
+            str(BIN / "prefect"),
+            "deployment",
+            "run",
+            "training-pipeline/train",
+            "--watch",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    logs = "\n".join(p.tail() for p in team.procs.values() if "worker" in p.name)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{logs[-3000:]}"
+    mlf = MlflowClient(team.mlflow_uri)
+    _, (staged,) = staging_versions(mlf, name)
+    run = mlf.get_run(staged.run_id)
+    assert run.data.tags["lineage.checks"] == "passed"
+    with tempfile.TemporaryDirectory() as tmp:
+        record_text = Path(
+            mlf.download_artifacts(run.info.run_id, "lineage.json", tmp)
+        ).read_text()
+    record = json.loads(record_text)
+    (data,) = record["data"]
+    assert data["remote_url"] == "s3://lineageflow/dvc" and data["in_remote"] is True
+    # the artifacts really are in S3, under the server's --artifacts-destination
+    keys = [
+        o["Key"]
+        for o in s3(team)
+        .list_objects_v2(Bucket=BUCKET, Prefix="mlflow/")
+        .get("Contents", [])
+    ]
+    assert any(k.endswith(f"{run.info.run_id}/artifacts/lineage.json") for k in keys)
+
+    # credentials come from the environment, never into the record, a tag or a log
+    flow_run_id = run.data.tags["prefect.flow_run_id"]
+    seen = [record_text, flow_run_logs(team.prefect_api, flow_run_id)]
+    for r in [run, *runs_of(mlf, run.info.run_id)]:
+        seen += [json.dumps(r.data.tags), json.dumps(r.data.params)]
+    for secret in S3_KEYS.values():
+        if secret != "us-east-1":
+            assert not [s for s in seen if secret in s], secret
+
+    # 2. the nightly run with nothing changed does nothing
+    fr = run_deployment_via_api(
+        team.prefect_api, "training-pipeline/nightly-retrain", {}
+    )
+    assert fr["state"]["type"] == "COMPLETED"
+    expected = f"nothing changed since version {staged.version}"
+    assert expected in flow_run_logs(team.prefect_api, fr["id"], expect=expected)
+
+    # 3. reproduce as the UI does, from the run id alone, where the workspace is not:
+    # the flow clones the recorded origin and pulls the data from S3 (empty cache)
+    away = tmp_path / "elsewhere"
+    ws.rename(away)
+    try:
+        fr = run_deployment_via_api(
+            team.prefect_api, "reproduce-run/reproduce", {"run_id": run.info.run_id}
+        )
+        assert fr["state"]["type"] == "COMPLETED", flow_run_logs(
+            team.prefect_api, fr["id"]
+        )[-3000:]
+    finally:
+        away.rename(ws)
+    original = mlf.get_run(run.info.run_id)
+    assert original.data.tags["lineage.reproduction.verdict"] == "exact"
+    repro = original.data.tags["lineage.reproduced_by"]
+    pulls = [
+        r
+        for r in runs_of(mlf, repro)
+        if r.data.tags["lineageflow.stage"] == "pull_data"
+    ]
+    assert [r.data.params["action"] for r in pulls] == ["pulled"]
+
+    # 4. eight promotions at once, across both workers: exactly one Staging version
+    dep = rest(
+        "GET", f"{team.prefect_api}/deployments/name/training-pipeline/train"
+    ).json()
+    created = [
+        rest(
+            "POST",
+            f"{team.prefect_api}/deployments/{dep['id']}/create_flow_run",
+            json={},
+        ).json()["id"]
+        for _ in range(8)
+    ]
+    finished = [wait_flow_run(team.prefect_api, i, timeout=900) for i in created]
+    states = [f["state"]["type"] for f in finished]
+    assert states == ["COMPLETED"] * 8, [
+        flow_run_logs(team.prefect_api, f["id"])[-1500:]
+        for f in finished
+        if f["state"]["type"] != "COMPLETED"
+    ]
+    mvs, staged_now = staging_versions(mlf, name)
+    assert len(mvs) == 9 and len(staged_now) == 1
+    exp = mlf.get_experiment_by_name("lineageflow")
+    assert not mlf.search_runs(
+        [exp.experiment_id], filter_string="attributes.status = 'RUNNING'"
+    )
+
+    # 5. the audit reads only the tracking server (PostgreSQL) and S3: no workspace,
+    # no DVC cache, no git on this side
+    shutil.rmtree(tmp_path)
+    audit_from_stores(team.mlflow_uri, s3(team), name)
+
+
+def audit_from_stores(tracking_uri: str, bucket_client, name: str) -> None:
+    """Check the Staging version's lineage with nothing but MLflow's API and S3."""
+    import mlflow
+
+    mlf = MlflowClient(tracking_uri)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mv = mlf.get_model_version_by_alias(name, "staging")
+    run = mlf.get_run(mv.run_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        record = json.loads(
+            Path(
+                mlf.download_artifacts(run.info.run_id, "lineage.json", tmp)
+            ).read_text()
+        )
+    canonical = json.dumps(record, sort_keys=True, separators=(",", ":"))
+    assert (
+        run.data.tags["lineage.digest"]
+        == hashlib.sha256(canonical.encode()).hexdigest()
+    )
+    assert mv.tags["lineage.checks"] == "passed"
+    for d in record["data"]:
+        bucket, _, prefix = d["remote_url"].removeprefix("s3://").partition("/")
+        key = f"{prefix}/files/md5/{d['md5'][:2]}/{d['md5'][2:]}"
+        manifest = json.loads(
+            bucket_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        )
+        assert len(manifest) == d["nfiles"]
+        for entry in manifest:
+            part = f"{prefix}/files/md5/{entry['md5'][:2]}/{entry['md5'][2:]}"
+            body = bucket_client.get_object(Bucket=bucket, Key=part)["Body"].read()
+            assert hashlib.md5(body).hexdigest() == entry["md5"]
+    # the registered model is the bytes the train stage recorded
+    stages = {s["name"]: s for s in record["stages"]}
+    (model_out,) = stages["train"]["outputs"]
+    assert mv.source == model_out["uri"]  # the version registers that logged model
+    logged = mlf.get_logged_model(model_out["uri"].removeprefix("models:/"))
+    with tempfile.TemporaryDirectory() as tmp:
+        pkl = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{logged.artifact_location}/model.pkl",
+            dst_path=tmp,
+            tracking_uri=tracking_uri,
+        )
+        digest = hashlib.sha256(Path(pkl).read_bytes()).hexdigest()
+    assert digest == model_out["digest"]

@@ -29,7 +29,12 @@ from lineageflow.reproduction import (
     tree_at,
     validate_ref,
 )
-from lineageflow.tracking import client, run_url, tracking_uri_for
+from lineageflow.tracking import (
+    bounded_http_retries,
+    client,
+    run_url,
+    tracking_uri_for,
+)
 from lineageflow.workspace import Workspace, open_workspace
 
 ENTRYPOINT = "flows/reproduce.py:reproduce_run"
@@ -133,6 +138,7 @@ def reproduce_run(
         tolerance: largest absolute metric difference still called within_tolerance.
     """
     logger = get_run_logger()
+    bounded_http_retries()  # one line in seconds, not minutes of retries
     ref = validate_ref(run_id)  # before any git, DVC or MLflow call
     if not (tolerance >= 0 and math.isfinite(tolerance)):
         raise LineageError(f"tolerance must be a finite number >= 0, got {tolerance}")

@@ -21,6 +21,10 @@ class TrackingError(LineageflowError):
     """MLflow cannot be reached or refused a call."""
 
 
+class ArtifactStoreError(TrackingError):
+    """The store behind MLflow's artifacts (S3, ...) cannot be reached."""
+
+
 class LineageError(LineageflowError):
     """A lineage record is missing, malformed or was edited."""
 

@@ -102,12 +102,32 @@ def load_lineage(tracking_uri: str, run_id: str) -> tuple[dict, dict[str, str]]:
                 tracking_uri=tracking_uri,
             )
             record = json.loads(Path(local).read_text())
-    except (MlflowException, OSError, json.JSONDecodeError):
-        raise LineageError(
-            f"MLflow run {run_id} has no readable lineage.json: it was not made by "
-            "the training-pipeline flow"
-        ) from None
+    except (MlflowException, OSError, json.JSONDecodeError) as exc:
+        raise _unreadable_lineage(c, tracking_uri, run_id, exc) from None
     return record, tags
+
+
+def _unreadable_lineage(c, tracking_uri: str, run_id: str, exc: Exception):
+    """Why lineage.json could not be read: the artifact store does not answer, the
+    run has none (not made by the pipeline), or the file itself is unreadable."""
+    from lineageflow.tracking import artifact_store_failure, tracking_error
+
+    if artifact_store_failure(exc):
+        return tracking_error(tracking_uri, exc, "could not read lineage.json")
+    try:
+        names = {f.path for f in c.list_artifacts(run_id)}
+    except Exception as list_exc:  # the listing needs the artifact store too
+        return tracking_error(tracking_uri, list_exc, "could not list artifacts")
+    if "lineage.json" not in names:
+        return LineageError(
+            f"MLflow run {run_id} has no lineage.json: it was not made by the "
+            "training-pipeline flow"
+        )
+    detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    return LineageError(
+        f"MLflow run {run_id} has an unreadable lineage.json ({type(exc).__name__}"
+        f"{': ' + detail if detail else ''}): the record is damaged; retrain"
+    )
 
 
 def runs_check(

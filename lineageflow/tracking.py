@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import time
 import traceback
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from lineageflow.errors import PromotionRefused, TrackingError
+from lineageflow.errors import ArtifactStoreError, PromotionRefused, TrackingError
 from lineageflow.orchestration import TAG_OWNER, process_identity
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,12 @@ def tracking_error(tracking_uri: str, exc: BaseException, what: str) -> Tracking
             f"MLflow tracking server {where} rejected the credentials: set "
             "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
         )
+    store = artifact_store_failure(exc)
+    if store is not None:
+        return ArtifactStoreError(
+            f"the artifact store {store} {where} does not answer "
+            f"({_short(text)}): check that store is up, then rerun"
+        )
     if "Max retries exceeded" in text or "ConnectionError" in type(exc).__name__:
         return TrackingError(
             f"MLflow tracking server {where} does not answer: start it or fix "
@@ -172,6 +179,32 @@ def tracking_error(tracking_uri: str, exc: BaseException, what: str) -> Tracking
         )
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     return TrackingError(f"MLflow at {where} {what}: {first[:300]}")
+
+
+def artifact_store_failure(exc: BaseException) -> str | None:
+    """How to name the artifact store when `exc` is a failure to reach it, else None.
+
+    Through a tracking server with proxied artifacts (``mlflow-artifacts:``) the
+    server answers 500 when *its* store is down: that is not the server's fault."""
+    text = str(getattr(exc, "message", exc))
+    if "/mlflow-artifacts/" in text:
+        return "behind MLflow tracking server"
+    chain, seen = exc, 0
+    while chain is not None and seen < 8:
+        if type(chain).__module__.split(".")[0] in ("botocore", "boto3", "s3transfer"):
+            return "(S3) used by"
+        chain, seen = chain.__cause__ or chain.__context__, seen + 1
+    return None
+
+
+def _short(text: str) -> str:
+    """The gist of a long HTTP failure: 'too many 500 error responses', or the
+    first line, without the URL."""
+    m = re.search(r"Caused by \w+\('([^']+)'", text)
+    if m:
+        return m.group(1)
+    first = text.strip().splitlines()[0] if text.strip() else "no detail"
+    return re.sub(r"https?://\S+", "<url>", first)[:200]
 
 
 def _error_text(exc: BaseException) -> str:

@@ -44,3 +44,78 @@ def postgres(port: int, db: str = "mlflow"):
     finally:
         pg.stop()
         shutil.rmtree(pg.base, ignore_errors=True)
+
+
+class TcpGate:
+    """A TCP forwarder on 127.0.0.1 in a thread: `cut()` drops every connection and
+    refuses new ones (the server behind stays up, with its state), `mend()` listens
+    again on the same port. For 'the object store does not answer' faults."""
+
+    def __init__(self, target_port: int):
+        import asyncio
+        import threading
+
+        self.target_port, self.port = target_port, free_port()
+        self.loop = asyncio.new_event_loop()
+        self._server = None
+        self._writers: set = set()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        self.mend()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _pipe(self, reader, writer) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def _handle(self, reader, writer) -> None:
+        import asyncio
+
+        try:
+            up_reader, up_writer = await asyncio.open_connection(
+                "127.0.0.1", self.target_port
+            )
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, up_writer}
+        await asyncio.gather(
+            self._pipe(reader, up_writer), self._pipe(up_reader, writer)
+        )
+        self._writers -= {writer, up_writer}
+
+    def _call(self, coro_fn):
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro_fn(), self.loop).result(10)
+
+    def mend(self) -> None:
+        import asyncio
+
+        async def start():
+            self._server = await asyncio.start_server(
+                self._handle, "127.0.0.1", self.port, reuse_address=True
+            )
+
+        self._call(start)
+
+    def cut(self) -> None:
+        async def stop():
+            self._server.close()
+            for w in list(self._writers):
+                w.transport.abort()
+            self._writers.clear()
+
+        self._call(stop)
+
+    def close(self) -> None:
+        self.cut()
+        self.loop.call_soon_threadsafe(self.loop.stop)

@@ -102,9 +102,7 @@ def test_unknown_run_and_run_without_lineage(make_workspace, tracking):
     exp = c.create_experiment(f"outside-{make_workspace.model_name}")
     stray = c.create_run(exp).info.run_id
     c.set_terminated(stray)
-    with pytest.raises(
-        LineageError, match=r"no readable lineage.json: it was not made by"
-    ):
+    with pytest.raises(LineageError, match=r"has no lineage.json: it was not made by"):
         reproduce_run(run_id=stray, workspace=str(ws))
 
 

@@ -1,7 +1,7 @@
 """One lineageflow run in a fresh process, as a worker would start it; prints timings.
 
 usage: pipeline_run.py train WORKSPACE [--skip] | reproduce WORKSPACE RUN_ID
-       | sweep WORKSPACE parallel|sequential GRID_JSON
+       | sweep WORKSPACE parallel|sequential|dask GRID_JSON
 """
 
 import json
@@ -13,7 +13,7 @@ def main() -> None:
     t0 = time.perf_counter()
     mode, workspace = sys.argv[1], sys.argv[2]
     if mode == "sweep":
-        from flows.sweep import sweep
+        from flows.sweep import sweep_on
     else:
         from flows.reproduce import reproduce_run
         from flows.training import training_pipeline
@@ -49,15 +49,11 @@ def main() -> None:
         out["flow_s"] = time.perf_counter() - t1
         out.update(summary=res)
     elif mode == "sweep":
-        from prefect.task_runners import ThreadPoolTaskRunner
-
         grid = json.loads(sys.argv[4])
-        flow = (
-            sweep
-            if sys.argv[3] == "parallel"
-            else sweep.with_options(task_runner=ThreadPoolTaskRunner(max_workers=1))
+        runner = {"parallel": "process", "sequential": "thread"}.get(
+            sys.argv[3], sys.argv[3]
         )
-        res = flow(workspace=workspace, grid=grid)
+        res = sweep_on(runner)(workspace=workspace, grid=grid)
         out["flow_s"] = time.perf_counter() - t1
         from mlflow import MlflowClient
 

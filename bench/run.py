@@ -276,9 +276,9 @@ def main() -> None:
             )
         results["repro"] = repro
         # 5. sweep
-        sweeps = {"parallel": [], "sequential": []}
+        sweeps = {"parallel": [], "sequential": [], "dask": []}
         for i in range(REPS):
-            for mode in ("sequential", "parallel"):
+            for mode in ("sequential", "parallel", "dask"):
                 log(f"sweep rep {i + 1}/{REPS}: {mode}")
                 sweeps[mode].append(
                     run_json(
@@ -345,11 +345,15 @@ def render(r: dict, elapsed: float) -> str:
     seq = [d["flow_s"] for _, d in r["sweep"]["sequential"]]
     par = [d["flow_s"] for _, d in r["sweep"]["parallel"]]
     speedup = [s / p for s, p in zip(seq, par, strict=True)]
+    dask = [d["flow_s"] for _, d in r["sweep"]["dask"]]
+    dask_speedup = [s / p for s, p in zip(seq, dask, strict=True)]
     fit_seq = [d["fit_seconds_median"] for _, d in r["sweep"]["sequential"]]
     fit_par = [d["fit_seconds_median"] for _, d in r["sweep"]["parallel"]]
     complete = [
         d["complete_children"]
-        for _, d in r["sweep"]["parallel"] + r["sweep"]["sequential"]
+        for _, d in r["sweep"]["parallel"]
+        + r["sweep"]["sequential"]
+        + r["sweep"]["dask"]
     ]
     cap, md5 = r["lineage"]["capture"], r["lineage"]["md5sum"]
 
@@ -442,6 +446,8 @@ fresh, as a worker starts a flow run. Figures: median (min, max) over {REPS} run
 | 5 | sweep of 8 configs, 1 at a time (flow) | {fmt(seq)} | |
 | 5 | sweep of 8 configs, 2 processes (flow) | {fmt(par)} | |
 | 5 | **sweep speed-up** | {fmt(speedup, "")} | ≥ 1.8x: {goal(med(speedup) >= 1.8)} |
+| 5 | sweep of 8 configs, Dask LocalCluster of 2 worker processes (flow, cluster start included) | {fmt(dask)} | |
+| 5 | sweep speed-up on Dask | {fmt(dask_speedup, "")} | |
 | 5 | one config's fit, alone / while the other core fits too | {med(fit_seq):.2f} s / {med(fit_par):.2f} s | |
 | 5 | child runs complete (of 8, every sweep) | {min(complete)}–{max(complete)} | 8, 0 lost: {goal(min(complete) == 8)} |
 

@@ -2,9 +2,8 @@
 
 import pytest
 from mlflow import MlflowClient
-from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.sweep import sweep
+from flows.sweep import sweep_on
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 GRID = [
@@ -14,15 +13,12 @@ GRID = [
 ]
 
 
-@pytest.mark.parametrize("sequential", [False, True])
-def test_sweep_logs_every_configuration(make_workspace, tracking, sequential):
+@pytest.mark.parametrize("runner", ["process", "thread", "dask"])
+def test_sweep_logs_every_configuration(make_workspace, tracking, runner):
+    """Processes, one at a time, and prefect-dask's DaskTaskRunner on a LocalCluster
+    of two worker processes: every config a complete child run, none lost."""
     ws = make_workspace(rows=2000).workspace
-    flow = (
-        sweep.with_options(task_runner=ThreadPoolTaskRunner(max_workers=1))
-        if sequential
-        else sweep
-    )
-    out = flow(workspace=str(ws), grid=GRID)
+    out = sweep_on(runner)(workspace=str(ws), grid=GRID)
     assert sorted(r["index"] for r in out["results"]) == [0, 1, 2, 3]
     c = MlflowClient(tracking)
     parent = c.get_run(out["run_id"])

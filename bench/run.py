@@ -65,6 +65,7 @@ def remaining(
     dask_speedup,
     fit_alone,
     fit_shared,
+    rss=(0.0, 0.0),
 ) -> str:
     """The "what remains" prose, written from this run's figures (never a constant
     that drifts from the table)."""
@@ -95,6 +96,16 @@ def remaining(
         f"({(fit_shared / fit_alone - 1) * 100 if fit_alone else 0:+.0f}%); the rest of "
         "the gap is starting the worker processes and their imports."
     )
+    rss_pipe, rss_bare = rss
+    if rss_bare:
+        verdict = "met" if rss_pipe / rss_bare <= 1.3 else "not met"
+        lines.append("")
+        lines.append(
+            f"**Memory (goal 1.3, {verdict})**: peak RSS {rss_pipe:.0f} MiB against the "
+            f"bare script's {rss_bare:.0f} MiB ({rss_pipe / rss_bare:.2f}x), each "
+            f"process's own ru_maxrss ({rss_pipe - rss_bare:+.0f} MiB). Not yet "
+            "broken down by stage."
+        )
     return "\n".join(lines)
 
 
@@ -137,25 +148,37 @@ def commit_data(ws: Path, rel: str) -> None:
 
 
 def run_json(cmd: list[str], env: dict) -> tuple[float, dict]:
+    """Run one measured process; (wall seconds, its JSON line + peak_rss_mib).
+
+    Waited with wait4, so the peak RSS is that process's own (ru_maxrss), not the
+    largest of every child this benchmark has waited for."""
+    import tempfile
+
     t0 = time.perf_counter()
-    proc = subprocess.run(
-        cmd,
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=1800,
-        stdin=subprocess.DEVNULL,
-    )
-    wall = time.perf_counter() - t0
-    lines = [
-        ln for ln in proc.stdout.splitlines() if ln.startswith(("BENCH_JSON ", "{"))
-    ]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=out,
+            stderr=err,
+            text=True,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    lines = [ln for ln in stdout.splitlines() if ln.startswith(("BENCH_JSON ", "{"))]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(
-            f"{cmd} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+            f"{cmd} failed ({proc.returncode}):\n{stdout[-2000:]}\n{stderr[-3000:]}"
         )
-    return wall, json.loads(lines[-1].removeprefix("BENCH_JSON "))
+    data = json.loads(lines[-1].removeprefix("BENCH_JSON "))
+    data["peak_rss_mib"] = usage.ru_maxrss / 1024  # Linux: KiB
+    return wall, data
 
 
 class PrefectServer:
@@ -426,6 +449,10 @@ def render(r: dict, elapsed: float) -> str:
     )
     fixed = med(pipe_w) - med(bare_w)
 
+    rss_bare = [d["peak_rss_mib"] for _, d in bare]
+    rss_pipe = [d["peak_rss_mib"] for _, d in pipe]
+    rss_ratio = [p / b for p, b in zip(rss_pipe, rss_bare, strict=True)]
+
     def goal(ok):
         return "met" if ok else "**not met**"
 
@@ -441,6 +468,7 @@ def render(r: dict, elapsed: float) -> str:
         med(dask_speedup),
         med(fit_seq),
         med(fit_par),
+        rss=(med(rss_pipe), med(rss_bare)),
     )
 
     return f"""# lineageflow benchmarks
@@ -462,6 +490,8 @@ fresh, as a worker starts a flow run. Figures: median (min, max) over {REPS} run
 | 1 | training_pipeline (process wall) | {fmt(pipe_w)} | |
 | 1 | **overhead ratio** pipeline / bare | {fmt(ratio, "")} | ≤ 1.10: {goal(med(ratio) <= 1.10)} |
 | 1 | fixed cost (pipeline − bare, medians) | {fixed:.2f} s | |
+| 6 | peak RSS: bare script / training_pipeline | {fmt(rss_bare, "MiB")} / {fmt(rss_pipe, "MiB")} | |
+| 6 | **peak RSS ratio** pipeline / bare | {fmt(rss_ratio, "")} | ≤ 1.3: {goal(med(rss_ratio) <= 1.3)} |
 | 2 | nightly retrain, nothing changed (process wall) | {fmt(skip_w)} | |
 | 2 | of which the flow itself | {fmt(skip_flow)} | |
 | 2 | **unchanged ratio** / full run | {fmt(skip_ratio, "")} | ≤ 0.05: {goal(med(skip_ratio) <= 0.05)} |

@@ -27,7 +27,7 @@ from lineageflow.tracking import (
     parent_run,
 )
 from lineageflow.workspace import Workspace, git_state, open_workspace
-from tasks.data import prepare, pull_data
+from tasks.data import prepare, pull_data, release_freed_memory
 from tasks.model import evaluate, train
 from tasks.registry import record_lineage, register_model
 
@@ -121,6 +121,7 @@ def run_stages(
                 list(versions),
             )
             ml.check_metric(split.task, cfg.evaluate.metric)  # before any training
+            release_freed_memory()  # the raw frames are gone; the fit comes next
         with clock("train"):
             trained = train(split, cfg.train, run, str(ws.root))
         with clock("evaluate"):

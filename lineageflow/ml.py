@@ -119,7 +119,7 @@ def split_frame(
         y, labels = df[target].astype("float64"), []
     else:
         y, labels = encode_labels(df[target])
-    X = df.drop(columns=[target])
+    features = [c for c in df.columns if c != target]
     if cfg.method == "hash":
         test = hash_test_mask(df, cfg.test_size, cfg.seed)
         too_few = task != "regression" and y[~test].nunique() < 2
@@ -128,10 +128,19 @@ def split_frame(
                 f"cannot split {len(df)} rows with test_size={cfg.test_size}: one "
                 "side would be empty or single-class; add rows or change test_size"
             )
+        # each side copied once from df: no whole-frame X copy first (peak memory)
         split = Split(
-            X[~test], X[test], y[~test], y[test], task, labels, reason, target
+            df.loc[~test, features],
+            df.loc[test, features],
+            y[~test],
+            y[test],
+            task,
+            labels,
+            reason,
+            target,
         )
     else:
+        X = df[features]
         from sklearn.model_selection import train_test_split
 
         try:

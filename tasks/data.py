@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -34,8 +35,9 @@ from tasks import retry_unless_user_error
 )
 def pull_data(
     workspace: str, dataset: str, remote: str | None, run: RunRef
-) -> tuple[DataVersion, pd.DataFrame]:
-    """DVC-pull one dataset if absent, verify its md5, read it, log it as an input."""
+) -> tuple[DataVersion, Handoff]:
+    """DVC-pull one dataset if absent, verify its md5, read it, log it as an input;
+    the frame comes back in a Handoff for prepare to take."""
     import mlflow
 
     ws = Workspace(Path(workspace))
@@ -87,12 +89,45 @@ def pull_data(
                 run_id=on,
                 tracking_uri=run.tracking_uri,
             )
-    return version, df
+    return version, Handoff(df)
+
+
+def release_freed_memory() -> None:
+    """Give the heap pages freed by reading and splitting back to the OS before the
+    fit: glibc keeps them (malloc_trim), so they would count in the peak twice."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    if name:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(name).malloc_trim(0)
+
+
+class Handoff:
+    """A frame handed from pull_data to prepare exactly once.
+
+    Prefect keeps every task's result for the rest of the flow run (it links results
+    to states to track dependencies), so a frame returned as such stays in memory
+    through the fit. Whoever takes it owns it; the handoff keeps nothing."""
+
+    __slots__ = ("frame",)
+
+    def __init__(self, frame: pd.DataFrame):
+        self.frame: pd.DataFrame | None = frame
+
+    def take(self) -> pd.DataFrame:
+        frame, self.frame = self.frame, None
+        if frame is None:
+            raise RuntimeError("this frame was already handed to a stage")
+        return frame
 
 
 @task(name="prepare", cache_policy=NO_CACHE)
 def prepare(
-    frames: list[pd.DataFrame],
+    frames: list[pd.DataFrame | Handoff],
     target: str,
     cfg: PrepareConfig,
     run: RunRef,
@@ -106,7 +141,9 @@ def prepare(
     inputs = [(d.path, f"md5:{d.read_md5}") for d in data or []]
     params = cfg.model_dump() | {"target": target, "task": task_setting}
     with stage_run(run, "prepare", inputs=inputs, params=params) as (active, io):
+        frames = [f.take() if isinstance(f, Handoff) else f for f in frames]
         df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        del frames
         validate_frame(df, target)
         split = ml.split_frame(df, target, cfg, task_setting)
         mlflow.log_params(

@@ -6,9 +6,15 @@ import contextlib
 import time
 from pathlib import Path
 
+import pytest
+
 from deployments.stack import PG_BIN, Postgres, Proc, free_port, loopback
 
-__all__ = ["PG_BIN", "Proc", "free_port", "loopback", "postgres"]
+__all__ = ["PG_BIN", "Proc", "free_port", "loopback", "needs_postgres", "postgres"]
+
+needs_postgres = pytest.mark.skipif(
+    not (PG_BIN / "initdb").exists(), reason="PostgreSQL 15 server binaries absent"
+)
 
 
 def wait_for_parent_of_stage(

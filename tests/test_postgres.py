@@ -13,15 +13,13 @@ from mlflow import MlflowClient
 
 from flows.training import training_pipeline
 from lineageflow.demo import add_data_version
-from tests.servers import PG_BIN, Proc, free_port, loopback, postgres
+from tests.servers import Proc, free_port, loopback, needs_postgres, postgres
 
 BIN = Path(sys.executable).parent
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.usefixtures("prefect_api"),
-    pytest.mark.skipif(
-        not (PG_BIN / "initdb").exists(), reason="PostgreSQL 15 server binaries absent"
-    ),
+    needs_postgres,
 ]
 
 

@@ -13,8 +13,8 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from deployments.stack import PG_BIN, TeamStack
-from tests.servers import TcpGate
+from deployments.stack import TeamStack
+from tests.servers import TcpGate, needs_postgres
 from tests.test_deployments import (
     BIN,
     ROOT,
@@ -23,13 +23,12 @@ from tests.test_deployments import (
     staging_versions,
     watch_train_deployment,
 )
+from tests.test_faults_servers import start_train
 from tests.test_team_stack import stack_env, workspace_with_origin
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        not (PG_BIN / "initdb").exists(), reason="PostgreSQL 15 server binaries absent"
-    ),
+    needs_postgres,
 ]
 # enough work that a fault lands while the flow is in flight
 HEAVY = {"rows": 20000, "train.xgboost.n_estimators": 300}
@@ -42,18 +41,6 @@ def team(tmp_path_factory):
         yield stack
     finally:
         stack.down()
-
-
-def train(ws, env) -> subprocess.Popen:
-    return subprocess.Popen(
-        [str(BIN / "lineageflow"), "train", str(ws)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def until_stage(client, flow=None, stage="train", timeout: float = 300) -> str:
@@ -104,7 +91,7 @@ def test_postgres_restarted_mid_run(team, tmp_path):
     paths, name = workspace_with_origin(tmp_path, team, **HEAVY)
     env = stack_env(team)
     client = MlflowClient(team.mlflow_uri)
-    flow = train(paths.workspace, env)
+    flow = start_train(paths.workspace, env)
     parent = until_stage(client, flow)
     team.pg.restart()  # both servers lose every connection at once
     out, err = flow.communicate(timeout=600)
@@ -131,7 +118,7 @@ def test_object_store_down_during_log_model(team, tmp_path):
             MLFLOW_HTTP_REQUEST_MAX_RETRIES="1",
             MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="1",
         )
-        flow = train(paths.workspace, env)
+        flow = start_train(paths.workspace, env)
         parent = until_stage(client, flow)
         gate.cut()  # before the model is logged: S3 stops answering the server
         out, err = flow.communicate(timeout=600)

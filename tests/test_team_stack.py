@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import warnings
 from pathlib import Path
@@ -22,24 +21,23 @@ import git
 import pytest
 from mlflow import MlflowClient
 
-from deployments.stack import BUCKET, PG_BIN, S3_KEYS, TeamStack
+from deployments.stack import BUCKET, S3_KEYS, TeamStack
 from tests.conftest import WorkspaceFactory
+from tests.servers import needs_postgres
 from tests.test_deployments import (
     BIN,
-    ROOT,
     cli,
     flow_run_logs,
     rest,
     run_deployment_via_api,
     staging_versions,
     wait_flow_run,
+    watch_train_deployment,
 )
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        not (PG_BIN / "initdb").exists(), reason="PostgreSQL 15 server binaries absent"
-    ),
+    needs_postgres,
 ]
 
 
@@ -116,20 +114,7 @@ def test_the_product_on_postgres_s3_and_two_workers(team, tmp_path):
     assert "reproduce-run/reproduce" in out.stdout
 
     # 1. the train deployment, run by one of the two workers
-    proc = subprocess.run(
-        [
-            str(BIN / "prefect"),
-            "deployment",
-            "run",
-            "training-pipeline/train",
-            "--watch",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = watch_train_deployment(env)
     logs = "\n".join(p.tail() for p in team.procs.values() if "worker" in p.name)
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{logs[-3000:]}"
     mlf = MlflowClient(team.mlflow_uri)

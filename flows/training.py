@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from prefect import flow, get_run_logger, unmapped
 
 from lineageflow import lineage, ml, report
+from lineageflow import reuse as stage_reuse
 from lineageflow.code import pipeline_state, user_code_state
 from lineageflow.config import PipelineConfig, load_params
 from lineageflow.orchestration import flow_run_alive, orchestration_info, prefect_tags
@@ -55,6 +56,11 @@ class PipelineResult:
             "version": self.model_version,
             "stage": "Staging" if self.promoted else "None",
             "checks": {c.name: c.passed for c in self.checks},
+            "reused": [
+                {"stage": s["name"], "from_run": s["reused_from"]}
+                for s in self.record.get("stages", [])
+                if "reused_from" in s
+            ],
         }
 
 
@@ -68,12 +74,18 @@ def run_stages(
     extra_tags: dict[str, str] | None = None,
     expect_data: list[dict] | None = None,
     entrypoint: str = "flows/training.py:training_pipeline",
+    reuse: bool = False,
 ) -> PipelineResult:
     """The pipeline body, shared by training-pipeline and reproduce-run.
 
     Its signature is a contract: a reproduction runs the *recorded* commit's
     ``run_stages`` in a subprocess (lineageflow.pinned), so new arguments
     are keyword-only with defaults.
+
+    ``reuse``: stages whose inputs, params, code and libraries equal those of a
+    finished earlier stage take its verified outputs (lineageflow.reuse). Off by
+    default: a reproduction recomputes everything. Either way each stage records
+    its key, so later runs can reuse what this one computed.
     """
     logger = get_run_logger()
     timings: dict[str, float] = {}
@@ -93,6 +105,9 @@ def run_stages(
         for stale in close_stale_runs(tracking_uri, exp_id, flow_run_alive):
             logger.warning("closed MLflow run %s left RUNNING by a crashed flow", stale)
         orch = orchestration_info()
+        basis = stage_reuse.basis(pipeline, user_code)
+        if reuse and basis is None:
+            logger.info("stage reuse is off: the pipeline code has uncommitted changes")
     name = run_name or f"train-{git.commit[:8]}"
     tags = prefect_tags(orch) | (extra_tags or {})
     # every child run repeats MLflow's source fields and names the pipeline code
@@ -101,6 +116,7 @@ def run_stages(
     }
     with parent_run(tracking_uri, exp_id, name, tags, inherited=inherited) as run:
         logger.info("MLflow parent run %s (experiment %s)", run.run_id, exp_id)
+        run = replace(run, reuse_basis=basis, reuse_lookup=reuse)
         with clock("pull_data"):
             pulled = pull_data.map(
                 unmapped(str(ws.root)),
@@ -139,6 +155,13 @@ def run_stages(
                 stages=collect_stages(run),
             )
             record_lineage(record, run)
+        for stage in record.get("stages", []):
+            if "reused_from" in stage:
+                logger.info(
+                    "%s: unchanged since run %s, its outputs reused (digests checked)",
+                    stage["name"],
+                    stage["reused_from"],
+                )
         result = PipelineResult(
             run.run_id, exp_id, tracking_uri, metrics, record, timings=timings
         )
@@ -267,7 +290,7 @@ def resolve_workspace(workspace: str | None) -> str:
 
 @flow(name="training-pipeline", log_prints=True)
 def training_pipeline(
-    workspace: str | None = None, skip_if_unchanged: bool = False
+    workspace: str | None = None, skip_if_unchanged: bool = False, reuse: bool = True
 ) -> dict:
     """Pull the workspace's DVC data, train, evaluate, register; promote to Staging
     only when every lineage check and the quality gate pass.
@@ -277,6 +300,9 @@ def training_pipeline(
             (default: $LINEAGEFLOW_WORKSPACE).
         skip_if_unchanged: end at once, registering nothing, when the commit, the
             data md5s and the params equal those of the current Staging version.
+        reuse: take the verified outputs of earlier stages whose inputs, params
+            section, code and libraries are unchanged (no refit when only the
+            evaluation or registration settings changed); False recomputes all.
     """
     ws = open_workspace(resolve_workspace(workspace))
     cfg = load_params(ws.params_path())
@@ -294,10 +320,10 @@ def training_pipeline(
                 "model": cfg.registration.model_name,
                 "stage": "Staging",
             }
-    result = run_stages(ws, cfg, uri)
+    result = run_stages(ws, cfg, uri, reuse=reuse)
     return result.summary()
 
 
-def run_workspace(workspace: str | Path) -> dict:
+def run_workspace(workspace: str | Path, reuse: bool = True) -> dict:
     """Run the flow in-process (CLI and tests)."""
-    return training_pipeline(workspace=str(workspace))
+    return training_pipeline(workspace=str(workspace), reuse=reuse)

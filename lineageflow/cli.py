@@ -77,12 +77,21 @@ Workspace = Annotated[
 
 
 @app.command()
-def train(workspace: Workspace = Path(".")) -> None:
+def train(
+    workspace: Workspace = Path("."),
+    reuse: Annotated[
+        bool,
+        typer.Option(
+            help="Take the verified outputs of earlier stages whose inputs, params, "
+            "code and libraries are unchanged; --no-reuse recomputes every stage."
+        ),
+    ] = True,
+) -> None:
     """Run the training-pipeline flow on WORKSPACE once."""
     from flows.training import run_workspace
 
     _quiet_user_errors()
-    summary = _run(_validated(run_workspace), workspace)
+    summary = _run(_validated(run_workspace), workspace, reuse=reuse)
     _print_summary(summary)
 
 
@@ -107,6 +116,10 @@ def _print_summary(s: dict) -> None:
         f"run {s['run_id']}: {s['model']} v{s['version']} -> {s['stage']}; "
         + ", ".join(f"{k}={v:.4f}" for k, v in sorted(s["metrics"].items()))
     )
+    if s.get("reused"):
+        stages = ", ".join(dict.fromkeys(r["stage"] for r in s["reused"]))
+        runs = ", ".join(dict.fromkeys(r["from_run"] for r in s["reused"]))
+        typer.echo(f"reused unchanged stages {stages} (outputs of run {runs})")
 
 
 @app.command()

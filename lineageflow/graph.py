@@ -35,7 +35,11 @@ def nodes_and_edges(
     for s in stages:
         nid = f"stage:{s['name']}:{s['run_id']}"
         outs = ", ".join(o["name"] for o in s.get("outputs", [])[:2])
-        add(nid, s["name"], f"{s['name']}\n{s['run_id'][:8]}\n{outs}", "#d9ead3")
+        if "reused_from" in s:  # grey: outputs taken from an earlier run
+            how = f"reused from {s['reused_from'][:8]}"
+            add(nid, s["name"], f"{s['name']}\n{how}\n{outs}", "#e7e6e6")
+        else:
+            add(nid, s["name"], f"{s['name']}\n{s['run_id'][:8]}\n{outs}", "#d9ead3")
         if s["name"] == "pull_data":  # one arrow: the same code runs every stage
             edges.append(("code", nid))
     by_name: dict[str, list[str]] = {}

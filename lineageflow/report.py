@@ -30,6 +30,12 @@ def markdown_summary(record: dict, checks: Iterable[Check], extra: str = "") -> 
             f"(train.{u['role']}, blob `{u['blob']}`)\n"
             for u in record.get("user_code", [])
         )
+        + "".join(
+            f"- stage `{s['name']}` unchanged: outputs reused from run "
+            f"`{s['reused_from']}` (digests checked)\n"
+            for s in record.get("stages", [])
+            if "reused_from" in s
+        )
         + f"- params sha256: `{record['params_sha256']}`\n"
         f"- digest: `{digest(record)}`\n\n"
         "| path | md5 | bytes | files | remote | in remote |\n|---|---|---|---|---|---|\n"

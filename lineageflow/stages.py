@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lineageflow import reuse
 from lineageflow.tracking import TAG_STAGE, RunRef, child_run, child_runs
 
 TAG = "lineage.stage."
@@ -39,11 +40,42 @@ class StageIO:
 
     inputs: list[dict[str, str]] = field(default_factory=list)
     outputs: list[dict[str, str]] = field(default_factory=list)
+    stage: str = ""
+    params_sha256: str | None = None
+    ref: RunRef | None = None
+    reused_from: str | None = None
 
     def output(self, name: str, digest: str, uri: str | None = None) -> str:
         entry = {"name": name, "digest": digest} | ({"uri": uri} if uri else {})
         self.outputs.append(entry)
         return digest
+
+    def key(self) -> str | None:
+        """This stage's reuse key for its inputs so far (None: reuse is off)."""
+        if self.ref is None or not self.ref.reuse_basis:
+            return None
+        return reuse.stage_key(
+            self.stage, self.inputs, self.params_sha256, self.ref.reuse_basis
+        )
+
+    def earlier(self) -> reuse.Earlier | None:
+        """A finished run of this stage with the same key, whose outputs the
+        stage may take once each passes its digest check."""
+        key = self.key()
+        if key is None or not self.ref.reuse_lookup:
+            return None
+        ref = self.ref
+        return reuse.find(ref.tracking_uri, ref.experiment_id, key, ref.run_id)
+
+    def take_from(self, earlier: reuse.Earlier, copy_params: bool = True) -> None:
+        """Take ``earlier``'s outputs (verified by the stage) as this run's, and
+        say where they come from."""
+        import mlflow
+
+        self.reused_from = earlier.run_id
+        self.outputs.extend(dict(o) for o in earlier.outputs)
+        if copy_params:  # what the outputs were made with, e.g. autologged params
+            mlflow.log_params(earlier.params)
 
 
 @contextlib.contextmanager
@@ -58,24 +90,29 @@ def stage_run(
     """The stage's child run (active in this thread, so autolog writes to it)."""
     import mlflow
 
-    io = StageIO(inputs=[{"name": n, "digest": d} for n, d in inputs])
+    io = StageIO(
+        inputs=[{"name": n, "digest": d} for n, d in inputs],
+        stage=stage,
+        params_sha256=section_sha256(params) if params is not None else None,
+        ref=ref,
+    )
     stage_tags = {
         TAG + "inputs": json.dumps(io.inputs, separators=(",", ":")),
-        **(
-            {TAG + "params_sha256": section_sha256(params)}
-            if params is not None
-            else {}
-        ),
+        **({TAG + "params_sha256": io.params_sha256} if io.params_sha256 else {}),
         **(tags or {}),
     }
     with child_run(ref, stage, tags=stage_tags) as active:
         yield active, io
         # both again at the end: a stage may learn an input as it runs (pull_data
         # knows the .dvc md5 once DVC has answered)
+        # the key last: only a stage that ended well can be reused
+        key = io.key()
         mlflow.set_tags(
             {
                 TAG + "inputs": json.dumps(io.inputs, separators=(",", ":")),
                 TAG + "outputs": json.dumps(io.outputs, separators=(",", ":")),
+                **({reuse.TAG_FROM: io.reused_from} if io.reused_from else {}),
+                **({reuse.TAG_KEY: key} if key else {}),
             }
         )
 
@@ -90,6 +127,8 @@ def _entry(run) -> dict[str, Any]:
         "params_sha256": tags.get(TAG + "params_sha256"),
         "inputs": json.loads(tags.get(TAG + "inputs", "[]")),
         "outputs": json.loads(tags.get(TAG + "outputs", "[]")),
+        # additive: present only on a stage that took an earlier run's outputs
+        **({"reused_from": tags[reuse.TAG_FROM]} if reuse.TAG_FROM in tags else {}),
     }
 
 
@@ -248,3 +287,63 @@ def load_model(model_uri: str, digest: str, stage: str, tracking_uri: str):
         data = _model_file(model_uri, tracking_uri, tmp).read_bytes()
     verify_input(stage, "model", hashlib.sha256(data).hexdigest(), digest)
     return cloudpickle.loads(data)
+
+
+SPLIT_META = "split.json"
+
+
+def persist_split_meta(split) -> None:
+    """What a later run needs to rebuild this split from its two tables (the
+    task, why, the label order); not written when the labels are not plain JSON,
+    which makes this prepare run not reusable."""
+    import mlflow
+
+    meta = {
+        "task": split.task,
+        "task_reason": split.task_reason,
+        "target": split.target,
+        "labels": split.labels,
+    }
+    try:
+        blob = json.dumps(meta)
+    except (TypeError, ValueError):
+        return
+    if json.loads(blob) != meta:
+        return
+    mlflow.log_dict(meta, SPLIT_META)
+
+
+def load_split(earlier: reuse.Earlier, tracking_uri: str):
+    """An earlier prepare's split, each table refused unless it has its recorded
+    digest (``load_table``)."""
+    import tempfile
+
+    import mlflow
+
+    from lineageflow.ml import Split
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"runs:/{earlier.run_id}/{SPLIT_META}",
+            dst_path=tmp,
+            tracking_uri=tracking_uri,
+        )
+        meta = json.loads(Path(local).read_text())
+    parts = {}
+    for part in ("train", "holdout"):
+        out = earlier.output(f"{part}_table")
+        if out is None or "uri" not in out:
+            raise LookupError(f"no {part}_table output")
+        df = load_table(out["uri"], out["digest"], "prepare", part, tracking_uri)
+        parts[part] = (df.iloc[:, :-1], df.iloc[:, -1].rename(meta["target"]))
+    return Split(
+        X_train=parts["train"][0],
+        X_test=parts["holdout"][0],
+        y_train=parts["train"][1],
+        y_test=parts["holdout"][1],
+        task=meta["task"],
+        labels=meta["labels"],
+        task_reason=meta["task_reason"],
+        target=meta["target"],
+        digests={p: earlier.output(f"{p}_table")["digest"] for p in parts},
+    )

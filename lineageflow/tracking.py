@@ -43,6 +43,10 @@ class RunRef:
     # tags every child run repeats (MLflow's source fields: without them a child
     # started in a worker thread gets the source of whatever script started Python)
     inherited: tuple[tuple[str, str], ...] = ()
+    # code + environment every stage key includes (lineageflow.reuse); None: the
+    # stages record no key. reuse_lookup: stages look for earlier outputs to take.
+    reuse_basis: str | None = None
+    reuse_lookup: bool = False
 
 
 def default_tracking_uri(state_dir: Path) -> str:

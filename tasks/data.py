@@ -13,10 +13,16 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from lineageflow import ml
+from lineageflow import ml, reuse
 from lineageflow.config import PrepareConfig
 from lineageflow.dvcio import DataVersion, pull_dataset
-from lineageflow.stages import log_dataset, persist_table, stage_run
+from lineageflow.stages import (
+    load_split,
+    log_dataset,
+    persist_split_meta,
+    persist_table,
+    stage_run,
+)
 from lineageflow.tabular import read_table, validate_frame
 from lineageflow.tracking import RunRef
 from lineageflow.workspace import Workspace
@@ -53,43 +59,79 @@ def pull_data(
         inputs=[],
         params={"dataset": dataset, "remote": remote},
         tags=tags,
-    ) as (_, io):
+    ) as (active, io):
         t0 = time.perf_counter()
         version = pull_dataset(ws.root, data_path, dvc_file, remote)
         io.inputs.append({"name": pointer, "digest": f"md5:{version.md5}"})
         t1 = time.perf_counter()
-        df, fmt = read_table(data_path)
-        version = replace(version, format=fmt)
+        earlier = io.earlier()
+        if earlier is not None and _same_data(earlier, dataset, version):
+            # DVC just hashed the file (state DB): it is what the earlier run read.
+            # Nothing is read now; prepare reads it only if it cannot reuse either.
+            io.take_from(earlier, copy_params=False)
+            version = replace(version, format=earlier.params["format"])
+            rows, columns = earlier.metrics["rows"], earlier.metrics["columns"]
+            handoff = Handoff.later(data_path)
+            copy_datasets(earlier.run_id, [active.info.run_id, run.run_id], run)
+        else:
+            df, fmt = read_table(data_path)
+            version = replace(version, format=fmt)
+            # the raw data's digest is the DVC md5 of what was read
+            io.output(dataset, f"md5:{version.read_md5}")
+            rows, columns, handoff = len(df), df.shape[1], Handoff(df)
+            for on in (None, run.run_id):  # this stage's run, and the parent's panel
+                log_dataset(
+                    df,
+                    dataset,
+                    version.md5,
+                    "training",
+                    source=str(data_path),
+                    run_id=on,
+                    tracking_uri=run.tracking_uri,
+                )
+            del df
         t2 = time.perf_counter()
-        # the raw data's digest is the DVC md5 of what was read
-        io.output(dataset, f"md5:{version.read_md5}")
         mlflow.log_params(
             {
                 "dataset": dataset,
                 "dvc_md5": version.md5,
                 "action": version.action,
-                "format": fmt,
+                "format": version.format,
             }
         )
         mlflow.log_metrics(
             {
-                "rows": len(df),
-                "columns": df.shape[1],
+                "rows": rows,
+                "columns": columns,
                 "dvc_seconds": t1 - t0,
                 "read_seconds": t2 - t1,
             }
         )
-        for on in (None, run.run_id):  # this stage's run, and the parent's panel
-            log_dataset(
-                df,
-                dataset,
-                version.md5,
-                "training",
-                source=str(data_path),
-                run_id=on,
-                tracking_uri=run.tracking_uri,
-            )
-    return version, Handoff(df)
+    return version, handoff
+
+
+def _same_data(earlier, dataset: str, version: DataVersion) -> bool:
+    out = earlier.output(dataset)
+    return (
+        out is not None
+        and out["digest"] == f"md5:{version.read_md5}"
+        and version.read_md5 == version.md5
+        and earlier.params.get("format") in ("csv", "parquet")
+        and {"rows", "columns"} <= set(earlier.metrics)
+    )
+
+
+def copy_datasets(source_run: str, to_runs: list[str], run: RunRef) -> None:
+    """The dataset entries (schema, profile, digest) an earlier run logged for
+    the same data, logged again on ``to_runs``: MLflow's panels stay complete."""
+    from lineageflow.stages import _once_inserted
+    from lineageflow.tracking import client
+
+    c = client(run.tracking_uri)
+    inputs = c.get_run(source_run).inputs.dataset_inputs
+    for to in to_runs:
+        if inputs:
+            _once_inserted(lambda to=to: c.log_inputs(to, list(inputs)))
 
 
 def release_freed_memory() -> None:
@@ -113,13 +155,25 @@ class Handoff:
     to states to track dependencies), so a frame returned as such stays in memory
     through the fit. Whoever takes it owns it; the handoff keeps nothing."""
 
-    __slots__ = ("frame",)
+    __slots__ = ("frame", "path")
 
-    def __init__(self, frame: pd.DataFrame):
+    def __init__(self, frame: pd.DataFrame | None, path: Path | None = None):
         self.frame: pd.DataFrame | None = frame
+        self.path = path
+
+    @classmethod
+    def later(cls, path: Path) -> Handoff:
+        """A table not read yet: whoever takes it reads it (if anyone does)."""
+        return cls(None, path)
+
+    def drop(self) -> None:
+        self.frame = self.path = None
 
     def take(self) -> pd.DataFrame:
         frame, self.frame = self.frame, None
+        path, self.path = self.path, None
+        if frame is None and path is not None:
+            frame, _ = read_table(path)
         if frame is None:
             raise RuntimeError("this frame was already handed to a stage")
         return frame
@@ -141,6 +195,18 @@ def prepare(
     inputs = [(d.path, f"md5:{d.read_md5}") for d in data or []]
     params = cfg.model_dump() | {"target": target, "task": task_setting}
     with stage_run(run, "prepare", inputs=inputs, params=params) as (active, io):
+        earlier = io.earlier()
+        if earlier is not None:
+            try:
+                split = load_split(earlier, run.tracking_uri)
+            except Exception as exc:  # gone, damaged or changed: recompute
+                reuse.declined("prepare", earlier, exc)
+            else:
+                io.take_from(earlier)
+                for f in frames:  # a frame pull_data read anyway is not needed
+                    if isinstance(f, Handoff):
+                        f.drop()
+                return split
         frames = [f.take() if isinstance(f, Handoff) else f for f in frames]
         df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         del frames
@@ -154,6 +220,7 @@ def prepare(
             mlflow.log_param("labels", json.dumps(split.labels, default=str)[:6000])
         mlflow.log_metrics(split.sizes())
         split = split.with_digests()
+        persist_split_meta(split)
         for part in ("train", "holdout"):
             uri = persist_table(split.table(part), split.digests[part], f"{part}_table")
             io.output(f"{part}_table", split.digests[part], uri=uri)

@@ -7,7 +7,7 @@ import json
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from lineageflow import estimators, ml
+from lineageflow import estimators, ml, reuse
 from lineageflow.config import EvaluateConfig, TrainConfig
 from lineageflow.errors import UserCodeError
 from lineageflow.plots import write_plots
@@ -122,6 +122,11 @@ def train(
     inputs = [("train_table", split.digests.get("train", ""))]
     with stage_run(run, "train", inputs=inputs, params=cfg) as (active, io):
         split.verify("train", "train")
+        earlier = io.earlier()
+        reused = _reused_model(earlier, run) if earlier is not None else None
+        if reused is not None:
+            io.take_from(earlier)
+            return replace(reused, run_id=active.info.run_id)
         autolog(lib)
         t0 = time.perf_counter()
         try:
@@ -168,6 +173,23 @@ def train(
         )
     return TrainedModel(
         model, info.model_uri, active.info.run_id, "sklearn", digest, info.model_id
+    )
+
+
+def _reused_model(earlier: reuse.Earlier, run: RunRef) -> TrainedModel | None:
+    """The model an earlier train stage logged under the same key, loaded from its
+    stored bytes and refused unless they have the recorded digest."""
+    out = earlier.output("model")
+    if out is None or not out.get("uri", "").startswith("models:/m-"):
+        return None
+    try:
+        model = load_model(out["uri"], out["digest"], "train", run.tracking_uri)
+    except Exception as exc:  # deleted, damaged or edited: refit
+        reuse.declined("train", earlier, exc)
+        return None
+    model_id = out["uri"].removeprefix("models:/")
+    return TrainedModel(
+        model, out["uri"], earlier.run_id, "sklearn", out["digest"], model_id
     )
 
 

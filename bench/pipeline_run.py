@@ -1,6 +1,7 @@
 """One lineageflow run in a fresh process, as a worker would start it; prints timings.
 
-usage: pipeline_run.py train WORKSPACE [--skip] | reproduce WORKSPACE RUN_ID
+usage: pipeline_run.py train WORKSPACE [--skip] [--no-reuse]
+       | reproduce WORKSPACE RUN_ID
        | sweep WORKSPACE parallel|sequential|dask GRID_JSON
 """
 
@@ -21,7 +22,9 @@ def main() -> None:
     out: dict = {"import_s": t1 - t0}
     if mode == "train":
         res = training_pipeline(
-            workspace=workspace, skip_if_unchanged="--skip" in sys.argv
+            workspace=workspace,
+            skip_if_unchanged="--skip" in sys.argv,
+            reuse="--no-reuse" not in sys.argv,
         )
         out["flow_s"] = time.perf_counter() - t1
         out.update(summary=res)

@@ -6,6 +6,7 @@ lineageflow.estimators."""
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -168,8 +169,14 @@ def split_frame(
 
 
 def table_digest(X: pd.DataFrame, y: pd.Series) -> str:
-    """Content digest of features and target together (rows, order, values)."""
-    both = frame_digest(X) + frame_digest(y.rename(None))
+    """Content digest of features and target together: column names and dtypes,
+    rows, order, values. pandas' row hashes alone ignore both names and dtypes (a
+    category column hashes like its strings), and a model trained on one schema
+    is not the model for another (its signature differs)."""
+    schema = json.dumps(
+        [[str(c), str(t)] for c, t in X.dtypes.items()] + [str(y.dtype)]
+    )
+    both = schema + frame_digest(X) + frame_digest(y.rename(None))
     return hashlib.sha256(both.encode()).hexdigest()
 
 

@@ -67,15 +67,23 @@ class StageIO:
         ref = self.ref
         return reuse.find(ref.tracking_uri, ref.experiment_id, key, ref.run_id)
 
-    def take_from(self, earlier: reuse.Earlier, copy_params: bool = True) -> None:
+    def take_from(
+        self,
+        earlier: reuse.Earlier,
+        copy_params: bool = True,
+        datasets_also_on: str | None = None,
+    ) -> None:
         """Take ``earlier``'s outputs (verified by the stage) as this run's, and
-        say where they come from."""
+        say where they come from. The datasets it logged (schema, profile,
+        digest) are logged on this run too, so MLflow's panels stay complete."""
         import mlflow
 
         self.reused_from = earlier.run_id
         self.outputs.extend(dict(o) for o in earlier.outputs)
         if copy_params:  # what the outputs were made with, e.g. autologged params
             mlflow.log_params(earlier.params)
+        active = mlflow.active_run().info.run_id
+        copy_datasets(self.ref.tracking_uri, earlier.run_id, [active, datasets_also_on])
 
 
 @contextlib.contextmanager
@@ -184,6 +192,17 @@ def log_dataset(
         tag = InputTag(key="mlflow.data.context", value=context)
         entity = DatasetInput(ds._to_mlflow_entity(), [tag])
         _once_inserted(lambda: client(tracking_uri).log_inputs(run_id, [entity]))
+
+
+def copy_datasets(tracking_uri: str, source_run: str, to_runs: list) -> None:
+    """The dataset inputs ``source_run`` logged, logged again on ``to_runs``."""
+    from lineageflow.tracking import client
+
+    c = client(tracking_uri)
+    inputs = list(c.get_run(source_run).inputs.dataset_inputs)
+    for to in filter(None, to_runs):
+        if inputs:
+            _once_inserted(lambda to=to: c.log_inputs(to, inputs))
 
 
 def _once_inserted(log, attempts: int = 4) -> None:

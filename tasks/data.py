@@ -68,11 +68,10 @@ def pull_data(
         if earlier is not None and _same_data(earlier, dataset, version):
             # DVC just hashed the file (state DB): it is what the earlier run read.
             # Nothing is read now; prepare reads it only if it cannot reuse either.
-            io.take_from(earlier, copy_params=False)
+            io.take_from(earlier, copy_params=False, datasets_also_on=run.run_id)
             version = replace(version, format=earlier.params["format"])
             rows, columns = earlier.metrics["rows"], earlier.metrics["columns"]
             handoff = Handoff.later(data_path)
-            copy_datasets(earlier.run_id, [active.info.run_id, run.run_id], run)
         else:
             df, fmt = read_table(data_path)
             version = replace(version, format=fmt)
@@ -119,19 +118,6 @@ def _same_data(earlier, dataset: str, version: DataVersion) -> bool:
         and earlier.params.get("format") in ("csv", "parquet")
         and {"rows", "columns"} <= set(earlier.metrics)
     )
-
-
-def copy_datasets(source_run: str, to_runs: list[str], run: RunRef) -> None:
-    """The dataset entries (schema, profile, digest) an earlier run logged for
-    the same data, logged again on ``to_runs``: MLflow's panels stay complete."""
-    from lineageflow.stages import _once_inserted
-    from lineageflow.tracking import client
-
-    c = client(run.tracking_uri)
-    inputs = c.get_run(source_run).inputs.dataset_inputs
-    for to in to_runs:
-        if inputs:
-            _once_inserted(lambda to=to: c.log_inputs(to, list(inputs)))
 
 
 def release_freed_memory() -> None:

@@ -47,6 +47,22 @@ def test_no_basis_for_uncommitted_pipeline_code_and_user_code_is_part_of_it():
     assert reuse.basis(clean, [code]) == reuse.basis(clean, [dict(code)])
 
 
+def test_a_table_digest_covers_column_names_and_dtypes():
+    """pandas' row hashes alone equal for a category column and its strings: a
+    train stage keyed on them took a model whose signature refused Parquet rows."""
+    import pandas as pd
+
+    from lineageflow.ml import table_digest
+
+    X = pd.DataFrame({"plan": ["a", "b", "a"], "n": [1, 2, 3]})
+    y = pd.Series([0, 1, 0])
+    base = table_digest(X, y)
+    assert base == table_digest(X.copy(), y.copy())
+    assert base != table_digest(X.astype({"plan": "category"}), y)
+    assert base != table_digest(X.rename(columns={"n": "m"}), y)
+    assert base != table_digest(X, y.astype("float64"))
+
+
 # ------------------------------------------------------------------ flow
 
 
@@ -113,6 +129,12 @@ def test_only_evaluation_settings_changed_nothing_is_refit(make_workspace, caplo
     assert "fit_seconds" in before["train"].data.metrics
     assert "fit_seconds" not in after["train"].data.metrics
     assert after["train"].data.params == before["train"].data.params
+    # MLflow's Datasets panel of the reused stage is complete too
+    panel = {
+        (d.dataset.name, {t.key: t.value for t in d.tags}["mlflow.data.context"])
+        for d in after["train"].inputs.dataset_inputs
+    }
+    assert ("train", "training") in panel
     # the data was not read again either
     assert after["pull_data"].data.params["action"] == "present"
     record = record_of(second)

@@ -70,6 +70,48 @@ def _run(fn, *args, **kwargs):
         raise typer.Exit(2) from None
 
 
+def _on_prefect(fn):
+    """Run a flow-running command with no PREFECT_API_URL on the local Prefect
+    server the commands share (lineageflow.localserver), not a temporary one."""
+
+    def wrapper(*args, **kwargs):
+        from lineageflow.localserver import api_for_commands
+
+        with api_for_commands():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+server_app = typer.Typer(
+    help="The local Prefect server lineageflow commands share when no "
+    "PREFECT_API_URL is set.",
+    no_args_is_help=True,
+)
+app.add_typer(server_app, name="server")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """Say whether the local server runs, and its API URL."""
+    from lineageflow import localserver
+
+    state = localserver.running()
+    if state is None:
+        typer.echo("no local Prefect server is running")
+        raise typer.Exit(1)
+    typer.echo(f"local Prefect server pid {state['pid']}: {state['api']}")
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the local server (it also stops itself when idle)."""
+    from lineageflow import localserver
+
+    api = localserver.stop()
+    typer.echo(f"stopped the local Prefect server {api}" if api else "none was running")
+
+
 Workspace = Annotated[
     Path,
     typer.Argument(help="Path of the workspace git repo (params.yaml + .dvc files)."),
@@ -91,7 +133,7 @@ def train(
     from flows.training import run_workspace
 
     _quiet_user_errors()
-    summary = _run(_validated(run_workspace), workspace, reuse=reuse)
+    summary = _run(_validated(_on_prefect(run_workspace)), workspace, reuse=reuse)
     _print_summary(summary)
 
 
@@ -135,7 +177,7 @@ def promote(
     from flows.promote import promote_version
 
     _quiet_user_errors()
-    msg = _run(promote_version, model, version, str(workspace))
+    msg = _run(_on_prefect(promote_version), model, version, str(workspace))
     typer.echo(msg)
 
 
@@ -167,7 +209,7 @@ def reproduce(
     _quiet_user_errors()
     workspace = _default_workspace(workspace)
     out = _run(
-        reproduce_run,
+        _on_prefect(reproduce_run),
         run_id=run_id,
         workspace=str(workspace) if workspace else None,
         tolerance=tolerance,
@@ -248,7 +290,7 @@ def demo(
     from lineageflow.demo import run_demo
 
     _quiet_user_errors()
-    _run(run_demo, dir, rows, force, echo=typer.echo, remote=dvc_remote)
+    _run(_on_prefect(run_demo), dir, rows, force, echo=typer.echo, remote=dvc_remote)
 
 
 def main() -> None:

@@ -3,6 +3,7 @@ temp sqlite store, and Prefect's test harness (a real temporary API server)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -82,8 +83,48 @@ os.environ.update(
         "GIT_AUTHOR_EMAIL": "tests@lineageflow.invalid",
         "GIT_COMMITTER_NAME": "lineageflow tests",
         "GIT_COMMITTER_EMAIL": "tests@lineageflow.invalid",
+        # local Prefect servers a CLI test starts (lineageflow.localserver) carry
+        # this mark, so the session stops every one of them; idle ones end sooner
+        "LINEAGEFLOW_TEST_SESSION": uuid.uuid4().hex,
+        "LINEAGEFLOW_SERVER_IDLE": "600",
     }
 )
+
+
+def local_servers_of_this_session() -> list[int]:
+    mark = f"LINEAGEFLOW_TEST_SESSION={os.environ['LINEAGEFLOW_TEST_SESSION']}"
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if b"lineageflow.localserver" in cmdline and mark.encode() in environ.split(
+            b"\0"
+        ):
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stop_local_servers():
+    """Stop, by PID, the local Prefect servers this session's commands started."""
+    yield
+    import signal
+    import time
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = local_servers_of_this_session()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, sig)
+        deadline = time.monotonic() + 10
+        while pids and time.monotonic() < deadline:
+            pids = local_servers_of_this_session()
+            time.sleep(0.2)
 
 
 @pytest.fixture(scope="session")

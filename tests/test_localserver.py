@@ -1,0 +1,135 @@
+"""Default mode: `lineageflow` commands with no PREFECT_API_URL share one local
+Prefect server per PREFECT_HOME (lineageflow.localserver) instead of starting
+a temporary one per command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lineageflow import localserver
+
+LF = str(Path(sys.executable).parent / "lineageflow")
+
+pytestmark = pytest.mark.slow
+
+
+def env_for(home: Path, **extra) -> dict:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MLFLOW_", "PREFECT_", "LINEAGEFLOW_SERVER"))
+    }
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env.update(extra)
+    return env
+
+
+def lf(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [LF, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def gone(pid: int, within: float = 30.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not localserver._alive(pid):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_commands_share_one_local_server_with_ui_until_stopped(
+    make_workspace, tmp_path
+):
+    ws = make_workspace().workspace
+    home = tmp_path / "home"
+    env = env_for(home)
+    try:
+        first = lf("train", str(ws), env=env)
+        assert first.returncode == 0, first.stderr[-3000:]
+        assert "started the local Prefect server" in first.stderr
+        state = json.loads((home / localserver.STATE).read_text())
+        pid, api = state["pid"], state["api"]
+        assert api.startswith("http://127.0.0.1:") and localserver._ours(pid)
+        # the run is there to browse after the command ended: API and UI
+        runs = httpx.post(f"{api}/flow_runs/filter", json={}, timeout=10).json()
+        assert [r["state_type"] for r in runs] == ["COMPLETED"]
+        ui = httpx.get(api.removesuffix("/api") + "/", timeout=10)
+        assert ui.status_code == 200 and "<html" in ui.text.lower()
+
+        second = lf("train", str(ws), env=env)
+        assert second.returncode == 0, second.stderr[-3000:]
+        assert "started the local Prefect server" not in second.stderr
+        assert "Starting temporary server" not in second.stderr
+        assert json.loads((home / localserver.STATE).read_text())["pid"] == pid
+        runs = httpx.post(f"{api}/flow_runs/filter", json={}, timeout=10).json()
+        assert len(runs) == 2
+
+        status = lf("server", "status", env=env)
+        assert status.returncode == 0 and api in status.stdout
+    finally:
+        stopped = lf("server", "stop", env=env)
+    assert stopped.returncode == 0 and api in stopped.stdout
+    assert gone(pid) and not (home / localserver.STATE).exists()
+    assert lf("server", "status", env=env).returncode == 1
+
+
+def test_a_stale_record_is_replaced_and_a_dead_pid_never_signalled(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (home / localserver.STATE).write_text(
+        json.dumps({"pid": dead.pid, "api": "http://127.0.0.1:9/api"})
+    )
+    try:
+        assert localserver.running(home) is None
+        api = localserver.ensure(home)
+        state = localserver.running(home)
+        assert state is not None and state["api"] == api
+        assert state["pid"] != dead.pid
+    finally:
+        localserver.stop(home)
+    assert gone(state["pid"])
+
+
+def test_an_idle_server_stops_itself(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("LINEAGEFLOW_SERVER_IDLE", "3")
+    localserver.ensure(home)
+    pid = localserver.running(home)["pid"]
+    try:
+        assert gone(pid, within=60), "the idle server is still running"
+        assert "idle for 3 s: stopping" in (home / "lineageflow-server.log").read_text()
+        assert localserver.running(home) is None
+    finally:
+        localserver.stop(home)
+
+
+def test_opt_out_and_a_configured_api_start_no_local_server(
+    make_workspace, tmp_path, prefect_api_url
+):
+    ws = make_workspace().workspace
+    home = tmp_path / "home"
+    off = lf("train", str(ws), env=env_for(home, LINEAGEFLOW_LOCAL_SERVER="0"))
+    assert off.returncode == 0, off.stderr[-3000:]
+    assert "Starting temporary server" in off.stderr
+    assert not (home / localserver.STATE).exists()
+    team = lf("train", str(ws), env=env_for(home, PREFECT_API_URL=prefect_api_url))
+    assert team.returncode == 0, team.stderr[-3000:]
+    assert "Starting temporary server" not in team.stderr
+    assert not (home / localserver.STATE).exists()

@@ -137,7 +137,8 @@ def run_stages(
                 list(versions),
             )
             ml.check_metric(split.task, cfg.evaluate.metric)  # before any training
-            release_freed_memory()  # the raw frames are gone; the fit comes next
+            if sum(v.size or 0 for v in versions) > 64 * 2**20:
+                release_freed_memory()  # the raw frames are gone; the fit comes next
         with clock("train"):
             trained = train(split, cfg.train, run, str(ws.root))
         with clock("evaluate"):

@@ -2,7 +2,7 @@
 
 usage: pipeline_run.py train WORKSPACE [--skip] [--no-reuse]
        | reproduce WORKSPACE RUN_ID
-       | sweep WORKSPACE parallel|sequential|dask GRID_JSON
+       | sweep WORKSPACE parallel|sequential|dask GRID_JSON [DASK_ADDRESS]
 """
 
 import json
@@ -56,7 +56,8 @@ def main() -> None:
         runner = {"parallel": "process", "sequential": "thread"}.get(
             sys.argv[3], sys.argv[3]
         )
-        res = sweep_on(runner)(workspace=workspace, grid=grid)
+        address = sys.argv[5] if len(sys.argv) > 5 else None  # a running cluster
+        res = sweep_on(runner, address=address)(workspace=workspace, grid=grid)
         out["flow_s"] = time.perf_counter() - t1
         from mlflow import MlflowClient
 

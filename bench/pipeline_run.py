@@ -74,6 +74,14 @@ def main() -> None:
         )
         fits = sorted(k.data.metrics.get("fit_seconds", 0.0) for k in kids)
         out["fit_seconds_median"] = fits[len(fits) // 2] if fits else 0.0
+        out["fit_seconds_sum"] = sum(fits)
+        # the configs' child runs: summed, and from the first start to the last end
+        out["children_sum"] = sum(
+            (k.info.end_time - k.info.start_time) / 1e3 for k in kids
+        )
+        out["children_span"] = (
+            max(k.info.end_time for k in kids) - min(k.info.start_time for k in kids)
+        ) / 1e3
         out["complete_children"] = sum(
             1
             for k in kids

@@ -161,9 +161,8 @@ def _print_summary(s: dict) -> None:
         + ", ".join(f"{k}={v:.4f}" for k, v in sorted(s["metrics"].items()))
     )
     if s.get("reused"):
-        stages = ", ".join(dict.fromkeys(r["stage"] for r in s["reused"]))
-        runs = ", ".join(dict.fromkeys(r["from_run"] for r in s["reused"]))
-        typer.echo(f"reused unchanged stages {stages} (outputs of run {runs})")
+        taken = ", ".join(f"{r['stage']} from run {r['from_run']}" for r in s["reused"])
+        typer.echo(f"unchanged, outputs reused after their digest checks: {taken}")
 
 
 @app.command()

@@ -75,6 +75,11 @@ def test_commands_share_one_local_server_with_ui_until_stopped(
         assert second.returncode == 0, second.stderr[-3000:]
         assert "started the local Prefect server" not in second.stderr
         assert "Starting temporary server" not in second.stderr
+        # nothing changed in between: the CLI says what it reused instead of refitting
+        assert "outputs reused after their digest checks: pull_data from run " in (
+            second.stdout
+        )
+        assert ", train from run " in second.stdout
         assert json.loads((home / localserver.STATE).read_text())["pid"] == pid
         runs = httpx.post(f"{api}/flow_runs/filter", json={}, timeout=10).json()
         assert len(runs) == 2

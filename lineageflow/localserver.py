@@ -5,7 +5,7 @@ and stops it at exit: 3.5-7 s of every ``lineageflow train`` on this machine
 (measured), and the runs cannot be browsed afterwards. Instead the first
 command starts one server for this ``PREFECT_HOME`` (same database as the
 temporary one: ``$PREFECT_HOME/prefect.db``), bound to 127.0.0.1 on a free
-port, with the UI and without background services, and records it in
+port, as ``prefect server start`` runs it (API, UI, services), and records it in
 ``$PREFECT_HOME/lineageflow-server.json``. Later commands find it there and
 start nothing. It stops itself after ``LINEAGEFLOW_SERVER_IDLE`` seconds without
 a request (default 1800), or on ``lineageflow server stop``.
@@ -227,12 +227,13 @@ def api_for_commands() -> Iterator[str | None]:
 
 
 def serve(port: int, idle: float) -> None:
-    """Prefect's API and UI (no background services) until idle for ``idle`` s."""
-    os.environ["PREFECT__SERVER_WEBSERVER_ONLY"] = "1"
+    """Prefect's server as ``prefect server start`` runs it (API, UI and its
+    services: webserver-only would record no task runs, as the task run recorder
+    and event persister are services) until idle for ``idle`` s."""
     import uvicorn
     from prefect.server.api.server import create_app
 
-    app = create_app(webserver_only=True, final=True)
+    app = create_app(final=True)
     last = [time.monotonic()]
 
     async def touched(scope, receive, send):

@@ -68,6 +68,14 @@ def test_commands_share_one_local_server_with_ui_until_stopped(
         # the run is there to browse after the command ended: API and UI
         runs = httpx.post(f"{api}/flow_runs/filter", json={}, timeout=10).json()
         assert [r["state_type"] for r in runs] == ["COMPLETED"]
+        # task runs reach the server as events: its services must record them
+        names: set[str] = set()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "register_model" not in names:
+            tasks = httpx.post(f"{api}/task_runs/filter", json={}, timeout=10).json()
+            names = {t["task_key"].split("-")[0] for t in tasks}
+            time.sleep(0.5)
+        assert {"prepare", "train", "evaluate", "register_model"} <= names, names
         ui = httpx.get(api.removesuffix("/api") + "/", timeout=10)
         assert ui.status_code == 200 and "<html" in ui.text.lower()
 

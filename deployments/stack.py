@@ -27,14 +27,14 @@ import json
 import os
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from lineageflow.procs import alive, free_port, stop_group
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -53,49 +53,6 @@ TELEMETRY_OFF = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "MLFLOW_ENABLE_TELEMETRY": "false",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):  # a zombie child of ours counts as gone
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    return True
-
-
-def stop_group(pid: int, interrupts: int = 1, timeout: float = 20) -> None:
-    """SIGINT the process group `interrupts` times, then SIGTERM, then SIGKILL;
-    each step waits at most `timeout`/2 (SIGINT) or `timeout` seconds."""
-
-    def signal_and_wait(sig: int, wait: float) -> bool:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, sig)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not alive(pid):
-                return True
-            time.sleep(0.1)
-        return False
-
-    for _ in range(interrupts):
-        if not alive(pid) or signal_and_wait(signal.SIGINT, timeout / 2):
-            break
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if not alive(pid) or signal_and_wait(sig, timeout):
-            break
-    with contextlib.suppress(ProcessLookupError):  # children left in the group
-        os.killpg(pid, signal.SIGKILL)
 
 
 class Proc:

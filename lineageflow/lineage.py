@@ -39,13 +39,19 @@ def digest(record: dict) -> str:
     return hashlib.sha256(canonical_json(record).encode()).hexdigest()
 
 
-def environment() -> dict[str, Any]:
+def package_versions(names) -> dict[str, str | None]:
+    """Installed version of each distribution (None when absent)."""
     pkgs = {}
-    for name in PACKAGES:
+    for name in names:
         try:
             pkgs[name] = version(name)
         except PackageNotFoundError:
             pkgs[name] = None
+    return pkgs
+
+
+def environment() -> dict[str, Any]:
+    pkgs = package_versions(PACKAGES)
     return {
         "python": platform.python_version(),
         "implementation": sys.implementation.name,

@@ -19,13 +19,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from lineageflow.procs import alive, free_port, stop_group
 
 STATE = "lineageflow-server.json"
 IDLE_DEFAULT = 1800.0
@@ -51,21 +52,6 @@ def _home() -> Path:
     return Path(get_current_settings().home).expanduser()
 
 
-def _alive(pid: int) -> bool:
-    """Running (an exited child not yet reaped, a zombie, is not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
 def _healthy(url: str, timeout: float = 2.0) -> bool:
     import httpx
 
@@ -83,17 +69,9 @@ def running(home: Path | None = None) -> dict | None:
         pid, api = int(state["pid"]), str(state["api"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if _alive(pid) and _ours(pid) and _healthy(api):
+    if alive(pid) and _ours(pid) and _healthy(api):
         return state
     return None
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ensure(home: Path | None = None) -> str:
@@ -113,7 +91,7 @@ def ensure(home: Path | None = None) -> str:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if state := running(home):
             return state["api"]
-        port = _free_port()
+        port = free_port()
         api = f"http://127.0.0.1:{port}/api"
         log = home / "lineageflow-server.log"
         with open(log, "ab") as out:
@@ -152,25 +130,11 @@ def ensure(home: Path | None = None) -> str:
                 )
                 return api
             time.sleep(0.1)
-        _stop_pid(proc.pid)
+        stop_group(proc.pid, interrupts=0, timeout=10)
         raise LineageflowError(
             f"the local Prefect server did not answer in {START_TIMEOUT:.0f} s: see "
             f"{log}, or set PREFECT_API_URL to a running server"
         )
-
-
-def _stop_pid(pid: int, wait: float = 10.0) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, sig)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and _alive(pid):
-            with contextlib.suppress(ChildProcessError):
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                    return
-            time.sleep(0.05)
-        if not _alive(pid):
-            return
 
 
 def _ours(pid: int) -> bool:
@@ -191,8 +155,8 @@ def stop(home: Path | None = None) -> str | None:
     except (OSError, ValueError):
         return None
     pid = int(state.get("pid", 0))
-    if pid > 0 and _alive(pid) and _ours(pid):
-        _stop_pid(pid)
+    if pid > 0 and alive(pid) and _ours(pid):
+        stop_group(pid, interrupts=0, timeout=10)
     path.unlink(missing_ok=True)
     return state.get("api")
 

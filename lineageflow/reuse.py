@@ -41,7 +41,8 @@ def basis(pipeline: dict, user_code: list[dict]) -> str | None:
     """The code and environment every stage key includes, or None (no reuse)
     when the running pipeline code is not exactly a commit or a release."""
     import platform
-    from importlib.metadata import PackageNotFoundError, version
+
+    from lineageflow.lineage import package_versions
 
     if pipeline.get("dirty"):
         return None
@@ -50,12 +51,7 @@ def basis(pipeline: dict, user_code: list[dict]) -> str | None:
     )
     if code is None:
         return None
-    libs = {}
-    for name in LIBRARIES:
-        try:
-            libs[name] = version(name)
-        except PackageNotFoundError:
-            libs[name] = None
+    libs = package_versions(LIBRARIES)
     return _sha256(
         {
             "pipeline": code,

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lineageflow import localserver
+from lineageflow import localserver, procs
 
 LF = str(Path(sys.executable).parent / "lineageflow")
 
@@ -46,7 +46,7 @@ def lf(*args: str, env: dict) -> subprocess.CompletedProcess:
 def gone(pid: int, within: float = 30.0) -> bool:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        if not localserver._alive(pid):
+        if not procs.alive(pid):
             return True
         time.sleep(0.2)
     return False

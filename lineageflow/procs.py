@@ -1,0 +1,61 @@
+"""Processes lineageflow starts in their own session, and stops by PID: shared by
+the local Prefect server (lineageflow.localserver) and the team stack
+(deployments.stack)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def alive(pid: int) -> bool:
+    """Running: an exited process not yet reaped (a zombie) counts as gone; one
+    that is our child is reaped here."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def stop_group(pid: int, interrupts: int = 1, timeout: float = 20) -> None:
+    """SIGINT the process group `interrupts` times, then SIGTERM, then SIGKILL;
+    each step waits at most `timeout`/2 (SIGINT) or `timeout` seconds."""
+
+    def signal_and_wait(sig: int, wait: float) -> bool:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not alive(pid):
+                return True
+            time.sleep(0.1)
+        return False
+
+    for _ in range(interrupts):
+        if not alive(pid) or signal_and_wait(signal.SIGINT, timeout / 2):
+            break
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not alive(pid) or signal_and_wait(sig, timeout):
+            break
+    with contextlib.suppress(ProcessLookupError):  # children left in the group
+        os.killpg(pid, signal.SIGKILL)

@@ -93,6 +93,7 @@ def _rerun(tree: Path, record: dict, cfg, uri: str, run_id: str) -> str:
         extra_tags=tags,
         expect_data=record["data"],
         entrypoint=ENTRYPOINT,
+        origin=record["workspace"],
     )
     return result.run_id
 

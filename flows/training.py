@@ -43,6 +43,8 @@ class PipelineResult:
     model_name: str | None = None
     model_version: str | None = None
     promoted: bool = False
+    identical_to: str | None = None  # the Staging version this run's model equals
+    outcome: str = "trained, not registered"  # in plain words, for both UIs
     checks: list[lineage.Check] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -54,7 +56,8 @@ class PipelineResult:
             "metrics": self.metrics,
             "model": self.model_name,
             "version": self.model_version,
-            "stage": "Staging" if self.promoted else "None",
+            "stage": "Staging" if self.promoted or self.identical_to else "None",
+            "identical_to": self.identical_to,
             "checks": {c.name: c.passed for c in self.checks},
             "reused": [
                 {"stage": s["name"], "from_run": s["reused_from"]}
@@ -75,6 +78,7 @@ def run_stages(
     expect_data: list[dict] | None = None,
     entrypoint: str = "flows/training.py:training_pipeline",
     reuse: bool = False,
+    origin: dict | None = None,
 ) -> PipelineResult:
     """The pipeline body, shared by training-pipeline and reproduce-run.
 
@@ -86,6 +90,10 @@ def run_stages(
     finished earlier stage take its verified outputs (lineageflow.reuse). Off by
     default: a reproduction recomputes everything. Either way each stage records
     its key, so later runs can reuse what this one computed.
+
+    ``origin``: the recorded workspace a reproduction rebuilds; its record names
+    that repo, path and branch, not the temporary worktree it ran in (which is
+    gone afterwards). The commit and cleanliness are the worktree's own.
     """
     logger = get_run_logger()
     timings: dict[str, float] = {}
@@ -94,6 +102,13 @@ def run_stages(
         bounded_http_retries()
         check_reachable(tracking_uri)
         git = git_state(ws.git())  # read before anything runs: the state the run used
+        if origin is not None:
+            git = replace(
+                git,
+                repo=origin.get("repo", git.repo),
+                path=origin.get("path", git.path),
+                branch=origin.get("branch"),
+            )
         user_code = user_code_state(ws.root, cfg.train.code_refs())
         pipeline = pipeline_state()
         state_dir = ws.state_dir if tracking_uri.startswith("sqlite:") else None
@@ -116,6 +131,7 @@ def run_stages(
     }
     with parent_run(tracking_uri, exp_id, name, tags, inherited=inherited) as run:
         logger.info("MLflow parent run %s (experiment %s)", run.run_id, exp_id)
+        log_resolved_params(run, cfg.as_dict())
         run = replace(run, reuse_basis=basis, reuse_lookup=reuse)
         with clock("pull_data"):
             pulled = pull_data.map(
@@ -137,12 +153,15 @@ def run_stages(
                 list(versions),
             )
             ml.check_metric(split.task, cfg.evaluate.metric)  # before any training
+            evaluate_cfg = cfg.evaluate.for_task(split.task)
+            if chosen := cfg.evaluate.chosen(split.task):
+                logger.info(chosen)
             if sum(v.size or 0 for v in versions) > 64 * 2**20:
                 release_freed_memory()  # the raw frames are gone; the fit comes next
         with clock("train"):
             trained = train(split, cfg.train, run, str(ws.root))
         with clock("evaluate"):
-            metrics = evaluate(trained, split, cfg.evaluate, run)
+            metrics = evaluate(trained, split, evaluate_cfg, run)
         with clock("lineage"):  # once every stage has recorded its own lineage
             record = lineage.build_record(
                 workspace=git.as_dict(),
@@ -167,6 +186,11 @@ def run_stages(
             run.run_id, exp_id, tracking_uri, metrics, record, timings=timings
         )
         if not register:
+            if (extra_tags or {}).get("lineage.reproduction_of"):
+                result.outcome = (
+                    f"reproduction of run {extra_tags['lineage.reproduction_of']} "
+                    "(a reproduction never registers)"
+                )
             _publish(result, tracking_uri)
         else:
             with clock("register"):
@@ -176,7 +200,7 @@ def run_stages(
                     trained.model_uri,
                     metrics,
                     split,
-                    cfg.evaluate,
+                    evaluate_cfg,
                     cfg.registration,
                     run,
                     trained.digest,
@@ -184,6 +208,8 @@ def run_stages(
             result.model_name = cfg.registration.model_name
             result.model_version = decision.version
             result.promoted = decision.promoted
+            result.identical_to = decision.identical_to
+            result.outcome = decision.message(cfg.registration.model_name)
             result.checks = decision.checks
             _publish(result, tracking_uri)
             logger.info(decision.message(cfg.registration.model_name))
@@ -216,6 +242,19 @@ def _log_timings(run, timings: dict[str, float]) -> None:
     c = client(run.tracking_uri)
     for stage, seconds in timings.items():
         c.log_metric(run.run_id, f"time_{stage}_s", seconds)
+
+
+def log_resolved_params(run, params: dict) -> None:
+    """The resolved params on the parent run, one MLflow param per leaf: runs are
+    compared by config in MLflow's UI (the stages keep their own sections)."""
+    from mlflow.entities import Param
+
+    from lineageflow.tracking import client
+
+    flat = [Param(k, v) for k, v in lineage.flat_params(params).items()]
+    c = client(run.tracking_uri)
+    for i in range(0, len(flat), 100):  # MLflow's batch limit
+        c.log_batch(run.run_id, params=flat[i : i + 100])
 
 
 def _verify_restored(expected: list[dict], got) -> None:
@@ -260,10 +299,15 @@ def _publish(result: PipelineResult, tracking_uri: str) -> None:
         description=f"commit -> data -> stages -> model of MLflow run {result.run_id}",
     )
 
+    summary = report.markdown_summary(
+        result.record, result.checks, outcome=result.outcome, metrics=result.metrics
+    )
+    # the parent run's description in MLflow's UI (its "mlflow.note.content")
+    client(tracking_uri).set_tag(result.run_id, "mlflow.note.content", summary)
     create_markdown_artifact(
-        report.markdown_summary(result.record, result.checks),
+        summary,
         key="lineage-summary",
-        description=f"lineage and checks of MLflow run {result.run_id}",
+        description=f"{result.outcome}: lineage and checks of MLflow run {result.run_id}",
     )
     create_link_artifact(
         run_url(tracking_uri, result.experiment_id, result.run_id),

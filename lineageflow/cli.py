@@ -156,8 +156,13 @@ def _validated(fn):
 
 
 def _print_summary(s: dict) -> None:
+    outcome = (
+        f"identical to v{s['identical_to']} (already in Staging), nothing registered"
+        if s.get("identical_to")
+        else f"v{s['version']} -> {s['stage']}"
+    )
     typer.echo(
-        f"run {s['run_id']}: {s['model']} v{s['version']} -> {s['stage']}; "
+        f"run {s['run_id']}: {s['model']} {outcome}; "
         + ", ".join(f"{k}={v:.4f}" for k, v in sorted(s["metrics"].items()))
     )
     if s.get("reused"):

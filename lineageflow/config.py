@@ -160,11 +160,48 @@ Metric = Literal[
 ]
 
 
+# What an unset evaluate.metric / evaluate.threshold becomes once prepare has
+# inferred the task: roc_auc >= 0.70 for a classifier (as before), r2 >= 0.0 for a
+# regressor (better than predicting the mean). rmse and mae have no scale-free
+# default threshold: without one they gate on the champion alone.
+DEFAULT_METRIC = {"regression": "r2", "classification": "roc_auc"}
+DEFAULT_THRESHOLD: dict[str, float] = {
+    "roc_auc": 0.70,
+    "accuracy": 0.70,
+    "f1": 0.70,
+    "precision": 0.70,
+    "recall": 0.70,
+    "log_loss": 0.70,
+    "r2": 0.0,
+}
+
+
 class EvaluateConfig(_Section):
-    metric: Metric = "roc_auc"
-    threshold: float = 0.70  # quality gate on the holdout
+    # None: chosen from the task prepare infers (see DEFAULT_METRIC)
+    metric: Metric | None = None
+    threshold: float | None = None  # quality gate on the holdout; None: the default
     # the challenger may be at most this much worse than the Staging champion
     champion_tolerance: Annotated[float, Field(ge=0.0)] = 0.0
+
+    def for_task(self, task: str) -> EvaluateConfig:
+        """This section with the metric and threshold a ``task`` run gates on."""
+        kind = "regression" if task == "regression" else "classification"
+        metric = self.metric or DEFAULT_METRIC[kind]
+        threshold = (
+            self.threshold
+            if self.threshold is not None
+            else DEFAULT_THRESHOLD.get(metric)
+        )
+        return self.model_copy(update={"metric": metric, "threshold": threshold})
+
+    def chosen(self, task: str) -> str | None:
+        """A line saying what was chosen for the user, or None when they set both."""
+        if self.metric is not None and self.threshold is not None:
+            return None
+        r = self.for_task(task)
+        gate = "no threshold" if r.threshold is None else f"threshold {r.threshold}"
+        what = "evaluate.metric" if self.metric is None else "evaluate.threshold"
+        return f"{what} not set: gating a {task} model on {r.metric} ({gate})"
 
 
 class RegisterConfig(_Section):

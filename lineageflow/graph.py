@@ -1,7 +1,9 @@
 """The lineage graph as a picture: commit -> data versions -> stages -> model version.
 
-Drawn with matplotlib (already a dependency for the evaluation plots), so no
-graphviz is needed on workers. People look at this before they read tags.
+Laid out by Graphviz's ``dot`` when it is installed (Debian's ``graphviz``): edges
+route around the boxes. Without it, drawn with matplotlib (already a dependency
+for the evaluation plots) in fixed columns, so a worker needs nothing more.
+People look at this before they read tags.
 """
 
 from __future__ import annotations
@@ -36,10 +38,11 @@ def nodes_and_edges(
         nid = f"stage:{s['name']}:{s['run_id']}"
         outs = ", ".join(o["name"] for o in s.get("outputs", [])[:2])
         if "reused_from" in s:  # grey: outputs taken from an earlier run
-            how = f"reused from {s['reused_from'][:8]}"
+            how = f"reused from run {s['reused_from'][:8]}"
             add(nid, s["name"], f"{s['name']}\n{how}\n{outs}", "#e7e6e6")
         else:
-            add(nid, s["name"], f"{s['name']}\n{s['run_id'][:8]}\n{outs}", "#d9ead3")
+            run = f"MLflow run {s['run_id'][:8]}"
+            add(nid, s["name"], f"{s['name']}\n{run}\n{outs}", "#d9ead3")
         if s["name"] == "pull_data":  # one arrow: the same code runs every stage
             edges.append(("code", nid))
     by_name: dict[str, list[str]] = {}
@@ -68,13 +71,58 @@ def nodes_and_edges(
     return nodes, edges
 
 
+def to_dot(nodes: dict[str, dict[str, Any]], edges: list[tuple[str, str]]) -> str:
+    """Pure: the graph in Graphviz's language, left to right, one rank per column."""
+
+    def q(text: str) -> str:
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = [
+        "digraph lineage {",
+        "  rankdir=LR; nodesep=0.25; ranksep=0.45;",
+        '  node [shape=box, style="rounded,filled", fontname="Helvetica", '
+        'fontsize=10, color="#444444"];',
+        '  edge [color="#666666", arrowsize=0.7];',
+    ]
+    for col in _COLS:
+        members = [nid for nid, n in nodes.items() if n["col"] == col]
+        if members:
+            lines.append("  { rank=same; " + " ".join(q(m) for m in members) + " }")
+    for nid, n in nodes.items():
+        label = q(n["label"]).replace("\n", "\\n")
+        lines.append(f"  {q(nid)} [label={label}, fillcolor={q(n['color'])}];")
+    lines += [f"  {q(a)} -> {q(b)};" for a, b in edges]
+    return "\n".join(lines) + "\n}\n"
+
+
 def draw(record: dict, out: Path, model: str | None = None, checks=None) -> Path:
+    """The picture as PNG: Graphviz's layout when ``dot`` is on PATH, else
+    matplotlib's fixed columns."""
+    import shutil
+    import subprocess
+
+    nodes, edges = nodes_and_edges(record, model, checks)
+    dot = shutil.which("dot")
+    if dot:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        src = to_dot(nodes, edges)
+        done = subprocess.run(
+            [dot, "-Tpng", "-Gdpi=110", "-o", str(out)],
+            input=src.encode(),
+            capture_output=True,
+            timeout=60,
+        )
+        if done.returncode == 0:
+            return out
+    return _draw_columns(record, nodes, edges, out)
+
+
+def _draw_columns(record: dict, nodes, edges, out: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    nodes, edges = nodes_and_edges(record, model, checks)
     cols = [c for c in _COLS if any(n["col"] == c for n in nodes.values())]
     pos: dict[str, tuple[float, float]] = {}
     for x, col in enumerate(cols):

@@ -130,6 +130,21 @@ def flat_tags(record: dict) -> dict[str, str]:
     return tags
 
 
+def flat_params(params: dict, prefix: str = "") -> dict[str, str]:
+    """Resolved params as MLflow params, one per leaf (``train.xgboost.max_depth``),
+    so runs can be compared by config in MLflow's UI. Lists as JSON; values cut
+    to MLflow's 6000-character limit."""
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out |= flat_params(value, f"{name}.")
+        else:
+            text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+            out[name] = text[:6000]
+    return out
+
+
 def source_tags(workspace: dict, entrypoint: str) -> dict[str, str]:
     """MLflow's own source fields, so its UI shows the commit the run trained from
     (the workspace commit: it pins data pointers, params and the user's code;
@@ -153,6 +168,9 @@ class Check:
     name: str
     passed: bool
     reason: str
+    # a tie with the champion: not promoted, but not an error either (the
+    # champion simply stays); every other failed check fails the flow run
+    tie: bool = False
 
     def tag_value(self) -> str:
         return "passed" if self.passed else f"failed: {self.reason}"

@@ -46,6 +46,9 @@ class Split:
     # content digests of the two tables (prepare's outputs), checked by every
     # stage that reads them: {"train": ..., "holdout": ...}
     digests: dict = field(default_factory=dict)
+    # where prepare stored each table (artifact URIs of its Parquet files): the
+    # source MLflow's Datasets panels name for "train" and "holdout"
+    uris: dict = field(default_factory=dict)
 
     def sizes(self) -> dict[str, int]:
         return {"train_rows": len(self.X_train), "test_rows": len(self.X_test)}
@@ -75,8 +78,11 @@ class Split:
         return got
 
 
-def check_metric(task: str, metric: str) -> None:
-    """The configured metric must fit the task (one line with the choices)."""
+def check_metric(task: str, metric: str | None) -> None:
+    """The configured metric must fit the task (one line with the choices); an
+    unset one is chosen for the task (EvaluateConfig.for_task)."""
+    if metric is None:
+        return
     regression = task == "regression"
     if regression != (metric in REGRESSION_METRICS):
         fits = (
@@ -236,36 +242,59 @@ def quality_gate(
     champion_version: str | None = None,
 ) -> list[Check]:
     """Threshold on the configured metric, then champion/challenger on one holdout."""
+    if cfg.metric is None:
+        cfg = cfg.for_task("regression" if "r2" in metrics else "classification")
     name, higher = cfg.metric, HIGHER_IS_BETTER[cfg.metric]
     value = metrics.get(name, float("nan"))
-    ok = value >= cfg.threshold if higher else value <= cfg.threshold
     op = ">=" if higher else "<="
-    results = [
-        Check(
-            "quality_threshold",
-            bool(ok),
-            f"{name} {value:.4f} {op} threshold {cfg.threshold}"
-            if ok
-            else f"{name} {value:.4f} misses the threshold {op} {cfg.threshold}: "
-            "improve the model or data, or lower evaluate.threshold",
-        )
-    ]
+    if cfg.threshold is None:
+        cfg = cfg.for_task("regression" if "r2" in metrics else "classification")
+    if cfg.threshold is None:
+        results = [
+            Check(
+                "quality_threshold",
+                True,
+                f"{name} {value:.4f}: no threshold set for {name} "
+                "(set evaluate.threshold to gate on one)",
+            )
+        ]
+    else:
+        ok = value >= cfg.threshold if higher else value <= cfg.threshold
+        results = [
+            Check(
+                "quality_threshold",
+                bool(ok),
+                f"{name} {value:.4f} {op} threshold {cfg.threshold}"
+                if ok
+                else f"{name} {value:.4f} misses the threshold {op} {cfg.threshold}"
+                ": improve the model or data, or lower evaluate.threshold",
+            )
+        ]
     if champion is None:
         results.append(Check("champion", True, "no Staging version to beat"))
         return results
     best = champion.get(name, float("nan"))
     tol = cfg.champion_tolerance
-    beats = value >= best - tol if higher else value <= best + tol
-    results.append(
-        Check(
-            "champion",
-            bool(beats),
-            f"{name} {value:.4f} vs Staging v{champion_version} {best:.4f} "
-            "on this holdout"
-            if beats
-            else f"{name} {value:.4f} is worse than Staging v{champion_version} "
-            f"({best:.4f}) on this holdout: keep the champion, or raise "
-            "evaluate.champion_tolerance",
+    # A tie does not beat the champion: with no tolerance a challenger must be
+    # strictly better, so an equal retrain never archives the version in Staging.
+    if tol > 0:
+        beats = value >= best - tol if higher else value <= best + tol
+    else:
+        beats = value > best if higher else value < best
+    if beats:
+        why = f"{name} {value:.4f} vs Staging v{champion_version} {best:.4f} on this holdout"
+    elif value == best:
+        why = (
+            f"{name} {value:.4f} ties Staging v{champion_version} on this holdout: "
+            "the champion stays; a challenger must beat it (or set "
+            "evaluate.champion_tolerance to accept ties)"
         )
-    )
+    else:
+        why = (
+            f"{name} {value:.4f} is worse than Staging v{champion_version} "
+            f"({best:.4f}) on this holdout: keep the champion, or raise "
+            "evaluate.champion_tolerance"
+        )
+    tie = bool(not beats and value == best)
+    results.append(Check("champion", bool(beats), why, tie=tie))
     return results

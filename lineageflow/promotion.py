@@ -92,12 +92,21 @@ class Decision:
     promoted: bool
     checks: list[Check]
     previous: str | None
+    # the Staging version whose model has this run's model digest: nothing was
+    # registered and nothing was checked (the champion stays as it is)
+    identical_to: str | None = None
 
     @property
     def failed(self) -> list[Check]:
         return [c for c in self.checks if not c.passed]
 
     def message(self, model_name: str) -> str:
+        if self.identical_to:
+            return (
+                f"{model_name}: identical to v{self.identical_to}, the Staging "
+                "version (the same model, or a fit of the same train table, params, "
+                "code and libraries): nothing registered"
+            )
         if self.promoted:
             return f"{model_name} v{self.version} promoted to Staging"
         return f"{model_name} v{self.version} stays in None: " + lineage.summary_line(
@@ -172,10 +181,36 @@ def _archive_staging(c, model_name: str, keep: str) -> None:
     for mv in found:
         if mv.current_stage == "Staging" and str(mv.version) != str(keep):
             c.transition_model_version_stage(model_name, mv.version, "Archived")
+            c.update_model_version(
+                model_name,
+                mv.version,
+                description=report.archived_description(mv.description, keep),
+            )
+
+
+def identical_champion(
+    tracking_uri: str, model_name: str, digest: str, train_key: str | None = None
+) -> str | None:
+    """The Staging version this run's model is identical to, if any: the same
+    model file (digest), or a fit of the same train stage key (the same input
+    table, train params, code and libraries; a refit's pickle bytes may differ
+    while the model is the same function of its inputs).
+
+    A retrain on the same commit, data and params makes the very same model:
+    registering it again would add a duplicate version and, on a tie, archive
+    the champion for itself."""
+    version = current_staging(tracking_uri, model_name) if digest else None
+    if version is None:
+        return None
+    their_digest, their_key = registry.version_identity(tracking_uri, model_name, version)
+    same_fit = train_key is not None and their_key == train_key
+    return version if (their_digest == digest or same_fit) else None
 
 
 def refuse_if_failed(decision: Decision, model_name: str) -> None:
-    if decision.failed:
+    """Fail the flow run when a check failed; a tie with the champion only keeps
+    the champion (the version stays in None, tagged why), it is no error."""
+    if decision.failed and not all(c.tie for c in decision.failed):
         raise PromotionRefused(decision.message(model_name), version=decision.version)
 
 

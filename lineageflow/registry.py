@@ -185,7 +185,26 @@ def register_version(
     mv = c.create_model_version(
         model_name, model_uri, run_id=run_id, tags=tags, model_id=model_id
     )
+    if model_id:
+        link_logged_model(c, model_id, model_name, str(mv.version))
     return str(mv.version)
+
+
+def link_logged_model(c, model_id: str, model_name: str, version: str) -> None:
+    """Tag the logged model with its version, as ``mlflow.register_model`` does and
+    ``create_model_version`` does not: without it MLflow's UI shows the Staging
+    model as "Not registered", with a Register button and no model versions."""
+    import json
+
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    model = c.get_logged_model(model_id)
+    linked = json.loads(model.tags.get(MLFLOW_MODEL_VERSIONS) or "[]")
+    entry = {"name": model_name, "version": version}
+    if entry not in linked:
+        c.set_logged_model_tags(
+            model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(linked + [entry])}
+        )
 
 
 def current_staging(tracking_uri: str, model_name: str) -> str | None:
@@ -202,6 +221,39 @@ def current_staging(tracking_uri: str, model_name: str) -> str | None:
         found = c.search_model_versions(f"name = '{model_name}'")
     staged = [mv for mv in found if mv.current_stage == "Staging"]
     return str(max(int(mv.version) for mv in staged)) if staged else None
+
+
+def train_identity(tracking_uri: str, record: dict) -> tuple[str | None, str | None]:
+    """(model digest, train stage key) of a run's lineage record: the model file's
+    sha256, and the key of everything the fit was a function of (its input table,
+    train params, code and libraries; None when the code was uncommitted)."""
+    from lineageflow.reuse import TAG_KEY
+
+    train = next((s for s in record.get("stages", []) if s.get("name") == "train"), None)
+    if train is None:
+        return None, None
+    digest = next(
+        (o.get("digest") for o in train.get("outputs", []) if o.get("name") == "model"),
+        None,
+    )
+    key = client(tracking_uri).get_run(train["run_id"]).data.tags.get(TAG_KEY)
+    return digest, key
+
+
+def version_identity(
+    tracking_uri: str, model_name: str, version: str
+) -> tuple[str | None, str | None]:
+    """(model digest, train stage key) of a registered version: its tags
+    ``lineage.model_digest`` / ``lineage.train_key``, else its run's record."""
+    mv = client(tracking_uri).get_model_version(model_name, version)
+    digest, key = mv.tags.get("lineage.model_digest"), mv.tags.get("lineage.train_key")
+    if digest:
+        return digest, key
+    try:
+        record, _ = load_lineage(tracking_uri, mv.tags.get("lineage.run_id") or mv.run_id)
+    except LineageError:
+        return None, None
+    return train_identity(tracking_uri, record)
 
 
 def load_native(model_uri: str):

@@ -8,23 +8,50 @@ from collections.abc import Iterable
 from lineageflow.lineage import Check, digest
 
 
-def markdown_summary(record: dict, checks: Iterable[Check], extra: str = "") -> str:
+def yes_no(value) -> str:
+    """A flag as people read it (not Python's True/False)."""
+    return "unknown" if value is None else ("yes" if value else "no")
+
+
+def outcome_lines(outcome: str | None, metrics: dict[str, float] | None) -> str:
+    """The run's result first, in plain words: which version, which stage, and the
+    holdout metrics."""
+    text = f"**{outcome}**\n\n" if outcome else ""
+    if metrics:
+        text += (
+            "holdout metrics: "
+            + ", ".join(f"{k} **{v:.4f}**" for k, v in sorted(metrics.items()))
+            + "\n\n"
+        )
+    return text
+
+
+def markdown_summary(
+    record: dict,
+    checks: Iterable[Check],
+    extra: str = "",
+    *,
+    outcome: str | None = None,
+    metrics: dict[str, float] | None = None,
+) -> str:
     ws = record["workspace"]
     rows = "\n".join(
         f"| {'✅' if c.passed else '❌'} | `{c.name}` | {c.reason} |" for c in checks
     )
     data = "\n".join(
         f"| `{d['path']}` | `{d['md5']}` | {d['size']} | {d['nfiles'] or 1} | "
-        f"{d['remote']} | {d['in_remote']} |"
+        f"{d['remote']} | {yes_no(d['in_remote'])} |"
         for d in record["data"]
     )
     return (
         f"## Lineage of MLflow run `{record['mlflow']['parent_run_id']}`\n\n"
-        f"- workspace: `{ws['repo']}` @ `{ws['commit']}` "
-        f"(branch `{ws['branch']}`, dirty: {ws['dirty']})\n"
+        + outcome_lines(outcome, metrics)
+        + f"- workspace: `{ws['repo']}` @ `{ws['commit']}` "
+        + (f"(branch `{ws['branch']}`, " if ws.get("branch") else "(detached, ")
+        + f"uncommitted changes: {yes_no(ws['dirty'])})\n"
         f"- pipeline: lineageflow {record['pipeline'].get('version')} "
         f"@ `{record['pipeline'].get('commit')}` "
-        f"(dirty: {record['pipeline'].get('dirty')})\n"
+        f"(uncommitted changes: {yes_no(record['pipeline'].get('dirty'))})\n"
         + "".join(
             f"- workspace code: `{u['file']}:{u['function']}` "
             f"(train.{u['role']}, blob `{u['blob']}`)\n"
@@ -73,3 +100,15 @@ def version_description(record: dict, checks: Iterable[Check], promoted: bool) -
         f"| {'✅' if c.passed else '❌'} | `{c.name}` | {c.reason} |" for c in checks
     ]
     return "\n".join(lines) + "\n"
+
+
+ARCHIVED_NOTE = "\n_Archived: Staging moved to v{by}._\n"
+
+
+def archived_description(description: str | None, by: str) -> str:
+    """A version's description once a later version took Staging from it: it no
+    longer claims to be in Staging."""
+    text = (description or "").replace(
+        "(promoted to **Staging**)", "(was in **Staging**; now **Archived**)"
+    )
+    return text + ARCHIVED_NOTE.format(by=by)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,10 +120,26 @@ def stage_run(
             {
                 TAG + "inputs": json.dumps(io.inputs, separators=(",", ":")),
                 TAG + "outputs": json.dumps(io.outputs, separators=(",", ":")),
+                **short_tags(io),
                 **({reuse.TAG_FROM: io.reused_from} if io.reused_from else {}),
                 **({reuse.TAG_KEY: key} if key else {}),
             }
         )
+
+
+def short_tags(io: StageIO) -> dict[str, str]:
+    """One short tag per input and output (``lineage.in.train_table``,
+    ``lineage.out.model``, ``lineage.out.model.uri``): MLflow's tag list cuts the
+    JSON tags to a few characters, these read whole. The JSON tags stay (other
+    tools read them)."""
+    out: dict[str, str] = {}
+    for prefix, entries in (("lineage.in.", io.inputs), ("lineage.out.", io.outputs)):
+        for e in entries:
+            name = re.sub(r"[^\w./ -]", "_", e["name"])[:200]
+            out[prefix + name] = e["digest"]
+            if e.get("uri"):
+                out[prefix + name + ".uri"] = e["uri"][:5000]
+    return out
 
 
 def _entry(run) -> dict[str, Any]:
@@ -163,7 +180,7 @@ def log_dataset(
     model_id: str | None = None,
     run_id: str | None = None,
     tracking_uri: str | None = None,
-) -> None:
+):
     """``mlflow.log_input`` of a frame (digest = ours) on the active run, or on
     ``run_id``; linked to a logged model when one is given, so MLflow's Datasets
     and Logged models panels show what produced what."""
@@ -175,6 +192,7 @@ def log_dataset(
 
     from lineageflow.tabular import signature_frame
 
+    source = artifact_location(source, tracking_uri) if source else source
     with warnings.catch_warnings():
         # a local path matches two equivalent MLflow source types; either is fine
         # (and the integer-columns hint concerns serving, not a logged input)
@@ -186,12 +204,25 @@ def log_dataset(
         if run_id is None:
             model = LoggedModelInput(model_id) if model_id else None
             _once_inserted(lambda: mlflow.log_input(ds, context=context, model=model))
-            return
+            return ds
         from lineageflow.tracking import client
 
         tag = InputTag(key="mlflow.data.context", value=context)
         entity = DatasetInput(ds._to_mlflow_entity(), [tag])
         _once_inserted(lambda: client(tracking_uri).log_inputs(run_id, [entity]))
+        return ds
+
+
+def artifact_location(uri: str, tracking_uri: str | None = None) -> str:
+    """A ``runs:/RUN/PATH`` URI as the artifact store's own URI (file://, s3://,
+    mlflow-artifacts:/): MLflow's dataset sources resolve those, not ``runs:/``,
+    and without a source a Datasets panel names the Python script instead."""
+    if not uri.startswith("runs:/"):
+        return uri
+    from mlflow.tracking.artifact_utils import get_artifact_uri
+
+    run_id, _, path = uri.removeprefix("runs:/").partition("/")
+    return get_artifact_uri(run_id, path, tracking_uri=tracking_uri)
 
 
 def copy_datasets(tracking_uri: str, source_run: str, to_runs: list) -> None:
@@ -365,4 +396,5 @@ def load_split(earlier: reuse.Earlier, tracking_uri: str):
         task_reason=meta["task_reason"],
         target=meta["target"],
         digests={p: earlier.output(f"{p}_table")["digest"] for p in parts},
+        uris={p: earlier.output(f"{p}_table")["uri"] for p in parts},
     )

@@ -414,10 +414,18 @@ def child_runs(tracking_uri: str, experiment_id: str, parent_run_id: str) -> lis
 LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store by default
 
 
+def mlflow_ui_url() -> str:
+    """Where people open MLflow's UI for a local store: ``LINEAGEFLOW_MLFLOW_UI_URL``
+    (a deployment carries the value it had at `prefect deploy`), else `mlflow ui`'s
+    default address. An unfilled deployment template counts as unset."""
+    value = os.environ.get("LINEAGEFLOW_MLFLOW_UI_URL") or ""
+    return (LOCAL_UI if not value or "{{" in value else value).rstrip("/")
+
+
 def _ui_base(tracking_uri: str) -> str:
     if urlparse(tracking_uri).scheme in ("http", "https"):
         return redact_uri(tracking_uri).rstrip("/")
-    return (os.environ.get("LINEAGEFLOW_MLFLOW_UI_URL") or LOCAL_UI).rstrip("/")
+    return mlflow_ui_url()
 
 
 def artifact_url(tracking_uri: str, run_id: str, path: str) -> str:
@@ -428,8 +436,4 @@ def artifact_url(tracking_uri: str, run_id: str, path: str) -> str:
 def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     """The MLflow UI address of a run: the tracking server itself when it is one,
     else ``$LINEAGEFLOW_MLFLOW_UI_URL``, else the local `mlflow ui` default."""
-    if urlparse(tracking_uri).scheme in ("http", "https"):
-        base = redact_uri(tracking_uri)
-    else:
-        base = os.environ.get("LINEAGEFLOW_MLFLOW_UI_URL") or LOCAL_UI
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{_ui_base(tracking_uri)}/#/experiments/{experiment_id}/runs/{run_id}"

@@ -207,7 +207,9 @@ def prepare(
         mlflow.log_metrics(split.sizes())
         split = split.with_digests()
         persist_split_meta(split)
+        uris = {}
         for part in ("train", "holdout"):
             uri = persist_table(split.table(part), split.digests[part], f"{part}_table")
             io.output(f"{part}_table", split.digests[part], uri=uri)
-    return split
+            uris[part] = uri
+    return replace(split, uris=uris)

@@ -45,7 +45,9 @@ def autolog(flavor: str, disable: bool = False) -> None:
     import mlflow
 
     # Models are logged below, once, with a signature and pinned requirements.
-    kw = {"log_models": False, "silent": True, "disable": disable}
+    # log_datasets off: autolog would add its own dataset (its digest matches
+    # nothing in the lineage) ahead of the lineage tables logged below
+    kw = {"log_models": False, "log_datasets": False, "silent": True, "disable": disable}
     if flavor == "xgboost":
         mlflow.xgboost.autolog(log_input_examples=False, **kw)
     else:
@@ -163,6 +165,7 @@ def train(
             "train",
             split.digests["train"],
             "training",
+            source=split.uris.get("train"),
             model_id=info.model_id,
         )
         mlflow.log_metrics(
@@ -213,15 +216,17 @@ def evaluate(
         split.verify("evaluate", "holdout")
         metrics = ml.score(model, split.X_test, split.y_test, split.task)
         test_metrics = {f"test_{k}": v for k, v in metrics.items()}
-        # on the stage's run and, linked, on the logged model
-        mlflow.log_metrics(test_metrics, model_id=trained.model_id)
-        log_dataset(
+        holdout = log_dataset(
             split.table("holdout"),
             "holdout",
             split.digests["holdout"],
             "holdout",
+            source=split.uris.get("holdout"),
             model_id=trained.model_id,
         )
+        # on the stage's run and, linked, on the logged model with the dataset
+        # they were scored on (MLflow's "Datasets used" of the logged model)
+        mlflow.log_metrics(test_metrics, model_id=trained.model_id, dataset=holdout)
         with tempfile.TemporaryDirectory() as tmp:
             for png in write_plots(
                 model, split.X_test, split.y_test, Path(tmp), split.task

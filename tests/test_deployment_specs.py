@@ -34,11 +34,28 @@ def test_serve_builds_the_same_deployments(tmp_path):
     )
 
 
-def test_reproduce_needs_no_workspace_at_deploy_time(tmp_path):
+def test_reproduce_carries_the_deploy_time_workspace(tmp_path):
+    """A worker started as README says has no MLFLOW_TRACKING_URI: the run id alone
+    is found through the workspace (its local store) recorded at deploy time."""
     specs = {s["name"]: s for s in load_specs()}
-    assert "workspace" not in (specs["reproduce"].get("parameters") or {})
+    assert specs["reproduce"]["parameters"] == {
+        "workspace": "{{ $LINEAGEFLOW_WORKSPACE }}"
+    }
+    env = specs["reproduce"]["work_pool"]["job_variables"]["env"]
+    assert env["LINEAGEFLOW_MLFLOW_UI_URL"] == "{{ $LINEAGEFLOW_MLFLOW_UI_URL }}"
     built = {d.name: d for d in build_deployments(str(tmp_path))}
-    assert built["reproduce"].parameters == {}
+    assert built["reproduce"].parameters == {"workspace": str(tmp_path)}
+
+
+def test_an_unfilled_ui_address_falls_back_to_mlflow_ui(monkeypatch):
+    from lineageflow.tracking import mlflow_ui_url, run_url
+
+    monkeypatch.setenv("LINEAGEFLOW_MLFLOW_UI_URL", "{{ $LINEAGEFLOW_MLFLOW_UI_URL }}")
+    assert mlflow_ui_url() == "http://127.0.0.1:5000"
+    monkeypatch.setenv("LINEAGEFLOW_MLFLOW_UI_URL", "http://127.0.0.1:5123/")
+    assert run_url("sqlite:///x.db", "1", "r") == (
+        "http://127.0.0.1:5123/#/experiments/1/runs/r"
+    )
 
 
 def test_parameter_descriptions_survive_the_ui_html_rendering(tmp_path):

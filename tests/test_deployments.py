@@ -157,7 +157,9 @@ def watch_train_deployment(env: dict) -> subprocess.CompletedProcess:
 
 
 def start_worker(stack: dict, env: dict, name: str) -> Proc:
-    worker_env = dict(env, MLFLOW_TRACKING_URI=stack["mlflow_uri"])
+    worker_env = dict(env)
+    if stack.get("mlflow_uri"):  # else MLflow's store is the workspace's own
+        worker_env["MLFLOW_TRACKING_URI"] = stack["mlflow_uri"]
     worker = Proc(
         name,
         [str(BIN / "prefect"), "worker", "start", "--pool", "lineageflow-process"],
@@ -170,11 +172,15 @@ def start_worker(stack: dict, env: dict, name: str) -> Proc:
 
 
 @pytest.fixture
-def stack(tmp_path):
+def prefect_server(tmp_path):
+    """A Prefect server as README starts it: PREFECT_API_URL exported first, so the
+    UI calls the API on the port the server really has."""
     env = base_env(tmp_path)
-    pport, mport = free_port(), free_port()
+    pport = free_port()
     api = f"http://127.0.0.1:{pport}/api"
     env["PREFECT_API_URL"] = api
+    # the real scheduler service, polling every 5 s instead of 60 s
+    server_env = dict(env, PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5")
     started: list[tuple[Proc, int]] = []
     try:
         prefect = Proc(
@@ -188,81 +194,161 @@ def stack(tmp_path):
                 "--port",
                 str(pport),
             ],
-            env,
+            server_env,
             ROOT,
             tmp_path / "prefect.log",
         )
         started.append((prefect, 1))
-        mlflow_env = dict(env, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-        mlflow = Proc(
-            "mlflow server",
-            [
-                str(BIN / "mlflow"),
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(mport),
-                "--workers",
-                "1",
-                "--backend-store-uri",
-                f"sqlite:///{tmp_path / 'mlflow.db'}",
-                "--artifacts-destination",
-                str(tmp_path / "mlartifacts"),
-            ],
-            mlflow_env,
-            tmp_path,
-            tmp_path / "mlflow.log",
-        )
-        started.append((mlflow, 1))
         prefect.wait_http(f"{api}/health", timeout=120)
-        mlflow.wait_http(f"http://127.0.0.1:{mport}/health", timeout=120)
         yield {
             "env": env,
             "api": api,
-            "mlflow_uri": f"http://127.0.0.1:{mport}",
             "tmp": tmp_path,
             "started": started,
+            "log": tmp_path / "prefect.log",
         }
     finally:
         for proc, interrupts in reversed(started):
             proc.stop(interrupts=interrupts)
 
 
-def test_deploy_run_reproduce_and_nightly(stack, make_workspace):
-    env, api = stack["env"], stack["api"]
-    paths = make_workspace(rows=3000)
-    name = make_workspace.model_name
-    deploy_env = dict(env, LINEAGEFLOW_WORKSPACE=str(paths.workspace))
-    # the workspace is filled into train/nightly at deploy time; the worker has
-    # no LINEAGEFLOW_WORKSPACE, so a reproduction finds it from the run id alone
-    worker = deploy_and_start_worker(stack, deploy_env, worker_env=env)
+@pytest.fixture
+def stack(prefect_server):
+    """The Prefect server plus an MLflow tracking server over HTTP."""
+    tmp_path, env = prefect_server["tmp"], prefect_server["env"]
+    mport = free_port()
+    mlflow_env = dict(env, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    mlflow = Proc(
+        "mlflow server",
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(mport),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "mlartifacts"),
+        ],
+        mlflow_env,
+        tmp_path,
+        tmp_path / "mlflow.log",
+    )
+    prefect_server["started"].append((mlflow, 1))
+    mlflow.wait_http(f"http://127.0.0.1:{mport}/health", timeout=120)
+    return dict(prefect_server, mlflow_uri=f"http://127.0.0.1:{mport}")
 
-    # 1. prefect deployment run --watch leaves a Staging version
+
+def service_errors(log: Path) -> list[str]:
+    """Tracebacks and ERROR lines in a server's log: a healthy /health proves
+    nothing about its services (the scheduler failed every minute, unseen)."""
+    lines = log.read_text(errors="replace").splitlines()
+    return [
+        line
+        for line in lines
+        if "Traceback" in line or " ERROR " in line or "| ERROR" in line
+    ]
+
+
+def flow_runs_of(api: str, deployment_id: str, **flow_runs_filter) -> list[dict]:
+    body = {
+        "deployments": {"id": {"any_": [deployment_id]}},
+        "flow_runs": flow_runs_filter,
+    }
+    return rest("POST", f"{api}/flow_runs/filter", json=body).json()
+
+
+def wait_until(what: str, probe, timeout: float, every: float = 2.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = probe()
+        if got:
+            return got
+        time.sleep(every)
+    raise TimeoutError(f"{what}: not seen within {timeout:.0f} s")
+
+
+def test_readme_local_setup_schedules_fire_and_a_run_id_alone_reproduces(
+    prefect_server, make_workspace
+):
+    """README's Deployments section as a user follows it: the default local setup
+    (MLflow's sqlite store inside the workspace, no MLFLOW_TRACKING_URI anywhere),
+    `prefect deploy --all` with LINEAGEFLOW_WORKSPACE set for that command only,
+    a worker started with nothing but PREFECT_API_URL. What is checked is what
+    happens: the server's scheduler makes runs, the worker runs one nobody
+    started, and a UI-style reproduction given only the run id ends `exact`."""
+    env, api = prefect_server["env"], prefect_server["api"]
+    paths = make_workspace(rows=3000)
+    ws, name = paths.workspace, make_workspace.model_name
+    ui = "http://127.0.0.1:5555"  # where this user's `mlflow ui` listens
+    deploy_env = dict(env, LINEAGEFLOW_WORKSPACE=str(ws), LINEAGEFLOW_MLFLOW_UI_URL=ui)
+    worker = deploy_and_start_worker(prefect_server, deploy_env, worker_env=env)
+    mlf = MlflowClient(f"sqlite:///{ws / '.lineageflow' / 'mlflow.db'}")
+
+    # 1. prefect deployment run --watch leaves a Staging version in the local store
     proc = watch_train_deployment(env)
     assert proc.returncode == 0, (
         f"{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}\n{worker.tail()}"
     )
-    mlf = MlflowClient(stack["mlflow_uri"])
     mvs, staged = staging_versions(mlf, name)
     assert len(mvs) == 1 and len(staged) == 1
     run = mlf.get_run(staged[0].run_id)
     assert run.data.tags["lineage.checks"] == "passed"
-    # links both ways: MLflow -> Prefect, and Prefect artifacts -> MLflow
     flow_run_id = run.data.tags["prefect.flow_run_id"]
     assert run.data.tags["prefect.flow_run_url"].endswith(flow_run_id)
-    assert run.data.tags["prefect.deployment"] == "train"
     arts = rest(
         "POST",
         f"{api}/artifacts/filter",
         json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}},
     ).json()
     by_key = {a["key"]: a for a in arts}
-    assert run.info.run_id in by_key["mlflow-run"]["data"]
-    assert f"]({stack['mlflow_uri']}/#/experiments/" in by_key["mlflow-run"]["data"]
-    assert "clean_tree" in by_key["lineage-summary"]["data"]
+    # the links lead to the UI address given at deploy time, not a guessed one
+    assert f"]({ui}/#/experiments/" in by_key["mlflow-run"]["data"]
+    assert by_key["lineage-graph"]["data"].startswith(f"{ui}/get-artifact?")
 
-    # 2. reproduce through the REST API, as the UI does: the run id alone
+    # 2. the scheduler itself creates the nightly runs (03:00 UTC, three ahead)
+    nightly = rest(
+        "GET", f"{api}/deployments/name/training-pipeline/nightly-retrain"
+    ).json()
+    upcoming = wait_until(
+        "scheduled nightly-retrain runs",
+        lambda: flow_runs_of(
+            api, nightly["id"], state={"type": {"any_": ["SCHEDULED"]}}
+        ),
+        timeout=120,
+    )
+    assert all(fr["auto_scheduled"] for fr in upcoming)
+    assert {fr["expected_start_time"][11:16] for fr in upcoming} == {"03:00"}
+
+    # 3. a short interval schedule: the worker runs what the scheduler made
+    added = rest(
+        "POST",
+        f"{api}/deployments/{nightly['id']}/schedules",
+        json=[{"schedule": {"interval": 15}, "active": True, "slug": "every-15s"}],
+    ).json()
+    due = time.time()
+    done = wait_until(
+        "a scheduled nightly-retrain run completed by the worker",
+        lambda: [
+            fr
+            for fr in flow_runs_of(
+                api, nightly["id"], state={"type": {"any_": ["COMPLETED", "FAILED"]}}
+            )
+            if fr["auto_scheduled"]
+        ],
+        timeout=240,
+    )
+    rest("DELETE", f"{api}/deployments/{nightly['id']}/schedules/{added[0]['id']}")
+    assert done[0]["state"]["type"] == "COMPLETED", worker.tail()
+    assert time.time() - due < 240
+    expected = f"nothing changed since version {staged[0].version}"
+    assert expected in flow_run_logs(api, done[0]["id"], expect=expected)
+
+    # 4. reproduce through the REST API, as the UI does: the run id alone
     bad = run_deployment_via_api(api, "reproduce-run/reproduce", {"run_id": "nope"})
     assert bad["state"]["type"] == "FAILED"
     assert "is neither an MLflow run id" in flow_run_logs(
@@ -278,24 +364,15 @@ def test_deploy_run_reproduce_and_nightly(stack, make_workspace):
     assert repro.data.tags["lineage.reproduction_of"] == run.info.run_id
     assert len(staging_versions(mlf, name)[0]) == 1  # reproduction never registers
 
-    # 3. the nightly deployment has its schedule, and with nothing changed does nothing
-    nightly = rest(
-        "GET", f"{api}/deployments/name/training-pipeline/nightly-retrain"
-    ).json()
-    (sched,) = nightly["schedules"]
-    assert (
-        sched["schedule"]["cron"] == "0 3 * * *"
-        and sched["schedule"]["timezone"] == "UTC"
-    )
-    assert sched["active"] is True
-    fr = run_deployment_via_api(api, "training-pipeline/nightly-retrain", {})
-    assert fr["state"]["type"] == "COMPLETED"
-    expected = f"nothing changed since version {staged[0].version}"
-    assert expected in flow_run_logs(api, fr["id"], expect=expected)
-    assert len(staging_versions(mlf, name)[0]) == 1
+    # 5. a Quick run of train on the same commit, data and params adds no version
+    proc = watch_train_deployment(env)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{worker.tail()}"
+    mvs, staged_after = staging_versions(mlf, name)
+    assert len(mvs) == 1 and staged_after[0].version == staged[0].version
 
     worker.stop(interrupts=2)
     assert worker.popen.poll() is not None
+    assert service_errors(prefect_server["log"]) == []
 
 
 def test_worker_killed_mid_flow_is_crashed_closed_and_rerun_works(

@@ -99,3 +99,39 @@ def test_sklearn_models_train(frame, model):
     classification = set(ml.HIGHER_IS_BETTER) - set(ml.REGRESSION_METRICS)
     assert set(metrics) == classification and metrics["roc_auc"] > 0.7
     assert np.isfinite(metrics["log_loss"])
+
+
+def test_a_tie_does_not_beat_the_champion():
+    """A retrain scoring exactly the champion's metric (0.7766 vs 0.7766) used to
+    pass and archive the champion for an equal model."""
+    cfg = EvaluateConfig(metric="roc_auc", threshold=0.7)
+    tie = ml.quality_gate({"roc_auc": 0.7766}, cfg, {"roc_auc": 0.7766}, "2")
+    assert not tie[1].passed and "ties Staging v2" in tie[1].reason
+    assert "champion_tolerance" in tie[1].reason
+    assert ml.quality_gate({"roc_auc": 0.7767}, cfg, {"roc_auc": 0.7766}, "2")[1].passed
+    loss = EvaluateConfig(metric="log_loss", threshold=0.9)
+    assert not ml.quality_gate({"log_loss": 0.4}, loss, {"log_loss": 0.4}, "1")[1].passed
+    # a tolerance the user set accepts a tie, as it accepts a little worse
+    tol = EvaluateConfig(metric="roc_auc", threshold=0.7, champion_tolerance=0.001)
+    assert ml.quality_gate({"roc_auc": 0.7766}, tol, {"roc_auc": 0.7766}, "2")[1].passed
+
+
+@pytest.mark.parametrize(
+    "task, metric, threshold",
+    [("binary", "roc_auc", 0.70), ("multiclass", "roc_auc", 0.70), ("regression", "r2", 0.0)],
+)
+def test_an_unset_metric_follows_the_inferred_task(task, metric, threshold):
+    cfg = EvaluateConfig()
+    chosen = cfg.for_task(task)
+    assert (chosen.metric, chosen.threshold) == (metric, threshold)
+    ml.check_metric(task, cfg.metric)  # unset: nothing to refuse
+    assert f"gating a {task} model on {metric}" in cfg.chosen(task)
+    assert EvaluateConfig(metric=metric, threshold=threshold).chosen(task) is None
+
+
+def test_a_set_metric_keeps_its_own_default_threshold_and_is_still_checked():
+    assert EvaluateConfig(metric="rmse").for_task("regression").threshold is None
+    gate = ml.quality_gate({"rmse": 3.0, "mae": 2.0, "r2": 0.5}, EvaluateConfig(metric="rmse"))
+    assert gate[0].passed and "no threshold set for rmse" in gate[0].reason
+    with pytest.raises(DataError, match="evaluate.metric roc_auc does not fit a regression"):
+        ml.check_metric("regression", "roc_auc")

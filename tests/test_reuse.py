@@ -111,7 +111,10 @@ def test_only_evaluation_settings_changed_nothing_is_refit(make_workspace, caplo
     set_params(ws, "Lower the threshold", **{"evaluate.threshold": 0.55})
     with caplog.at_level(logging.INFO):
         second = run(ws)
-    assert second["stage"] == "Staging" and second["version"] == "2"
+    # the very model in Staging: nothing new registered, the champion stays
+    assert second["stage"] == "Staging" and second["version"] == "1"
+    assert second["identical_to"] == "1"
+    assert "identical to v1" in caplog.text
     after = stages_of(second)
     reused = {"pull_data", "prepare", "train"}
     assert {r["stage"] for r in second["reused"]} == reused
@@ -148,16 +151,22 @@ def test_only_evaluation_settings_changed_nothing_is_refit(make_workspace, caplo
     nodes, _ = graph.nodes_and_edges(record, None, None)
     labels = [n["label"] for n in nodes.values() if n["col"] == "train"]
     assert labels and labels[0].startswith("train\nreused from")
-    # the registered version is the very model the first run logged, and it loads
+    # no duplicate version of the same logged model; the Staging one still loads
     c = MlflowClient(second["tracking_uri"])
-    v1, v2 = (c.get_model_version(second["model"], v) for v in ("1", "2"))
+    versions = c.search_model_versions(f"name = '{second['model']}'")
+    assert [str(v.version) for v in versions] == ["1"]
+    v1 = versions[0]
+    assert v1.current_stage == "Staging"
     model_uri = json.loads(before["train"].data.tags["lineage.stage.outputs"])[0]
-    assert v1.source == v2.source == model_uri["uri"]
+    assert v1.source == model_uri["uri"]
     assert second["metrics"] == first["metrics"]
+    parent = c.get_run(second["run_id"]).data.tags
+    assert parent["lineage.identical_to"] == f"{second['model']}/1"
+    assert "lineage.checks" not in parent  # no check ran: no tag says one passed
     mlflow.set_tracking_uri(second["tracking_uri"])
     model = mlflow.pyfunc.load_model(f"models:/{second['model']}@staging")
-    assert f"models:/{model.metadata.model_id}" == v2.source
-    load_native(f"models:/{second['model']}/2")
+    assert f"models:/{model.metadata.model_id}" == v1.source
+    load_native(f"models:/{second['model']}/1")
 
 
 def test_only_training_params_changed_refits_without_re_preparing(make_workspace):
@@ -197,7 +206,10 @@ def test_a_changed_output_is_not_reused_but_recomputed(make_workspace, caplog):
     assert "train: not reusing run" in caplog.text
     assert "refused input model" in caplog.text
     assert "fit_seconds" in stages_of(second)["train"].data.metrics
-    assert second["stage"] == "Staging"
+    # a refit of the same train table, params, code and libraries is v1's model
+    # (its pickle bytes may differ): nothing new is registered
+    assert second["identical_to"] == "1" and second["stage"] == "Staging"
+    assert [v.version for v in c.search_model_versions(f"name = '{second['model']}'")] == [1]
 
 
 def test_reuse_off_recomputes_every_stage_and_later_runs_reuse_that(

@@ -56,9 +56,19 @@ def test_each_stage_records_lineage_that_matches_the_real_objects(
         assert s["run_id"] == run.info.run_id and s["code"] == code
         assert s["inputs"] == tag_list(run, "inputs")
         assert s["outputs"] == tag_list(run, "outputs")
+        # each input and output also as its own short tag, readable in MLflow's list
+        for e in s["inputs"]:
+            assert run.data.tags[f"lineage.in.{e['name']}"] == e["digest"]
+        for e in s["outputs"]:
+            assert run.data.tags[f"lineage.out.{e['name']}"] == e["digest"]
+            if "uri" in e:
+                assert run.data.tags[f"lineage.out.{e['name']}.uri"] == e["uri"]
     by = {s["name"]: s for s in record["stages"]}
     assert by["train"]["params_sha256"] == section_sha256(cfg.train)
-    assert by["evaluate"]["params_sha256"] == section_sha256(cfg.evaluate)
+    # the evaluate section as it ran: metric and threshold chosen for the task
+    ran = cfg.evaluate.for_task("binary")
+    assert ran.metric == "roc_auc" and ran.threshold == 0.6
+    assert by["evaluate"]["params_sha256"] == section_sha256(ran)
 
     # raw data: the DVC md5 that the .dvc pointer holds
     dvc_md5 = yaml.safe_load((ws / "data/customers.dvc").read_text())["outs"][0]["md5"]

@@ -233,6 +233,33 @@ def test_bad_tables_are_one_line_and_register_nothing(
     assert mvs == []
 
 
+def test_a_regression_table_with_only_its_data_set_gates_on_r2(
+    make_workspace, tracking, caplog
+):
+    """params.yaml naming only the data: the metric follows the task the pipeline
+    inferred (it was roc_auc, refused for a regression task)."""
+    import logging
+
+    import yaml
+
+    ws, _ = table_workspace(make_workspace, "regression", "csv")
+    minimal = {
+        "data": {"datasets": ["data/table"], "target": "label"},
+        "register": {"model_name": make_workspace.model_name},
+    }
+    (ws / "params.yaml").write_text(yaml.safe_dump(minimal))
+    repo = git.Repo(ws)
+    repo.git.add("params.yaml")
+    repo.index.commit("only the data")
+    with caplog.at_level(logging.INFO):
+        out = training_pipeline(workspace=str(ws))
+    assert out["stage"] == "Staging", out
+    assert "evaluate.metric not set: gating a regression model on r2" in caplog.text
+    mv = MlflowClient(tracking).get_model_version(out["model"], out["version"])
+    assert mv.tags["lineage.check.quality_threshold"] == "passed"
+    assert "r2" in out["metrics"] and "roc_auc" not in out["metrics"]
+
+
 # ------------------------------------------------------------ pure functions
 
 

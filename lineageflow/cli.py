@@ -45,6 +45,13 @@ class _OneLineUserErrors(logging.Filter):
         return True
 
 
+def _quiet_libraries() -> None:
+    """Other tools' chatter is not lineageflow's output: MLflow announcing that it
+    creates or migrates its sqlite tables, alembic's migration steps."""
+    for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _quiet_user_errors() -> None:
     filt = _OneLineUserErrors()
     for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
@@ -301,6 +308,7 @@ def demo(
 
 def main() -> None:
     _telemetry_off()
+    _quiet_libraries()
     atexit.register(_print_errors)  # registered first, so it runs last (LIFO)
     try:
         app()

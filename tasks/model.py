@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import tempfile
 import time
 import warnings
@@ -39,6 +41,20 @@ def _pip_requirements() -> list[str]:
     # a custom estimator may use it, and the project installs it anyway.
     pkgs = ["mlflow", "numpy", "pandas", "scikit-learn", "cloudpickle", "xgboost"]
     return [f"{p}=={version(p)}" for p in pkgs]
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str):
+    """Hold a library logger's warnings back for one call. Used for MLflow's
+    per-call advice to use skops instead of (cloud)pickle: the project pins the
+    model's bytes by digest and verifies them before every load instead."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def autolog(flavor: str, disable: bool = False) -> None:
@@ -151,13 +167,14 @@ def train(
         # the schema of the raw rows (ints stay long, text stays string): what
         # pandas reads from the training data is accepted as it is
         head = split.X_train.head(200)
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=_raw_signature(head, model.predict(head)),
-            pip_requirements=_pip_requirements(),
-            serialization_format="cloudpickle",
-        )
+        with _quiet("mlflow.sklearn"):  # its pickle advice, once per run
+            info = mlflow.sklearn.log_model(
+                model,
+                name="model",
+                signature=_raw_signature(head, model.predict(head)),
+                pip_requirements=_pip_requirements(),
+                serialization_format="cloudpickle",
+            )
         stored = stored_model_digest(info.model_uri, run.tracking_uri)
         digest = io.output("model", stored, uri=info.model_uri)
         log_dataset(

@@ -74,8 +74,9 @@ def running(home: Path | None = None) -> dict | None:
     return None
 
 
-def ensure(home: Path | None = None) -> str:
-    """The API URL of this PREFECT_HOME's local server, started when needed.
+def ensure(home: Path | None = None, port: int | None = None) -> str:
+    """The API URL of this PREFECT_HOME's local server, started when needed
+    (on ``port`` when given: a restart keeps the address clients already use).
 
     A lock file serialises two commands that start at once: the second waits
     and finds the server the first started."""
@@ -91,7 +92,7 @@ def ensure(home: Path | None = None) -> str:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if state := running(home):
             return state["api"]
-        port = free_port()
+        port = port or free_port()
         api = f"http://127.0.0.1:{port}/api"
         log = home / "lineageflow-server.log"
         with open(log, "ab") as out:
@@ -170,21 +171,59 @@ def api_for_commands() -> Iterator[str | None]:
     if PREFECT_API_URL.value() or not enabled():
         yield PREFECT_API_URL.value() or None
         return
-    api = ensure()
+    home = _home()
+    api = ensure(home)
     done = threading.Event()
-
-    every = min(30.0, idle_seconds() / 3)
-
-    def keepalive() -> None:  # a long fit makes no request; the server must stay
-        while not done.wait(every):
-            _healthy(api)
-
-    threading.Thread(target=keepalive, daemon=True).start()
+    threading.Thread(
+        target=_keep_serving, args=(home, api, done), daemon=True
+    ).start()
     try:
         with temporary_settings(updates={PREFECT_API_URL: api}):
             yield api
     finally:
         done.set()
+
+
+def _keep_serving(home: Path, api: str, done: threading.Event) -> None:
+    """While a command runs: keep the server from idling out (a long fit makes no
+    request), and if it goes away (killed, crashed), start it again at once on
+    the same port and database. The command's Prefect client retries its calls
+    for about a minute, so the flow run carries on where it was; the user gets
+    one line, not Prefect's retries and tracebacks."""
+    from urllib.parse import urlparse
+
+    port = urlparse(api).port
+    every, last_touch = 1.0, time.monotonic()
+    touch_every = min(30.0, idle_seconds() / 3)
+    while not done.wait(every):
+        state = _recorded(home)
+        if state is not None and alive(state["pid"]) and _ours(state["pid"]):
+            if time.monotonic() - last_touch >= touch_every:
+                _healthy(api)
+                last_touch = time.monotonic()
+            continue
+        if done.is_set():
+            return
+        gone = state["pid"] if state else "?"
+        print(
+            f"the local Prefect server (pid {gone}) stopped while this command ran: "
+            f"starting it again on {api} and carrying on",
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            ensure(home, port=port)
+        except Exception as exc:  # noqa: BLE001 - one line, the command's own error follows
+            print(f"could not start it again: {exc}", file=sys.stderr, flush=True)
+            return
+
+
+def _recorded(home: Path) -> dict | None:
+    try:
+        state = json.loads((home / STATE).read_text())
+        return {"pid": int(state["pid"]), "api": str(state["api"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 # ---------------------------------------------------------------- the server

@@ -146,3 +146,50 @@ def test_opt_out_and_a_configured_api_start_no_local_server(
     assert team.returncode == 0, team.stderr[-3000:]
     assert "Starting temporary server" not in team.stderr
     assert not (home / localserver.STATE).exists()
+
+
+def test_a_command_survives_its_local_server_going_away(make_workspace, tmp_path):
+    """The shared server killed mid-train: the command says so in one line, starts
+    it again on the same address and carries on to Staging; no page of
+    retries and tracebacks, no MLflow run left RUNNING."""
+    import signal
+
+    from mlflow import MlflowClient
+
+    from tests.servers import wait_for_parent_of_stage
+
+    ws = make_workspace(rows=40000, **{"train.xgboost.n_estimators": 300}).workspace
+    home = tmp_path / "home"
+    env = env_for(home)
+    api = localserver_api = None
+    try:
+        cmd = subprocess.Popen(
+            [LF, "train", str(ws)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        mlf = MlflowClient(f"sqlite:///{ws / '.lineageflow' / 'mlflow.db'}")
+        parent = wait_for_parent_of_stage(
+            mlf, "train", timeout=180, keep_going=lambda: cmd.poll() is None
+        )
+        assert parent, cmd.communicate(timeout=60)
+        state = json.loads((home / localserver.STATE).read_text())
+        localserver_api = state["api"]
+        os.killpg(state["pid"], signal.SIGKILL)
+        out, err = cmd.communicate(timeout=300)
+        assert cmd.returncode == 0, err[-3000:]
+        assert (
+            f"the local Prefect server (pid {state['pid']}) stopped while this "
+            f"command ran: starting it again on {localserver_api} and carrying on"
+        ) in err
+        assert "Traceback" not in out + err and len((out + err).splitlines()) < 40
+        assert "-> Staging" in out
+        again = json.loads((home / localserver.STATE).read_text())
+        api = again["api"]
+        assert api == localserver_api and again["pid"] != state["pid"]
+        assert mlf.get_run(parent).info.status == "FINISHED"
+    finally:
+        localserver.stop(home)

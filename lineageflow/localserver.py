@@ -174,9 +174,7 @@ def api_for_commands() -> Iterator[str | None]:
     home = _home()
     api = ensure(home)
     done = threading.Event()
-    threading.Thread(
-        target=_keep_serving, args=(home, api, done), daemon=True
-    ).start()
+    threading.Thread(target=_keep_serving, args=(home, api, done), daemon=True).start()
     try:
         with temporary_settings(updates={PREFECT_API_URL: api}):
             yield api

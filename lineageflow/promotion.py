@@ -202,7 +202,9 @@ def identical_champion(
     version = current_staging(tracking_uri, model_name) if digest else None
     if version is None:
         return None
-    their_digest, their_key = registry.version_identity(tracking_uri, model_name, version)
+    their_digest, their_key = registry.version_identity(
+        tracking_uri, model_name, version
+    )
     same_fit = train_key is not None and their_key == train_key
     return version if (their_digest == digest or same_fit) else None
 

@@ -229,7 +229,9 @@ def train_identity(tracking_uri: str, record: dict) -> tuple[str | None, str | N
     train params, code and libraries; None when the code was uncommitted)."""
     from lineageflow.reuse import TAG_KEY
 
-    train = next((s for s in record.get("stages", []) if s.get("name") == "train"), None)
+    train = next(
+        (s for s in record.get("stages", []) if s.get("name") == "train"), None
+    )
     if train is None:
         return None, None
     digest = next(
@@ -250,7 +252,9 @@ def version_identity(
     if digest:
         return digest, key
     try:
-        record, _ = load_lineage(tracking_uri, mv.tags.get("lineage.run_id") or mv.run_id)
+        record, _ = load_lineage(
+            tracking_uri, mv.tags.get("lineage.run_id") or mv.run_id
+        )
     except LineageError:
         return None, None
     return train_identity(tracking_uri, record)

@@ -63,7 +63,12 @@ def autolog(flavor: str, disable: bool = False) -> None:
     # Models are logged below, once, with a signature and pinned requirements.
     # log_datasets off: autolog would add its own dataset (its digest matches
     # nothing in the lineage) ahead of the lineage tables logged below
-    kw = {"log_models": False, "log_datasets": False, "silent": True, "disable": disable}
+    kw = {
+        "log_models": False,
+        "log_datasets": False,
+        "silent": True,
+        "disable": disable,
+    }
     if flavor == "xgboost":
         mlflow.xgboost.autolog(log_input_examples=False, **kw)
     else:

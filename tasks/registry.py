@@ -52,11 +52,15 @@ def register_model(
     inputs = [("model", model_digest), ("lineage.json", lineage.digest(record))]
     with stage_run(run, "register_model", inputs=inputs, params=cfg) as (_, io):
         _, train_key = registry.train_identity(uri, record)
-        same = promotion.identical_champion(uri, cfg.model_name, model_digest, train_key)
+        same = promotion.identical_champion(
+            uri, cfg.model_name, model_digest, train_key
+        )
         if same is not None:
             io.output("model_version", f"{cfg.model_name}/{same}")
             decision = promotion.Decision(same, False, [], same, identical_to=same)
-            client(uri).set_tag(run.run_id, "lineage.identical_to", f"{cfg.model_name}/{same}")
+            client(uri).set_tag(
+                run.run_id, "lineage.identical_to", f"{cfg.model_name}/{same}"
+            )
             return decision
         tags = version_tags(record, run.run_id)
         if model_digest:  # lets a later identical retrain be recognised

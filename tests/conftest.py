@@ -221,3 +221,29 @@ def tracking(monkeypatch, session_tracking_uri) -> str:
     """Point the pipeline at the session's sqlite store via MLflow's own variable."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", session_tracking_uri)
     return session_tracking_uri
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """A skip for a missing Debian package is no pass: name the tests that did not
+    run and the one command that installs what they need."""
+    import re
+
+    missing: dict[str, list[str]] = {}
+    for rep in terminalreporter.stats.get("skipped", []):
+        reason = (
+            rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        )
+        found = re.search(r"needs Debian's (\S+)", reason)
+        if found:
+            missing.setdefault(found.group(1), []).append(rep.nodeid)
+    if not missing:
+        return
+    tr = terminalreporter
+    count = sum(len(v) for v in missing.values())
+    tr.write_sep("=", f"{count} tests NOT RUN: Debian packages missing", red=True)
+    for pkg, ids in sorted(missing.items()):
+        tr.write_line(f"{pkg}: {len(ids)} tests, e.g. {ids[0]}")
+    tr.write_line(
+        "install them (as .ci/run does), then rerun `make test`: "
+        f"apt-get install -y --no-install-recommends {' '.join(sorted(missing))}"
+    )

@@ -13,7 +13,8 @@ from deployments.stack import PG_BIN, Postgres, Proc, free_port, loopback
 __all__ = ["PG_BIN", "Proc", "free_port", "loopback", "needs_postgres", "postgres"]
 
 needs_postgres = pytest.mark.skipif(
-    not (PG_BIN / "initdb").exists(), reason="PostgreSQL 15 server binaries absent"
+    not (PG_BIN / "initdb").exists(),
+    reason="needs Debian's postgresql-15 (its server binaries are absent)",
 )
 
 

@@ -25,7 +25,7 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
         CHROMIUM is None,
-        reason="Debian's chromium is not installed (.ci/run installs it)",
+        reason="needs Debian's chromium (not installed; .ci/run installs it)",
     ),
 ]
 
@@ -58,6 +58,16 @@ def page_text(url: str, tmp: Path) -> str:
     return proc.stdout
 
 
+def rendered(url: str, needle: str, tmp: Path, tries: int = 3) -> str:
+    """The page's visible text once it shows ``needle`` (a page whose requests
+    outlast Chromium's virtual-time budget on a busy machine is loaded again)."""
+    for _ in range(tries):
+        text = visible_text(page_text(url, tmp))
+        if needle in text:
+            return text
+    raise AssertionError(f"{url} never showed {needle!r}: {text[:1500]}")
+
+
 def visible_text(dom: str) -> str:
     """The page's text, tags and inline SVG paths removed, spaces folded."""
     text = re.sub(r"<(script|style|svg)\b.*?</\1>", " ", dom, flags=re.S)
@@ -81,8 +91,12 @@ def test_mlflow_ui_shows_commit_datasets_and_the_version_lineage(tmp_path):
     )
     db = demo / "workspace" / ".lineageflow" / "mlflow.db"
     con = sqlite3.connect(db)
-    name, version, run_id = con.execute(
-        "SELECT name, version, run_id FROM model_versions WHERE current_stage='Staging'"
+    name, version, run_id, source = con.execute(
+        "SELECT name, version, run_id, source FROM model_versions "
+        "WHERE current_stage='Staging'"
+    ).fetchone()
+    (archived,) = con.execute(
+        "SELECT version FROM model_versions WHERE current_stage='Archived'"
     ).fetchone()
     (exp_id,) = con.execute(
         "SELECT experiment_id FROM runs WHERE run_uuid=?", (run_id,)
@@ -129,5 +143,23 @@ def test_mlflow_ui_shows_commit_datasets_and_the_version_lineage(tmp_path):
         )
         assert "Lineage" in mv_page and commit[:12] in mv_page
         assert "code_committed" in mv_page and "✅" in mv_page
+        # the logged model knows its version and what it was scored on (it said
+        # "Not registered" and "Datasets used: None" for versions made with
+        # create_model_version)
+        model_id = source.removeprefix("models:/")
+        model_page = rendered(
+            f"{base}/experiments/{exp_id}/models/{model_id}", "Model versions", tmp_path
+        )
+        used = model_page.split("Datasets used", 1)[1].split("Model versions", 1)
+        assert "holdout" in used[0], used[0][:300]
+        assert f"{name} v{version}" in used[1][:200], used[1][:300]
+        # the parent run: resolved params and a description with the outcome
+        assert "train.xgboost.n_estimators" in run_page
+        assert f"{name} v{version} promoted to Staging" in run_page
+        # the archived version no longer claims to be in Staging
+        old = visible_text(
+            page_text(f"{base}/models/{name}/versions/{archived}", tmp_path)
+        )
+        assert "promoted to Staging" not in old and "now Archived" in old, old[:500]
     finally:
         ui.stop()

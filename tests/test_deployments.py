@@ -309,6 +309,11 @@ def test_readme_local_setup_schedules_fire_and_a_run_id_alone_reproduces(
     # the links lead to the UI address given at deploy time, not a guessed one
     assert f"]({ui}/#/experiments/" in by_key["mlflow-run"]["data"]
     assert by_key["lineage-graph"]["data"].startswith(f"{ui}/get-artifact?")
+    # the summary leads with the outcome and the metrics, in plain words
+    summary = by_key["lineage-summary"]["data"]
+    assert f"**{name} v{staged[0].version} promoted to Staging**" in summary
+    assert "holdout metrics: " in summary and "roc_auc **0." in summary
+    assert "uncommitted changes: no" in summary and "False" not in summary
 
     # 2. the scheduler itself creates the nightly runs (03:00 UTC, three ahead)
     nightly = rest(
@@ -363,6 +368,10 @@ def test_readme_local_setup_schedules_fire_and_a_run_id_alone_reproduces(
     repro = mlf.get_run(original.data.tags["lineage.reproduced_by"])
     assert repro.data.tags["lineage.reproduction_of"] == run.info.run_id
     assert len(staging_versions(mlf, name)[0]) == 1  # reproduction never registers
+    # it names the workspace it rebuilt, not the temporary worktree it ran in
+    assert repro.data.tags["lineage.workspace_repo"] == str(ws)
+    assert repro.data.tags["lineage.git_branch"] == "main"
+    assert repro.data.tags["mlflow.note.content"].count("reproduction of run") == 1
 
     # 5. a Quick run of train on the same commit, data and params adds no version
     proc = watch_train_deployment(env)

@@ -1,6 +1,8 @@
 """The lineage record: digest, flat tags, and the checks' verdicts and reasons."""
 
 import copy
+import shutil
+import subprocess
 
 import pytest
 
@@ -168,3 +170,46 @@ def test_runs_complete_requires_every_stage_and_a_signed_model():
         "no signature"
         in lineage.check_runs_complete("FINISHED", finished, True, False).reason
     )
+
+
+def _picture_record() -> dict:
+    return {
+        "workspace": {"commit": "a" * 40, "branch": "main"},
+        "pipeline": {"commit": "b" * 40},
+        "data": [{"path": "data/x", "md5": "c" * 32}],
+        "stages": [
+            {"name": "pull_data", "run_id": "d" * 32, "outputs": [{"name": "data/x"}]},
+            {"name": "train", "run_id": "e" * 32, "outputs": [{"name": "model"}]},
+        ],
+        "mlflow": {"parent_run_id": "f" * 32},
+    }
+
+
+def test_the_lineage_picture_labels_run_ids_as_runs():
+    from lineageflow.graph import nodes_and_edges, to_dot
+
+    nodes, edges = nodes_and_edges(_picture_record(), "m v1", [])
+    dot = to_dot(nodes, edges)
+    assert "train\\nMLflow run eeeeeeee\\nmodel" in dot  # not a bare 8-hex id
+    assert '"data:data/x" -> "stage:pull_data:' in dot and "rankdir=LR" in dot
+
+
+@pytest.mark.skipif(
+    shutil.which("dot") is None,
+    reason="needs Debian's graphviz (its dot lays out the lineage picture)",
+)
+def test_the_lineage_picture_is_laid_out_by_graphviz(tmp_path):
+    from lineageflow.graph import draw, nodes_and_edges, to_dot
+
+    record = _picture_record()
+    png = draw(record, tmp_path / "lineage.png", "m v1", [])
+    # the same picture dot draws from the DOT text: the layout is Graphviz's
+    nodes, edges = nodes_and_edges(record, "m v1", [])
+    ref = tmp_path / "ref.png"
+    subprocess.run(
+        ["dot", "-Tpng", "-Gdpi=110", "-o", str(ref)],
+        input=to_dot(nodes, edges).encode(),
+        check=True,
+    )
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.read_bytes() == ref.read_bytes()

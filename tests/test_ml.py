@@ -110,7 +110,9 @@ def test_a_tie_does_not_beat_the_champion():
     assert "champion_tolerance" in tie[1].reason
     assert ml.quality_gate({"roc_auc": 0.7767}, cfg, {"roc_auc": 0.7766}, "2")[1].passed
     loss = EvaluateConfig(metric="log_loss", threshold=0.9)
-    assert not ml.quality_gate({"log_loss": 0.4}, loss, {"log_loss": 0.4}, "1")[1].passed
+    assert not ml.quality_gate({"log_loss": 0.4}, loss, {"log_loss": 0.4}, "1")[
+        1
+    ].passed
     # a tolerance the user set accepts a tie, as it accepts a little worse
     tol = EvaluateConfig(metric="roc_auc", threshold=0.7, champion_tolerance=0.001)
     assert ml.quality_gate({"roc_auc": 0.7766}, tol, {"roc_auc": 0.7766}, "2")[1].passed
@@ -118,7 +120,11 @@ def test_a_tie_does_not_beat_the_champion():
 
 @pytest.mark.parametrize(
     "task, metric, threshold",
-    [("binary", "roc_auc", 0.70), ("multiclass", "roc_auc", 0.70), ("regression", "r2", 0.0)],
+    [
+        ("binary", "roc_auc", 0.70),
+        ("multiclass", "roc_auc", 0.70),
+        ("regression", "r2", 0.0),
+    ],
 )
 def test_an_unset_metric_follows_the_inferred_task(task, metric, threshold):
     cfg = EvaluateConfig()
@@ -131,7 +137,11 @@ def test_an_unset_metric_follows_the_inferred_task(task, metric, threshold):
 
 def test_a_set_metric_keeps_its_own_default_threshold_and_is_still_checked():
     assert EvaluateConfig(metric="rmse").for_task("regression").threshold is None
-    gate = ml.quality_gate({"rmse": 3.0, "mae": 2.0, "r2": 0.5}, EvaluateConfig(metric="rmse"))
+    gate = ml.quality_gate(
+        {"rmse": 3.0, "mae": 2.0, "r2": 0.5}, EvaluateConfig(metric="rmse")
+    )
     assert gate[0].passed and "no threshold set for rmse" in gate[0].reason
-    with pytest.raises(DataError, match="evaluate.metric roc_auc does not fit a regression"):
+    with pytest.raises(
+        DataError, match="evaluate.metric roc_auc does not fit a regression"
+    ):
         ml.check_metric("regression", "roc_auc")

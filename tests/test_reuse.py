@@ -209,7 +209,9 @@ def test_a_changed_output_is_not_reused_but_recomputed(make_workspace, caplog):
     # a refit of the same train table, params, code and libraries is v1's model
     # (its pickle bytes may differ): nothing new is registered
     assert second["identical_to"] == "1" and second["stage"] == "Staging"
-    assert [v.version for v in c.search_model_versions(f"name = '{second['model']}'")] == [1]
+    assert [
+        v.version for v in c.search_model_versions(f"name = '{second['model']}'")
+    ] == [1]
 
 
 def test_reuse_off_recomputes_every_stage_and_later_runs_reuse_that(

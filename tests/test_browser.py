@@ -91,7 +91,7 @@ def test_mlflow_ui_shows_commit_datasets_and_the_version_lineage(tmp_path):
     )
     db = demo / "workspace" / ".lineageflow" / "mlflow.db"
     con = sqlite3.connect(db)
-    name, version, run_id, source = con.execute(
+    name, version, run_id, mv_source = con.execute(
         "SELECT name, version, run_id, source FROM model_versions "
         "WHERE current_stage='Staging'"
     ).fetchone()
@@ -146,7 +146,7 @@ def test_mlflow_ui_shows_commit_datasets_and_the_version_lineage(tmp_path):
         # the logged model knows its version and what it was scored on (it said
         # "Not registered" and "Datasets used: None" for versions made with
         # create_model_version)
-        model_id = source.removeprefix("models:/")
+        model_id = mv_source.removeprefix("models:/")
         model_page = rendered(
             f"{base}/experiments/{exp_id}/models/{model_id}", "Model versions", tmp_path
         )

@@ -192,7 +192,7 @@ def log_dataset(
 
     from lineageflow.tabular import signature_frame
 
-    source = artifact_location(source, tracking_uri) if source else source
+    source = dataset_source(source, tracking_uri) if source else source
     with warnings.catch_warnings():
         # a local path matches two equivalent MLflow source types; either is fine
         # (and the integer-columns hint concerns serving, not a logged input)
@@ -223,6 +223,34 @@ def artifact_location(uri: str, tracking_uri: str | None = None) -> str:
 
     run_id, _, path = uri.removeprefix("runs:/").partition("/")
     return get_artifact_uri(run_id, path, tracking_uri=tracking_uri)
+
+
+def dataset_source(uri: str, tracking_uri: str | None = None) -> str | None:
+    """A source MLflow's dataset registry resolves, for a stored table's URI:
+    its artifact-store URI (file://, s3://), or for artifacts proxied by a
+    tracking server (``mlflow-artifacts:/``, which the client registers no
+    dataset source for) the server's own download URL. None when neither
+    resolves: the dataset is still logged, with MLflow's default source."""
+    from urllib.parse import urlparse
+
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+    loc = artifact_location(uri, tracking_uri)
+    if loc.startswith("mlflow-artifacts:"):
+        from lineageflow.tracking import redact_uri
+
+        server = redact_uri(tracking_uri or mlflow.get_tracking_uri())
+        parsed = urlparse(loc)
+        if urlparse(server).scheme not in ("http", "https") or parsed.netloc:
+            return None
+        path = parsed.path.lstrip("/")
+        loc = f"{server.rstrip('/')}/api/2.0/mlflow-artifacts/artifacts/{path}"
+    try:
+        resolve_dataset_source(loc)
+    except Exception:  # noqa: BLE001 - no resolver for this scheme
+        return None
+    return loc
 
 
 def copy_datasets(tracking_uri: str, source_run: str, to_runs: list) -> None:

@@ -42,9 +42,22 @@ ENTRYPOINT = "flows/reproduce.py:reproduce_run"
 
 def _given_workspace(workspace: str | None) -> Workspace | None:
     """The workspace the caller named (parameter, else $LINEAGEFLOW_WORKSPACE);
-    None lets the record say where the workspace is."""
+    None lets the record say where the workspace is.
+
+    For a reproduction the workspace is a hint: the record names the repo and
+    commit. A named one that is not on this worker (the deploy-time path on
+    another machine, or a moved checkout) is passed over when the tracking
+    store is reachable without it (MLFLOW_TRACKING_URI); the flow then uses the
+    recorded workspace, or clones its recorded URL."""
     chosen = workspace or os.environ.get("LINEAGEFLOW_WORKSPACE")
     if not chosen or "{{" in chosen:  # an unfilled deployment template: not given
+        return None
+    if not Path(chosen).expanduser().exists() and os.environ.get("MLFLOW_TRACKING_URI"):
+        get_run_logger().warning(
+            "workspace %s is not on this worker: using the workspace the run "
+            "recorded (cloned from its recorded URL when it is not here)",
+            chosen,
+        )
         return None
     return open_workspace(chosen)
 

@@ -421,3 +421,6 @@ def test_worker_killed_mid_flow_is_crashed_closed_and_rerun_works(
         [exp.experiment_id], filter_string="attributes.status = 'RUNNING'"
     )
     assert len(staging_versions(mlf, make_workspace.model_name)[1]) == 1
+    # a killed worker is the worker's business: neither server logged an error
+    assert service_errors(stack["log"]) == []
+    assert service_errors(stack["tmp"] / "mlflow.log") == []

@@ -246,8 +246,13 @@ def dataset_source(uri: str, tracking_uri: str | None = None) -> str | None:
             return None
         path = parsed.path.lstrip("/")
         loc = f"{server.rstrip('/')}/api/2.0/mlflow-artifacts/artifacts/{path}"
+    import warnings
+
     try:
-        resolve_dataset_source(loc)
+        with warnings.catch_warnings():
+            # a local path matches two equivalent source types; either is fine
+            warnings.simplefilter("ignore", UserWarning)
+            resolve_dataset_source(loc)
     except Exception:  # noqa: BLE001 - no resolver for this scheme
         return None
     return loc

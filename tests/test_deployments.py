@@ -379,6 +379,15 @@ def test_readme_local_setup_schedules_fire_and_a_run_id_alone_reproduces(
     mvs, staged_after = staging_versions(mlf, name)
     assert len(mvs) == 1 and staged_after[0].version == staged[0].version
 
+    # 6. Prefect's UI, in a real browser, reaches the API on the server's own port
+    # (it showed "Can't connect to Server API" when started before the export)
+    from tests.test_browser import CHROMIUM, rendered
+
+    if CHROMIUM is not None:
+        ui_base = api.removesuffix("/api")
+        page = rendered(f"{ui_base}/runs", done[0]["name"], prefect_server["tmp"])
+        assert "Can't connect" not in page and "nightly-retrain" in page
+
     worker.stop(interrupts=2)
     assert worker.popen.poll() is not None
     assert service_errors(prefect_server["log"]) == []

@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger
 from lineageflow import promotion, registry
 from lineageflow.config import parse_params
 from lineageflow.errors import LineageError
+from lineageflow.orchestration import one_line_user_errors
 from lineageflow.tracking import bounded_http_retries, client, default_tracking_uri
 from lineageflow.workspace import open_workspace
 
@@ -37,6 +38,7 @@ def promote_model(model_name: str, version: int | str, workspace: str = ".") -> 
     """
     from mlflow.exceptions import MlflowException
 
+    one_line_user_errors()  # a refusal reaches Prefect's UI as its one line
     logger = get_run_logger()
     bounded_http_retries()  # one line in seconds, not minutes of retries
     ws = open_workspace(workspace)

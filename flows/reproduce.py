@@ -19,6 +19,7 @@ from lineageflow import lineage
 from lineageflow.code import pipeline_state
 from lineageflow.config import parse_params
 from lineageflow.errors import LineageError, WorkspaceError
+from lineageflow.orchestration import one_line_user_errors
 from lineageflow.registry import load_lineage
 from lineageflow.reproduction import (
     Comparison,
@@ -151,6 +152,7 @@ def reproduce_run(
             recorded URL.
         tolerance: largest absolute metric difference still called within_tolerance.
     """
+    one_line_user_errors()  # a refusal reaches Prefect's UI as its one line
     logger = get_run_logger()
     bounded_http_retries()  # one line in seconds, not minutes of retries
     ref = validate_ref(run_id)  # before any git, DVC or MLflow call

@@ -14,7 +14,12 @@ from lineageflow import lineage, ml, report
 from lineageflow import reuse as stage_reuse
 from lineageflow.code import pipeline_state, user_code_state
 from lineageflow.config import PipelineConfig, load_params
-from lineageflow.orchestration import flow_run_alive, orchestration_info, prefect_tags
+from lineageflow.orchestration import (
+    flow_run_alive,
+    one_line_user_errors,
+    orchestration_info,
+    prefect_tags,
+)
 from lineageflow.promotion import Decision
 from lineageflow.registry import unchanged_since_staging
 from lineageflow.stages import collect_stages
@@ -349,6 +354,7 @@ def training_pipeline(
             section, code and libraries are unchanged (no refit when only the
             evaluation or registration settings changed); False recomputes all.
     """
+    one_line_user_errors()  # a refusal reaches Prefect's UI as its one line
     ws = open_workspace(resolve_workspace(workspace))
     cfg = load_params(ws.params_path())
     uri = default_tracking_uri(ws.state_dir)

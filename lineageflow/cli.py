@@ -33,18 +33,6 @@ def _telemetry_off() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
-class _OneLineUserErrors(logging.Filter):
-    """Prefect logs a flow's exception with its traceback; for a user error the
-    one-line message is the whole story, so drop the traceback."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, LineageflowError):
-            record.exc_info = None
-            record.exc_text = None
-        return True
-
-
 def _quiet_libraries() -> None:
     """Other tools' chatter is not lineageflow's output: MLflow announcing that it
     creates or migrates its sqlite tables, alembic's migration steps."""
@@ -53,12 +41,9 @@ def _quiet_libraries() -> None:
 
 
 def _quiet_user_errors() -> None:
-    filt = _OneLineUserErrors()
-    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
-        logger = logging.getLogger(name)
-        logger.addFilter(filt)
-        for h in logger.handlers:
-            h.addFilter(filt)
+    from lineageflow.orchestration import one_line_user_errors
+
+    one_line_user_errors()
 
 
 _errors: list[str] = []

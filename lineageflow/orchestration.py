@@ -3,6 +3,7 @@ MLflow tags, and whether the flow that owns an MLflow run is still alive."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from pathlib import Path
@@ -105,3 +106,30 @@ def owner_alive(tags: dict[str, str]) -> bool | None:
     if host != socket.gethostname() or not pid.isdigit():
         return None
     return _proc_start(int(pid)) == start
+
+
+class _OneLineUserErrors(logging.Filter):
+    """Prefect logs a flow's exception with its traceback; for a user error the
+    one-line message is the whole story, so drop the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from lineageflow.errors import LineageflowError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, LineageflowError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_USER_ERRORS = _OneLineUserErrors()
+
+
+def one_line_user_errors() -> None:
+    """A lineageflow error reaches Prefect's logs (and so its UI) as its one line,
+    in the CLI and in a flow run a worker started alike. Idempotent."""
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        for target in (logger, *logger.handlers):
+            if _USER_ERRORS not in target.filters:
+                target.addFilter(_USER_ERRORS)

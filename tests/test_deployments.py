@@ -6,6 +6,7 @@ REST API (what the UI's "Run > Custom run" calls)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -243,15 +244,36 @@ def stack(prefect_server):
     return dict(prefect_server, mlflow_uri=f"http://127.0.0.1:{mport}")
 
 
+# Prefect's server on sqlite can answer a write that follows a read in the same
+# transaction with "database is locked" at once (WAL cannot upgrade the lock; the
+# busy timeout does not apply): a worker heartbeat or deployment-readiness update
+# then fails once and succeeds on its next beat. Known upstream, transient:
+# https://github.com/PrefectHQ/prefect/issues/23051, #10188, PR #17566.
+TRANSIENT = ("sqlite3.OperationalError) database is locked",)
+
+
 def service_errors(log: Path) -> list[str]:
-    """Tracebacks and ERROR lines in a server's log: a healthy /health proves
-    nothing about its services (the scheduler failed every minute, unseen)."""
-    lines = log.read_text(errors="replace").splitlines()
-    return [
-        line
-        for line in lines
-        if "Traceback" in line or " ERROR " in line or "| ERROR" in line
-    ]
+    """Errors a server logged, one entry per ERROR line or traceback with what
+    follows it: a healthy /health proves nothing about its services (the
+    scheduler failed every minute, unseen). sqlite's transient lock errors
+    (TRANSIENT) are not counted; anything else is."""
+    entries: list[list[str]] = []
+    for line in log.read_text(errors="replace").splitlines():
+        starts = re.match(r"^\d\d:\d\d:\d\d[.,]\d+ \|", line) or line.startswith(
+            "Traceback"
+        )
+        if starts and not (entries and line.startswith("Traceback")):
+            entries.append([line])
+        elif entries:
+            entries[-1].append(line)
+    bad = []
+    for entry in entries:
+        text = "\n".join(entry)
+        if ("ERROR" in entry[0] or "Traceback" in text) and not any(
+            t in text for t in TRANSIENT
+        ):
+            bad.append(entry[0])
+    return bad
 
 
 def flow_runs_of(api: str, deployment_id: str, **flow_runs_filter) -> list[dict]:
@@ -356,9 +378,10 @@ def test_readme_local_setup_schedules_fire_and_a_run_id_alone_reproduces(
     # 4. reproduce through the REST API, as the UI does: the run id alone
     bad = run_deployment_via_api(api, "reproduce-run/reproduce", {"run_id": "nope"})
     assert bad["state"]["type"] == "FAILED"
-    assert "is neither an MLflow run id" in flow_run_logs(
-        api, bad["id"], expect="is neither"
-    )
+    said = flow_run_logs(api, bad["id"], expect="is neither")
+    assert "is neither an MLflow run id" in said
+    # a user error reaches Prefect's UI as its one line, not a traceback
+    assert "Traceback" not in said, said[-2000:]
     fr = run_deployment_via_api(
         api, "reproduce-run/reproduce", {"run_id": run.info.run_id}
     )

@@ -30,6 +30,7 @@ from lineageflow.tracking import (
     close_stale_runs,
     default_tracking_uri,
     ensure_experiment,
+    log_params,
     parent_run,
 )
 from lineageflow.workspace import Workspace, git_state, open_workspace
@@ -136,7 +137,8 @@ def run_stages(
     }
     with parent_run(tracking_uri, exp_id, name, tags, inherited=inherited) as run:
         logger.info("MLflow parent run %s (experiment %s)", run.run_id, exp_id)
-        log_resolved_params(run, cfg.as_dict())
+        # runs compare by config in MLflow's UI (the stages keep their sections)
+        log_params(run, lineage.flat_params(cfg.as_dict()))
         run = replace(run, reuse_basis=basis, reuse_lookup=reuse)
         with clock("pull_data"):
             pulled = pull_data.map(
@@ -247,19 +249,6 @@ def _log_timings(run, timings: dict[str, float]) -> None:
     c = client(run.tracking_uri)
     for stage, seconds in timings.items():
         c.log_metric(run.run_id, f"time_{stage}_s", seconds)
-
-
-def log_resolved_params(run, params: dict) -> None:
-    """The resolved params on the parent run, one MLflow param per leaf: runs are
-    compared by config in MLflow's UI (the stages keep their own sections)."""
-    from mlflow.entities import Param
-
-    from lineageflow.tracking import client
-
-    flat = [Param(k, v) for k, v in lineage.flat_params(params).items()]
-    c = client(run.tracking_uri)
-    for i in range(0, len(flat), 100):  # MLflow's batch limit
-        c.log_batch(run.run_id, params=flat[i : i + 100])
 
 
 def _verify_restored(expected: list[dict], got) -> None:

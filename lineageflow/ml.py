@@ -242,13 +242,11 @@ def quality_gate(
     champion_version: str | None = None,
 ) -> list[Check]:
     """Threshold on the configured metric, then champion/challenger on one holdout."""
-    if cfg.metric is None:
-        cfg = cfg.for_task("regression" if "r2" in metrics else "classification")
+    # an unset metric or threshold as the run chose it (regression scores have r2)
+    cfg = cfg.for_task("regression" if "r2" in metrics else "classification")
     name, higher = cfg.metric, HIGHER_IS_BETTER[cfg.metric]
     value = metrics.get(name, float("nan"))
     op = ">=" if higher else "<="
-    if cfg.threshold is None:
-        cfg = cfg.for_task("regression" if "r2" in metrics else "classification")
     if cfg.threshold is None:
         results = [
             Check(
@@ -281,9 +279,10 @@ def quality_gate(
         beats = value >= best - tol if higher else value <= best + tol
     else:
         beats = value > best if higher else value < best
+    tie = not beats and value == best
     if beats:
         why = f"{name} {value:.4f} vs Staging v{champion_version} {best:.4f} on this holdout"
-    elif value == best:
+    elif tie:
         why = (
             f"{name} {value:.4f} ties Staging v{champion_version} on this holdout: "
             "the champion stays; a challenger must beat it (or set "
@@ -295,6 +294,5 @@ def quality_gate(
             f"({best:.4f}) on this holdout: keep the champion, or raise "
             "evaluate.champion_tolerance"
         )
-    tie = bool(not beats and value == best)
-    results.append(Check("champion", bool(beats), why, tie=tie))
+    results.append(Check("champion", bool(beats), why, tie=bool(tie)))
     return results

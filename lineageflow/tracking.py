@@ -109,6 +109,16 @@ def bounded_http_retries() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 
+def log_params(run: RunRef, params: dict[str, str]) -> None:
+    """Params on a run by the client, in MLflow's batches of at most 100."""
+    from mlflow.entities import Param
+
+    c = client(run.tracking_uri)
+    flat = [Param(k, v) for k, v in params.items()]
+    for i in range(0, len(flat), 100):
+        c.log_batch(run.run_id, params=flat[i : i + 100])
+
+
 def _clear_ambient_run() -> None:
     if os.environ.pop("MLFLOW_RUN_ID", None):
         log.warning(

@@ -165,7 +165,7 @@ def log(msg: str) -> None:
 def make_workspace(base: Path, frame, name: str, xgb: dict) -> Path:
     import yaml
 
-    from lineageflow.demo import DemoPaths, default_params_text, init_workspace
+    from flows.demo import DemoPaths, default_params_text, init_workspace
 
     paths = DemoPaths(base)
     base.mkdir(parents=True)
@@ -189,7 +189,7 @@ def make_workspace(base: Path, frame, name: str, xgb: dict) -> Path:
 def commit_data(ws: Path, rel: str) -> None:
     import git
 
-    from lineageflow.demo import dvc
+    from flows.demo import dvc
 
     dvc("add", rel, cwd=ws)
     git.Repo(ws).index.commit(f"data: {rel}")
@@ -355,7 +355,7 @@ def fmt(xs: list[float], unit: str = "s") -> str:
 
 
 def main() -> None:
-    from lineageflow.synthetic import make_classification_frame
+    from lineageflow.data.synthetic import make_classification_frame
 
     t_start = time.perf_counter()
     shutil.rmtree(WORK, ignore_errors=True)
@@ -510,7 +510,7 @@ def main() -> None:
 def default_mode(env: dict) -> dict:
     """`lineageflow train` with no Prefect server configured against the bare
     script on the same CSV, each a fresh process, interleaved."""
-    from lineageflow.synthetic import make_classification_frame
+    from lineageflow.data.synthetic import make_classification_frame
 
     frame = make_classification_frame(DEFAULT_ROWS, 40, seed=1)
     ws = make_workspace(WORK / "default", frame, "bench-default", DEFAULT_XGB)
@@ -569,7 +569,7 @@ def run_wall(cmd: list[str], env: dict) -> tuple[float, dict]:
 
 def scaling(env: dict) -> dict:
     """Process wall minus the fit, at each size in SCALE_ROWS (full runs)."""
-    from lineageflow.synthetic import make_classification_frame
+    from lineageflow.data.synthetic import make_classification_frame
 
     out: dict = {}
     server = PrefectServer(WORK / "prefect-home")
@@ -599,7 +599,7 @@ def scaling(env: dict) -> dict:
 
 
 def lineage_capture() -> dict:
-    from lineageflow.dvcio import pull_dataset
+    from lineageflow.data.dvc import pull_dataset
     from lineageflow.workspace import git_state, open_workspace
 
     ws = make_workspace(WORK / "big", None, "bench-big", XGB)

@@ -11,11 +11,12 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from lineageflow import promotion, registry
 from lineageflow.config import parse_params
 from lineageflow.errors import LineageError
-from lineageflow.orchestration import one_line_user_errors
-from lineageflow.tracking import bounded_http_retries, client, default_tracking_uri
+from lineageflow.registry import promotion
+from lineageflow.registry import versions as registry
+from lineageflow.runs.orchestration import one_line_user_errors
+from lineageflow.runs.tracking import bounded_http_retries, client, default_tracking_uri
 from lineageflow.workspace import open_workspace
 
 

@@ -1,7 +1,7 @@
 """reproduce-run: rebuild a past run from its recorded code, data and params.
 
 Prefect's "Copy to new run" reruns a deployment with *today's* code and data;
-this flow pins all three itself (see lineageflow.reproduction): the workspace at
+this flow pins all three itself (see lineageflow.reproduce.reproduction): the workspace at
 the recorded commit in a temp worktree or clone, the recorded DVC versions, and
 the recorded lineageflow commit (run in a subprocess when it is not the code
 running now). The user's working tree is never touched; nothing is registered.
@@ -15,13 +15,12 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from lineageflow import lineage
-from lineageflow.code import pipeline_state
 from lineageflow.config import parse_params
 from lineageflow.errors import LineageError, WorkspaceError
-from lineageflow.orchestration import one_line_user_errors
-from lineageflow.registry import load_lineage
-from lineageflow.reproduction import (
+from lineageflow.lineage import record as lineage
+from lineageflow.lineage.code import pipeline_state
+from lineageflow.registry.versions import load_lineage
+from lineageflow.reproduce.reproduction import (
     Comparison,
     has_commit,
     judge,
@@ -30,7 +29,8 @@ from lineageflow.reproduction import (
     tree_at,
     validate_ref,
 )
-from lineageflow.tracking import (
+from lineageflow.runs.orchestration import one_line_user_errors
+from lineageflow.runs.tracking import (
     bounded_http_retries,
     client,
     run_url,
@@ -79,8 +79,8 @@ def _local_workspace(ws: Workspace | None, record: dict) -> Path | None:
 
 def _rerun(tree: Path, record: dict, cfg, uri: str, run_id: str) -> str:
     """Run the stages again with the recorded pipeline code; return the new run id."""
+    from flows.pinned import run_recorded_code
     from flows.training import run_stages
-    from lineageflow.pinned import run_recorded_code
 
     logger = get_run_logger()
     name, tags = f"reproduce-{run_id[:8]}", {"lineage.reproduction_of": run_id}

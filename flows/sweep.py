@@ -23,9 +23,9 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ProcessPoolTaskRunner
 
-from lineageflow import ml
 from lineageflow.config import load_params
-from lineageflow.tracking import (
+from lineageflow.model import ml
+from lineageflow.runs.tracking import (
     RunRef,
     artifact_root_for,
     child_run,

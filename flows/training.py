@@ -10,20 +10,22 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, unmapped
 
-from lineageflow import lineage, ml, report
-from lineageflow import reuse as stage_reuse
-from lineageflow.code import pipeline_state, user_code_state
 from lineageflow.config import PipelineConfig, load_params
-from lineageflow.orchestration import (
+from lineageflow.lineage import record as lineage
+from lineageflow.lineage import report
+from lineageflow.lineage.code import pipeline_state, user_code_state
+from lineageflow.model import ml
+from lineageflow.registry.promotion import Decision
+from lineageflow.registry.versions import unchanged_since_staging
+from lineageflow.runs import reuse as stage_reuse
+from lineageflow.runs.orchestration import (
     flow_run_alive,
     one_line_user_errors,
     orchestration_info,
     prefect_tags,
 )
-from lineageflow.promotion import Decision
-from lineageflow.registry import unchanged_since_staging
-from lineageflow.stages import collect_stages
-from lineageflow.tracking import (
+from lineageflow.runs.stages import collect_stages
+from lineageflow.runs.tracking import (
     artifact_root_for,
     bounded_http_retries,
     check_reachable,
@@ -89,11 +91,11 @@ def run_stages(
     """The pipeline body, shared by training-pipeline and reproduce-run.
 
     Its signature is a contract: a reproduction runs the *recorded* commit's
-    ``run_stages`` in a subprocess (lineageflow.pinned), so new arguments
+    ``run_stages`` in a subprocess (flows.pinned), so new arguments
     are keyword-only with defaults.
 
     ``reuse``: stages whose inputs, params, code and libraries equal those of a
-    finished earlier stage take its verified outputs (lineageflow.reuse). Off by
+    finished earlier stage take its verified outputs (lineageflow.runs.reuse). Off by
     default: a reproduction recomputes everything. Either way each stage records
     its key, so later runs can reuse what this one computed.
 
@@ -222,7 +224,7 @@ def run_stages(
             logger.info(decision.message(cfg.registration.model_name))
         _log_timings(run, timings)
         if register:
-            from lineageflow.promotion import refuse_if_failed
+            from lineageflow.registry.promotion import refuse_if_failed
 
             refuse_if_failed(decision, cfg.registration.model_name)
     return result
@@ -244,7 +246,7 @@ class _Clock:
 
 
 def _log_timings(run, timings: dict[str, float]) -> None:
-    from lineageflow.tracking import client
+    from lineageflow.runs.tracking import client
 
     c = client(run.tracking_uri)
     for stage, seconds in timings.items():
@@ -277,8 +279,8 @@ def _publish(result: PipelineResult, tracking_uri: str) -> None:
         create_markdown_artifact,
     )
 
-    from lineageflow.graph import draw
-    from lineageflow.tracking import artifact_url, client, run_url
+    from lineageflow.lineage.graph import draw
+    from lineageflow.runs.tracking import artifact_url, client, run_url
 
     model = (
         f"{result.model_name} v{result.model_version}" if result.model_version else None

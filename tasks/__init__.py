@@ -1,7 +1,7 @@
 """Prefect tasks: thin wrappers that do the I/O, the tracking and the retries.
 
-The ML logic lives in ``lineageflow.ml``; runs are opened only through
-``lineageflow.tracking``; lineage is built and checked only in ``lineageflow.lineage``.
+The ML logic lives in ``lineageflow.model.ml``; runs are opened only through
+``lineageflow.runs.tracking``; lineage is built and checked only in ``lineageflow.lineage.record``.
 """
 
 

@@ -1,4 +1,4 @@
-"""pull_data and prepare: thin declarations around lineageflow.tabular / ml."""
+"""pull_data and prepare: thin declarations around lineageflow.data.tabular / ml."""
 
 from __future__ import annotations
 
@@ -13,18 +13,19 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from lineageflow import ml, reuse
 from lineageflow.config import PrepareConfig
-from lineageflow.dvcio import DataVersion, pull_dataset
-from lineageflow.stages import (
+from lineageflow.data.dvc import DataVersion, pull_dataset
+from lineageflow.data.tabular import read_table, validate_frame
+from lineageflow.model import ml
+from lineageflow.runs import reuse
+from lineageflow.runs.stages import (
     load_split,
     log_dataset,
     persist_split_meta,
     persist_table,
     stage_run,
 )
-from lineageflow.tabular import read_table, validate_frame
-from lineageflow.tracking import RunRef
+from lineageflow.runs.tracking import RunRef
 from lineageflow.workspace import Workspace
 from tasks import retry_unless_user_error
 

@@ -1,4 +1,4 @@
-"""train and evaluate: thin declarations around lineageflow.ml, in the stage pattern."""
+"""train and evaluate: thin declarations around lineageflow.model.ml, in the stage pattern."""
 
 from __future__ import annotations
 
@@ -17,12 +17,18 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from lineageflow import estimators, ml, reuse
 from lineageflow.config import EvaluateConfig, TrainConfig
 from lineageflow.errors import UserCodeError
-from lineageflow.plots import write_plots
-from lineageflow.stages import load_model, log_dataset, stage_run, stored_model_digest
-from lineageflow.tracking import RunRef, client
+from lineageflow.model import estimators, ml
+from lineageflow.model.plots import write_plots
+from lineageflow.runs import reuse
+from lineageflow.runs.stages import (
+    load_model,
+    log_dataset,
+    stage_run,
+    stored_model_digest,
+)
+from lineageflow.runs.tracking import RunRef, client
 
 
 @dataclass(frozen=True)
@@ -31,7 +37,7 @@ class TrainedModel:
     model_uri: str  # models:/m-... (MLflow 3 logged model); register this, not runs:/
     run_id: str
     flavor: str
-    digest: str = ""  # sha256 of the stored model.pkl (lineageflow.stages)
+    digest: str = ""  # sha256 of the stored model.pkl (lineageflow.runs.stages)
     model_id: str | None = None
 
 
@@ -78,7 +84,7 @@ def autolog(flavor: str, disable: bool = False) -> None:
 def _user_code(cfg: TrainConfig, workspace: str | None, split: ml.Split):
     """The workspace's factory/features functions, imported from the tree being
     trained (a reproduction's worktree holds the recorded commit's files)."""
-    from lineageflow.code import load_callable
+    from lineageflow.lineage.code import load_callable
 
     refs = cfg.code_refs()
     if refs and workspace is None:
@@ -94,7 +100,7 @@ def _user_code(cfg: TrainConfig, workspace: str | None, split: ml.Split):
 def _fit(model, split: ml.Split, cfg: TrainConfig):
     if cfg.model != "custom":
         return ml.fit(model, split)
-    from lineageflow.code import call_user
+    from lineageflow.lineage.code import call_user
 
     return call_user(ml.fit, cfg.factory, "factory", model, split)
 
@@ -108,7 +114,7 @@ def _raw_signature(head, predictions):
     from mlflow.models import infer_signature
     from mlflow.types.schema import AnyType, ColSpec, Schema
 
-    from lineageflow.tabular import signature_frame
+    from lineageflow.data.tabular import signature_frame
 
     with warnings.catch_warnings():  # the integer-columns hint: long is meant
         warnings.simplefilter("ignore", UserWarning)
@@ -133,7 +139,7 @@ def train(
     """Fit on the raw training rows; log one model that serves raw rows."""
     import mlflow
 
-    from lineageflow import modelparts
+    from lineageflow.model import modelparts
 
     factory, features = _user_code(cfg, workspace, split)
     # One scikit-learn pipeline, pickled with cloudpickle: the raw-frame step, the

@@ -7,10 +7,13 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from lineageflow import lineage, ml, promotion, registry
 from lineageflow.config import EvaluateConfig, RegisterConfig
-from lineageflow.stages import stage_run
-from lineageflow.tracking import RunRef, client
+from lineageflow.lineage import record as lineage
+from lineageflow.model import ml
+from lineageflow.registry import promotion
+from lineageflow.registry import versions as registry
+from lineageflow.runs.stages import stage_run
+from lineageflow.runs.tracking import RunRef, client
 from tasks import retry_unless_user_error
 
 

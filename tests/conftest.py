@@ -83,7 +83,7 @@ os.environ.update(
         "GIT_AUTHOR_EMAIL": "tests@lineageflow.invalid",
         "GIT_COMMITTER_NAME": "lineageflow tests",
         "GIT_COMMITTER_EMAIL": "tests@lineageflow.invalid",
-        # local Prefect servers a CLI test starts (lineageflow.localserver) carry
+        # local Prefect servers a CLI test starts (lineageflow.ops.localserver) carry
         # this mark, so the session stops every one of them; idle ones end sooner
         "LINEAGEFLOW_TEST_SESSION": uuid.uuid4().hex,
         "LINEAGEFLOW_SERVER_IDLE": "600",
@@ -102,7 +102,7 @@ def local_servers_of_this_session() -> list[int]:
             environ = (proc / "environ").read_bytes()
         except OSError:
             continue
-        if b"lineageflow.localserver" in cmdline and mark.encode() in environ.split(
+        if b"lineageflow.ops.localserver" in cmdline and mark.encode() in environ.split(
             b"\0"
         ):
             found.append(int(proc.name))
@@ -167,7 +167,7 @@ def clean_mlflow(monkeypatch):
 
 
 def small_params(model_name: str, **overrides) -> str:
-    from lineageflow.demo import default_params_text
+    from flows.demo import default_params_text
 
     params = yaml.safe_load(default_params_text())
     params["train"]["xgboost"].update(n_estimators=25, max_depth=4)
@@ -195,7 +195,7 @@ class WorkspaceFactory:
         remote: str | None = None,
         **overrides,
     ):
-        from lineageflow.demo import DemoPaths, add_data_version, init_workspace
+        from flows.demo import DemoPaths, add_data_version, init_workspace
 
         paths = DemoPaths(self.tmp_path / f"ws-{uuid.uuid4().hex[:6]}")
         paths.base.mkdir()

@@ -17,8 +17,8 @@ import pytest
 from mlflow import MlflowClient
 
 from flows.training import training_pipeline
-from lineageflow import lineage
 from lineageflow.errors import PromotionRefused, UserCodeError
+from lineageflow.lineage import record as lineage
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -294,7 +294,7 @@ class Pipeline:
         )
 
     def cli(self, *args: str, cwd: Path, ok: bool = True):
-        proc = self.python("-m", "lineageflow.cli", *args, cwd=cwd)
+        proc = self.python("-m", "flows.cli", *args, cwd=cwd)
         if ok:
             assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
         return proc

@@ -11,16 +11,16 @@ import git
 import pytest
 import yaml
 
+from flows.demo import add_data_version
 from flows.training import training_pipeline
-from lineageflow.demo import add_data_version
-from lineageflow.diff import diff_records, flatten, render
+from lineageflow.lineage.diff import diff_records, flatten, render
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
 
 def lineageflow(*args: str, env: dict, cwd) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "lineageflow.cli", *args],
+        [sys.executable, "-m", "flows.cli", *args],
         env=env,
         cwd=cwd,
         capture_output=True,

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
+from flows.demo import dvc
 from flows.training import training_pipeline
-from lineageflow.demo import dvc
+from lineageflow.data.synthetic import make_customers
 from lineageflow.errors import DataError, TrackingError, WorkspaceError
-from lineageflow.synthetic import make_customers
 from tests.servers import free_port
 
 pytestmark = pytest.mark.usefixtures("prefect_api")

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from lineageflow import lineage
+from lineageflow.lineage import record as lineage
 
 
 def make_record(*, root: str, commit: str, md5: str, remote_url: str) -> dict:
@@ -99,7 +99,7 @@ def real_record(paths) -> dict:
 
 
 def test_all_checks_pass_on_a_good_record(make_workspace):
-    from lineageflow.registry import LiveEvidence
+    from lineageflow.registry.versions import LiveEvidence
 
     paths = make_workspace(rows=500)
     record = real_record(paths)
@@ -111,7 +111,7 @@ def test_all_checks_pass_on_a_good_record(make_workspace):
 
 
 def test_each_check_names_the_fix_against_real_git_and_dvc(make_workspace):
-    from lineageflow.registry import LiveEvidence
+    from lineageflow.registry.versions import LiveEvidence
 
     paths = make_workspace(rows=500, push=False)
     record = real_record(paths)
@@ -134,7 +134,7 @@ def test_each_check_names_the_fix_against_real_git_and_dvc(make_workspace):
         missing.reason
         == f"data/customers md5 {md5[:12]} is not in remote 'storage': run `dvc push`"
     )
-    from lineageflow.demo import dvc
+    from flows.demo import dvc
 
     dvc("push", cwd=paths.workspace)
     assert lineage.check_data_in_remote(record, ev).passed
@@ -186,7 +186,7 @@ def _picture_record() -> dict:
 
 
 def test_the_lineage_picture_labels_run_ids_as_runs():
-    from lineageflow.graph import nodes_and_edges, to_dot
+    from lineageflow.lineage.graph import nodes_and_edges, to_dot
 
     nodes, edges = nodes_and_edges(_picture_record(), "m v1", [])
     dot = to_dot(nodes, edges)
@@ -199,7 +199,7 @@ def test_the_lineage_picture_labels_run_ids_as_runs():
     reason="needs Debian's graphviz (its dot lays out the lineage picture)",
 )
 def test_the_lineage_picture_is_laid_out_by_graphviz(tmp_path):
-    from lineageflow.graph import draw, nodes_and_edges, to_dot
+    from lineageflow.lineage.graph import draw, nodes_and_edges, to_dot
 
     record = _picture_record()
     png = draw(record, tmp_path / "lineage.png", "m v1", [])

@@ -1,5 +1,5 @@
 """Default mode: `lineageflow` commands with no PREFECT_API_URL share one local
-Prefect server per PREFECT_HOME (lineageflow.localserver) instead of starting
+Prefect server per PREFECT_HOME (lineageflow.ops.localserver) instead of starting
 a temporary one per command."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lineageflow import localserver, procs
+from lineageflow.ops import localserver, procs
 
 LF = str(Path(sys.executable).parent / "lineageflow")
 

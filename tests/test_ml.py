@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lineageflow import estimators, ml
 from lineageflow.config import EvaluateConfig, PrepareConfig, TrainConfig
+from lineageflow.data.synthetic import TARGET, make_customers
 from lineageflow.errors import DataError
-from lineageflow.synthetic import TARGET, make_customers
+from lineageflow.model import estimators, ml
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,11 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from flows.demo import dvc
 from flows.promote import promote_model
 from flows.training import training_pipeline
-from lineageflow import lineage
-from lineageflow.demo import dvc
 from lineageflow.errors import PromotionRefused
+from lineageflow.lineage import record as lineage
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -179,7 +179,7 @@ def test_missing_data_is_pulled_from_the_remote(make_workspace, tracking):
 
 
 def test_second_data_version_challenges_the_champion(make_workspace, tracking):
-    from lineageflow.demo import add_data_version
+    from flows.demo import add_data_version
 
     paths = make_workspace(rows=4000)
     first = training_pipeline(workspace=str(paths.workspace))

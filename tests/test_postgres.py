@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from flows.demo import add_data_version
 from flows.training import training_pipeline
-from lineageflow.demo import add_data_version
 from tests.servers import Proc, free_port, loopback, needs_postgres, postgres
 
 BIN = Path(sys.executable).parent

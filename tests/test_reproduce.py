@@ -9,9 +9,9 @@ import git
 import pytest
 from mlflow import MlflowClient
 
+from flows.demo import add_data_version
 from flows.reproduce import reproduce_run
 from flows.training import training_pipeline
-from lineageflow.demo import add_data_version
 from lineageflow.errors import DataError, LineageError, WorkspaceError
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -166,7 +166,7 @@ def test_nightly_with_nothing_changed_registers_nothing(make_workspace, tracking
 
 
 def test_compare_metrics_verdicts():
-    from lineageflow.reproduction import compare_metrics
+    from lineageflow.reproduce.reproduction import compare_metrics
 
     a = {"m": 0.5, "n": 1.0}
     assert compare_metrics(a, dict(a), 0.0)[0] == "exact"
@@ -193,7 +193,7 @@ def _rec(commit="a" * 40, dirty=False, files=(), env=None, **extra):
 
 
 def test_verdict_is_exact_only_for_pinned_code_and_names_every_difference():
-    from lineageflow.reproduction import judge
+    from lineageflow.reproduce.reproduction import judge
 
     m = {"test_roc_auc": 0.75}
     assert judge(_rec(), _rec(), m, dict(m), 0.0).line() == "exact"

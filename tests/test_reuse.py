@@ -1,4 +1,4 @@
-"""Reuse of unchanged stages (lineageflow.reuse): keyed on input digests, the
+"""Reuse of unchanged stages (lineageflow.runs.reuse): keyed on input digests, the
 params section, code and libraries; outputs verified by digest before reuse;
 the lineage says what was reused and from which run."""
 
@@ -15,8 +15,9 @@ import yaml
 from mlflow import MlflowClient
 
 from flows.training import training_pipeline
-from lineageflow import graph, report, reuse
-from lineageflow.registry import load_native
+from lineageflow.lineage import graph, report
+from lineageflow.registry.versions import load_native
+from lineageflow.runs import reuse
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -52,7 +53,7 @@ def test_a_table_digest_covers_column_names_and_dtypes():
     train stage keyed on them took a model whose signature refused Parquet rows."""
     import pandas as pd
 
-    from lineageflow.ml import table_digest
+    from lineageflow.model.ml import table_digest
 
     X = pd.DataFrame({"plan": ["a", "b", "a"], "n": [1, 2, 3]})
     y = pd.Series([0, 1, 0])

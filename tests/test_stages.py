@@ -15,11 +15,13 @@ import yaml
 from mlflow import MlflowClient
 
 from flows.training import training_pipeline
-from lineageflow import graph, lineage, ml
 from lineageflow.config import load_params
 from lineageflow.errors import LineageError
-from lineageflow.stages import load_table, section_sha256
-from lineageflow.tracking import RunRef
+from lineageflow.lineage import graph
+from lineageflow.lineage import record as lineage
+from lineageflow.model import ml
+from lineageflow.runs.stages import load_table, section_sha256
+from lineageflow.runs.tracking import RunRef
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -149,7 +151,7 @@ def test_each_stage_records_lineage_that_matches_the_real_objects(
 
 def test_a_stage_refuses_an_input_whose_digest_differs(tracking, tmp_path):
     from lineageflow.config import PrepareConfig, TrainConfig
-    from lineageflow.synthetic import make_customers
+    from lineageflow.data.synthetic import make_customers
     from tasks.model import train
 
     split = ml.split_frame(make_customers(800, seed=1), "churned", PrepareConfig())
@@ -208,7 +210,7 @@ def test_concurrent_runs_logging_one_dataset_all_succeed(tmp_path):
     retrains). Eight threads at a barrier, twelve times: every log succeeds."""
     import threading
 
-    from lineageflow.stages import log_dataset
+    from lineageflow.runs.stages import log_dataset
 
     uri = f"sqlite:///{tmp_path / 'race.db'}"
     c = MlflowClient(uri)

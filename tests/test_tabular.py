@@ -18,12 +18,13 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from flows.demo import dvc
 from flows.training import training_pipeline
-from lineageflow import ml, tabular
 from lineageflow.config import PrepareConfig
-from lineageflow.demo import dvc
+from lineageflow.data import tabular
+from lineageflow.data.synthetic import make_mixed
 from lineageflow.errors import DataError
-from lineageflow.synthetic import make_mixed
+from lineageflow.model import ml
 from tests.servers import Proc, free_port, loopback
 
 pytestmark = pytest.mark.usefixtures("prefect_api")

@@ -1,5 +1,5 @@
 """Processes lineageflow starts in their own session, and stops by PID: shared by
-the local Prefect server (lineageflow.localserver) and the team stack
+the local Prefect server (lineageflow.ops.localserver) and the team stack
 (deployments.stack)."""
 
 from __future__ import annotations

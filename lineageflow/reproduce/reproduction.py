@@ -49,7 +49,7 @@ def resolve_run_id(ref: str, tracking_uri: str) -> str:
         return ref
     from mlflow.exceptions import MlflowException
 
-    from lineageflow.tracking import client
+    from lineageflow.runs.tracking import client
 
     try:
         mv = client(tracking_uri).get_model_version(m.group(1), m.group(2))

@@ -19,17 +19,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from lineageflow import lineage, ml, registry, report
 from lineageflow.config import EvaluateConfig
 from lineageflow.errors import PromotionRefused
-from lineageflow.lineage import Check
-from lineageflow.registry import (
+from lineageflow.lineage import record as lineage
+from lineageflow.lineage import report
+from lineageflow.lineage.record import Check
+from lineageflow.model import ml
+from lineageflow.registry import versions as registry
+from lineageflow.registry.versions import (
     STAGING_ALIAS,
     TAG_CHECK_PREFIX,
     TAG_CHECKS,
     current_staging,
 )
-from lineageflow.tracking import client, redact_uri
+from lineageflow.runs.tracking import client, redact_uri
 
 
 @contextlib.contextmanager

@@ -1,7 +1,7 @@
 """Run the pipeline stages with *recorded* lineageflow code, in a subprocess.
 
 Python cannot import two versions of one package side by side, so the recorded
-commit's code (a checkout made by lineageflow.reproduction) runs in a child
+commit's code (a checkout made by lineageflow.reproduce.reproduction) runs in a child
 process of this same interpreter, with the checkout first on ``PYTHONPATH``
 (the editable install's finder comes after the path, so the checkout wins).
 The child calls that commit's ``flows.training.run_stages`` — a contract kept
@@ -100,7 +100,7 @@ def run_recorded_code(
     if proc.returncode == 0 and answer.get("run_id"):
         return answer["run_id"]
     from lineageflow import errors
-    from lineageflow.reproduction import last_line
+    from lineageflow.reproduce.reproduction import last_line
 
     kind = getattr(errors, answer.get("type", ""), None)
     if isinstance(kind, type) and issubclass(kind, errors.LineageflowError):

@@ -1,7 +1,7 @@
 """Plain ML logic: split, fit, score, gate. No Prefect, no MLflow.
 
-Reading and validating tables lives in lineageflow.tabular, building models in
-lineageflow.estimators."""
+Reading and validating tables lives in lineageflow.data.tabular, building models in
+lineageflow.model.estimators."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 
 from lineageflow.config import EvaluateConfig, PrepareConfig
+from lineageflow.data.tabular import infer_task
+from lineageflow.data.tabular import validate_frame as validate_frame
 from lineageflow.errors import DataError
-from lineageflow.lineage import Check, verify_input
-from lineageflow.tabular import infer_task
-from lineageflow.tabular import validate_frame as validate_frame
+from lineageflow.lineage.record import Check, verify_input
 
 HIGHER_IS_BETTER = {
     "roc_auc": True,

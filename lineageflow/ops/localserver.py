@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from lineageflow.procs import alive, free_port, stop_group
+from lineageflow.ops.procs import alive, free_port, stop_group
 
 STATE = "lineageflow-server.json"
 IDLE_DEFAULT = 1800.0
@@ -97,7 +97,7 @@ def ensure(home: Path | None = None, port: int | None = None) -> str:
         log = home / "lineageflow-server.log"
         with open(log, "ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "lineageflow.localserver", str(port)],
+                [sys.executable, "-m", "lineageflow.ops.localserver", str(port)],
                 env=dict(
                     os.environ,
                     PREFECT_HOME=str(home),
@@ -144,7 +144,7 @@ def _ours(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return b"lineageflow.localserver" in cmdline
+    return b"lineageflow.ops.localserver" in cmdline
 
 
 def stop(home: Path | None = None) -> str | None:

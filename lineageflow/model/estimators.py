@@ -1,7 +1,7 @@
 """The estimators lineageflow builds: what the registry will serve.
 
 Every model takes raw rows (ints, floats, strings, NaNs) through the raw-frame
-step of lineageflow.modelparts and, for a classifier, answers in the data's own
+step of lineageflow.model.modelparts and, for a classifier, answers in the data's own
 labels. Plain scikit-learn / xgboost objects; no Prefect, no MLflow.
 """
 
@@ -27,11 +27,11 @@ def build_model(
     floats, strings, NaNs) and, for a classifier, predicts the data's own labels.
 
     ``factory``/``features`` are the workspace's own functions when params.yaml
-    names them (see lineageflow.code); a custom estimator gets the raw columns.
+    names them (see lineageflow.lineage.code); a custom estimator gets the raw columns.
     """
     from sklearn.pipeline import Pipeline
 
-    from lineageflow.modelparts import LabeledClassifier
+    from lineageflow.model.modelparts import LabeledClassifier
 
     if cfg.model == "custom":
         steps = [("model", _custom_model(cfg, factory, task))]
@@ -48,7 +48,7 @@ def build_model(
 
 
 def _custom_model(cfg: TrainConfig, factory, task: str = "binary"):
-    from lineageflow.code import call_user
+    from lineageflow.lineage.code import call_user
 
     if factory is None:
         raise UserCodeError(f"train.factory {cfg.factory} was not loaded")
@@ -73,7 +73,7 @@ def _custom_model(cfg: TrainConfig, factory, task: str = "binary"):
 def check_features(features, ref: str, X: pd.DataFrame) -> None:
     """Run the user's feature function on a few rows first: a wrong return type
     is one line here instead of a traceback deep inside the fit."""
-    from lineageflow.code import call_user
+    from lineageflow.lineage.code import call_user
 
     out = call_user(features, ref, "features", X.head(5).copy())
     if not isinstance(out, pd.DataFrame) or len(out) != min(5, len(X)):
@@ -87,7 +87,7 @@ def _builtin_steps(cfg: TrainConfig, task: str) -> list[tuple[str, Any]]:
     """Raw-frame casting, then the estimator: xgboost reads categoricals and
     missing values natively; scikit-learn models get imputation and one-hot
     encoding as steps of the same pipeline."""
-    from lineageflow.modelparts import RawFrame
+    from lineageflow.model.modelparts import RawFrame
 
     params = cfg.estimator_params()
     regression = task == "regression"

@@ -376,6 +376,6 @@ def summary_line(checks: Iterable[Check]) -> str:
 
 
 def _pipeline_state() -> dict[str, Any]:
-    from lineageflow.code import pipeline_state
+    from lineageflow.lineage.code import pipeline_state
 
     return pipeline_state()

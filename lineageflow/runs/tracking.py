@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from lineageflow.errors import ArtifactStoreError, PromotionRefused, TrackingError
-from lineageflow.orchestration import TAG_OWNER, process_identity
+from lineageflow.runs.orchestration import TAG_OWNER, process_identity
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class RunRef:
     # tags every child run repeats (MLflow's source fields: without them a child
     # started in a worker thread gets the source of whatever script started Python)
     inherited: tuple[tuple[str, str], ...] = ()
-    # code + environment every stage key includes (lineageflow.reuse); None: the
+    # code + environment every stage key includes (lineageflow.runs.reuse); None: the
     # stages record no key. reuse_lookup: stages look for earlier outputs to take.
     reuse_basis: str | None = None
     reuse_lookup: bool = False

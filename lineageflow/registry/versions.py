@@ -1,6 +1,6 @@
 """MLflow's registry and runs as the checks see them: register a version, read a
 run's lineage back, gather the evidence (git, DVC remote, child runs), find the
-Staging version. The decision itself is lineageflow.promotion's.
+Staging version. The decision itself is lineageflow.registry.promotion's.
 
 MLflow 3 keeps stages (deprecated since 2.9, hidden in the new UI) and recommends
 aliases, so a promotion does both: stage Staging (archiving the previous one)
@@ -14,10 +14,10 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from lineageflow import lineage
 from lineageflow.errors import LineageError
-from lineageflow.lineage import Check
-from lineageflow.tracking import client, redact_uri
+from lineageflow.lineage import record as lineage
+from lineageflow.lineage.record import Check
+from lineageflow.runs.tracking import client, redact_uri
 from lineageflow.workspace import SHA_RE
 
 STAGING_ALIAS = "staging"
@@ -51,7 +51,7 @@ class LiveEvidence:
     def dvc_md5_at(self, commit: str, dvc_file: str) -> str | None:
         import git
 
-        from lineageflow.dvcio import md5_in_dvc_text
+        from lineageflow.data.dvc import md5_in_dvc_text
 
         if not self.commit_exists(commit) or not _safe_relpath(dvc_file):
             return None
@@ -61,7 +61,7 @@ class LiveEvidence:
             return None
 
     def in_remote(self, entry: dict) -> bool:
-        from lineageflow.dvcio import in_remote_now
+        from lineageflow.data.dvc import in_remote_now
 
         return in_remote_now(self.root, entry.get("remote"), entry["md5"])
 
@@ -110,7 +110,7 @@ def load_lineage(tracking_uri: str, run_id: str) -> tuple[dict, dict[str, str]]:
 def _unreadable_lineage(c, tracking_uri: str, run_id: str, exc: Exception):
     """Why lineage.json could not be read: the artifact store does not answer, the
     run has none (not made by the pipeline), or the file itself is unreadable."""
-    from lineageflow.tracking import artifact_store_failure, tracking_error
+    from lineageflow.runs.tracking import artifact_store_failure, tracking_error
 
     if artifact_store_failure(exc):
         return tracking_error(tracking_uri, exc, "could not read lineage.json")
@@ -136,7 +136,7 @@ def runs_check(
     from mlflow.exceptions import MlflowException
     from mlflow.models import get_model_info
 
-    from lineageflow.tracking import TAG_STAGE, child_runs
+    from lineageflow.runs.tracking import TAG_STAGE, child_runs
 
     mids = record["mlflow"]
     c = client(tracking_uri)
@@ -227,7 +227,7 @@ def train_identity(tracking_uri: str, record: dict) -> tuple[str | None, str | N
     """(model digest, train stage key) of a run's lineage record: the model file's
     sha256, and the key of everything the fit was a function of (its input table,
     train params, code and libraries; None when the code was uncommitted)."""
-    from lineageflow.reuse import TAG_KEY
+    from lineageflow.runs.reuse import TAG_KEY
 
     train = next(
         (s for s in record.get("stages", []) if s.get("name") == "train"), None
@@ -282,7 +282,7 @@ def unchanged_since_staging(ws, cfg, tracking_uri: str) -> str | None:
     """
     from mlflow.exceptions import MlflowException
 
-    from lineageflow.dvcio import md5_in_dvc_text
+    from lineageflow.data.dvc import md5_in_dvc_text
     from lineageflow.workspace import git_state
 
     name = cfg.registration.model_name
@@ -299,7 +299,7 @@ def unchanged_since_staging(ws, cfg, tracking_uri: str) -> str | None:
     if tags.get("lineage.git_commit") != git.commit:
         return None
     # new lineageflow code is a new model too (and dirty code never "unchanged")
-    from lineageflow.code import pipeline_state
+    from lineageflow.lineage.code import pipeline_state
 
     code = pipeline_state()
     if code["dirty"] or tags.get("lineage.pipeline_commit") != str(code["commit"]):

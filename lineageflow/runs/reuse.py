@@ -42,7 +42,7 @@ def basis(pipeline: dict, user_code: list[dict]) -> str | None:
     when the running pipeline code is not exactly a commit or a release."""
     import platform
 
-    from lineageflow.lineage import package_versions
+    from lineageflow.lineage.record import package_versions
 
     if pipeline.get("dirty"):
         return None
@@ -90,7 +90,7 @@ def find(
     tracking_uri: str, experiment_id: str, key: str, exclude_parent: str
 ) -> Earlier | None:
     """The latest finished stage run under ``key`` (not one of this parent's)."""
-    from lineageflow.tracking import client
+    from lineageflow.runs.tracking import client
 
     runs = client(tracking_uri).search_runs(
         [experiment_id],

@@ -2,7 +2,7 @@
 
 Every stage (pull_data, prepare, train, evaluate, register_model) runs inside
 ``stage_run``: its child run under the parent (explicit parent id, see
-lineageflow.tracking), tagged with what it read and wrote (content digests),
+lineageflow.runs.tracking), tagged with what it read and wrote (content digests),
 the sha256 of its params section and the pipeline code (inherited from the
 parent: ``lineage.stage.code``). The flow reads the child runs back into
 ``lineage.json``'s ``stages`` list (``collect_stages``): MLflow's child runs stay
@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lineageflow import reuse
-from lineageflow.tracking import TAG_STAGE, RunRef, child_run, child_runs
+from lineageflow.runs import reuse
+from lineageflow.runs.tracking import TAG_STAGE, RunRef, child_run, child_runs
 
 TAG = "lineage.stage."
 ORDER = ("pull_data", "prepare", "train", "evaluate", "register_model")
@@ -190,7 +190,7 @@ def log_dataset(
     from mlflow.entities import DatasetInput, InputTag, LoggedModelInput
     from mlflow.models import infer_signature
 
-    from lineageflow.tabular import signature_frame
+    from lineageflow.data.tabular import signature_frame
 
     source = dataset_source(source, tracking_uri) if source else source
     with warnings.catch_warnings():
@@ -205,7 +205,7 @@ def log_dataset(
             model = LoggedModelInput(model_id) if model_id else None
             _once_inserted(lambda: mlflow.log_input(ds, context=context, model=model))
             return ds
-        from lineageflow.tracking import client
+        from lineageflow.runs.tracking import client
 
         tag = InputTag(key="mlflow.data.context", value=context)
         entity = DatasetInput(ds._to_mlflow_entity(), [tag])
@@ -238,7 +238,7 @@ def dataset_source(uri: str, tracking_uri: str | None = None) -> str | None:
 
     loc = artifact_location(uri, tracking_uri)
     if loc.startswith("mlflow-artifacts:"):
-        from lineageflow.tracking import redact_uri
+        from lineageflow.runs.tracking import redact_uri
 
         server = redact_uri(tracking_uri or mlflow.get_tracking_uri())
         parsed = urlparse(loc)
@@ -260,7 +260,7 @@ def dataset_source(uri: str, tracking_uri: str | None = None) -> str | None:
 
 def copy_datasets(tracking_uri: str, source_run: str, to_runs: list) -> None:
     """The dataset inputs ``source_run`` logged, logged again on ``to_runs``."""
-    from lineageflow.tracking import client
+    from lineageflow.runs.tracking import client
 
     c = client(tracking_uri)
     inputs = list(c.get_run(source_run).inputs.dataset_inputs)
@@ -319,8 +319,8 @@ def load_table(uri: str, digest: str, stage: str, name: str, tracking_uri: str):
     import mlflow
     import pandas as pd
 
-    from lineageflow.lineage import verify_input
-    from lineageflow.ml import table_digest
+    from lineageflow.lineage.record import verify_input
+    from lineageflow.model.ml import table_digest
 
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow.artifacts.download_artifacts(
@@ -336,7 +336,7 @@ def _model_file(model_uri: str, tracking_uri: str, dst: str) -> Path:
     """The model.pkl of a logged model (``models:/m-...``), downloaded to ``dst``."""
     import mlflow
 
-    from lineageflow.tracking import client
+    from lineageflow.runs.tracking import client
 
     logged = client(tracking_uri).get_logged_model(model_uri.removeprefix("models:/"))
     return Path(
@@ -364,7 +364,7 @@ def load_model(model_uri: str, digest: str, stage: str, tracking_uri: str):
 
     import cloudpickle
 
-    from lineageflow.lineage import verify_input
+    from lineageflow.lineage.record import verify_input
 
     with tempfile.TemporaryDirectory() as tmp:
         data = _model_file(model_uri, tracking_uri, tmp).read_bytes()
@@ -403,7 +403,7 @@ def load_split(earlier: reuse.Earlier, tracking_uri: str):
 
     import mlflow
 
-    from lineageflow.ml import Split
+    from lineageflow.model.ml import Split
 
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow.artifacts.download_artifacts(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from lineageflow.lineage import Check, digest
+from lineageflow.lineage.record import Check, digest
 
 
 def yes_no(value) -> str:

@@ -41,7 +41,7 @@ def _quiet_libraries() -> None:
 
 
 def _quiet_user_errors() -> None:
-    from lineageflow.orchestration import one_line_user_errors
+    from lineageflow.runs.orchestration import one_line_user_errors
 
     one_line_user_errors()
 
@@ -66,10 +66,10 @@ def _run(fn, *args, **kwargs):
 
 def _on_prefect(fn):
     """Run a flow-running command with no PREFECT_API_URL on the local Prefect
-    server the commands share (lineageflow.localserver), not a temporary one."""
+    server the commands share (lineageflow.ops.localserver), not a temporary one."""
 
     def wrapper(*args, **kwargs):
-        from lineageflow.localserver import api_for_commands
+        from lineageflow.ops.localserver import api_for_commands
 
         with api_for_commands():
             return fn(*args, **kwargs)
@@ -88,7 +88,7 @@ app.add_typer(server_app, name="server")
 @server_app.command("status")
 def server_status() -> None:
     """Say whether the local server runs, and its API URL."""
-    from lineageflow import localserver
+    from lineageflow.ops import localserver
 
     state = localserver.running()
     if state is None:
@@ -100,7 +100,7 @@ def server_status() -> None:
 @server_app.command("stop")
 def server_stop() -> None:
     """Stop the local server (it also stops itself when idle)."""
-    from lineageflow import localserver
+    from lineageflow.ops import localserver
 
     api = localserver.stop()
     typer.echo(f"stopped the local Prefect server {api}" if api else "none was running")
@@ -242,8 +242,8 @@ def diff(
     rows), params (key by key), environment and holdout metrics."""
     import json
 
-    from lineageflow.diff import collect, render
-    from lineageflow.tracking import tracking_uri_for
+    from lineageflow.lineage.diff import collect, render
+    from lineageflow.runs.tracking import tracking_uri_for
 
     def run():
         ws = _default_workspace(workspace)
@@ -285,7 +285,7 @@ def demo(
     ] = None,
 ) -> None:
     """Build a demo workspace, train on data v1, add drifted data v2, retrain."""
-    from lineageflow.demo import run_demo
+    from flows.demo import run_demo
 
     _quiet_user_errors()
     _run(_on_prefect(run_demo), dir, rows, force, echo=typer.echo, remote=dvc_remote)

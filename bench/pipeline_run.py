@@ -31,7 +31,7 @@ def main() -> None:
         if not res.get("skipped"):
             from mlflow import MlflowClient
 
-            from lineageflow.runs.tracking import default_tracking_uri
+            from lineageflow.runs.store import default_tracking_uri
             from lineageflow.workspace import open_workspace
 
             c = MlflowClient(default_tracking_uri(open_workspace(workspace).state_dir))
@@ -61,7 +61,7 @@ def main() -> None:
         out["flow_s"] = time.perf_counter() - t1
         from mlflow import MlflowClient
 
-        from lineageflow.runs.tracking import default_tracking_uri
+        from lineageflow.runs.store import default_tracking_uri
         from lineageflow.workspace import open_workspace
 
         c = MlflowClient(default_tracking_uri(open_workspace(workspace).state_dir))

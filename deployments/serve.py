@@ -12,6 +12,12 @@ import os
 from pathlib import Path
 
 import yaml
+from prefect import serve
+from prefect.schedules import Cron
+
+from flows.reproduce import reproduce_run
+from flows.training import training_pipeline
+from lineageflow.runs.context import resolve_workspace
 
 PREFECT_YAML = Path(__file__).resolve().parents[1] / "prefect.yaml"
 
@@ -22,11 +28,6 @@ def load_specs(path: Path = PREFECT_YAML) -> list[dict]:
 
 
 def build_deployments(workspace: str, path: Path = PREFECT_YAML) -> list:
-    from prefect.schedules import Cron
-
-    from flows.reproduce import reproduce_run
-    from flows.training import training_pipeline
-
     flows = {
         "flows/training.py:training_pipeline": training_pipeline,
         "flows/reproduce.py:reproduce_run": reproduce_run,
@@ -55,10 +56,6 @@ def build_deployments(workspace: str, path: Path = PREFECT_YAML) -> list:
 
 
 def main() -> None:
-    from prefect import serve
-
-    from flows.training import resolve_workspace
-
     workspace = resolve_workspace(os.environ.get("LINEAGEFLOW_WORKSPACE"))
     serve(*build_deployments(workspace))
 

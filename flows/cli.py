@@ -243,7 +243,7 @@ def diff(
     import json
 
     from lineageflow.lineage.diff import collect, render
-    from lineageflow.runs.tracking import tracking_uri_for
+    from lineageflow.runs.store import tracking_uri_for
 
     def run():
         ws = _default_workspace(workspace)

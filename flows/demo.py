@@ -158,7 +158,7 @@ def run_demo(
     """The whole demo: workspace, v1, train, v2 (new rows with drift), retrain."""
     from flows.training import run_workspace
     from lineageflow.errors import PromotionRefused
-    from lineageflow.runs.tracking import default_tracking_uri
+    from lineageflow.runs.store import default_tracking_uri
     from lineageflow.workspace import Workspace
 
     paths = prepare_dir(base, force)
@@ -191,7 +191,7 @@ def describe(tracking_uri: str, summaries: list[dict], ws: Path) -> str:
     """A short report: runs, model versions and stages, how to open the UI."""
     import warnings
 
-    from lineageflow.runs.tracking import client, redact_uri
+    from lineageflow.runs.store import client, redact_uri
 
     c = client(tracking_uri)
     lines = [

@@ -9,20 +9,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow, get_run_logger
+from mlflow.exceptions import MlflowException
+from prefect import flow
 
 from lineageflow.config import parse_params
 from lineageflow.errors import LineageError
 from lineageflow.registry import promotion
 from lineageflow.registry import versions as registry
-from lineageflow.runs.orchestration import one_line_user_errors
-from lineageflow.runs.tracking import bounded_http_retries, client, default_tracking_uri
+from lineageflow.runs.orchestration import one_line_user_errors, run_logger
+from lineageflow.runs.store import bounded_http_retries, client, default_tracking_uri
 from lineageflow.workspace import open_workspace
-
-
-def _recorded_metrics(tracking_uri: str, run_id: str) -> dict[str, float]:
-    m = client(tracking_uri).get_run(run_id).data.metrics
-    return {k.removeprefix("test_"): v for k, v in m.items() if k.startswith("test_")}
 
 
 @flow(name="promote-model", log_prints=True)
@@ -37,10 +33,8 @@ def promote_model(model_name: str, version: int | str, workspace: str = ".") -> 
         version: the version number to re-check, e.g. 3.
         workspace: the workspace git repo the version was trained from.
     """
-    from mlflow.exceptions import MlflowException
-
     one_line_user_errors()  # a refusal reaches Prefect's UI as its one line
-    logger = get_run_logger()
+    logger = run_logger()
     bounded_http_retries()  # one line in seconds, not minutes of retries
     ws = open_workspace(workspace)
     uri = default_tracking_uri(ws.state_dir)
@@ -58,13 +52,6 @@ def promote_model(model_name: str, version: int | str, workspace: str = ".") -> 
     record, _ = registry.load_lineage(uri, run_id)
     cfg = parse_params(record.get("params"), source=f"run {run_id} params")
 
-    def champion():  # the Staging version's own recorded holdout metrics
-        champ = registry.current_staging(uri, model_name)
-        if not champ or champ == version:
-            return None, None
-        champ_run = client(uri).get_model_version(model_name, champ).run_id
-        return _recorded_metrics(uri, champ_run), champ
-
     decision = promotion.decide(
         uri,
         model_name,
@@ -73,9 +60,12 @@ def promote_model(model_name: str, version: int | str, workspace: str = ".") -> 
         ws.root,
         mv.source,
         in_progress=False,
-        metrics=_recorded_metrics(uri, run_id),
+        metrics={
+            k.removeprefix("test_"): v
+            for k, v in registry.recorded_metrics(uri, run_id).items()
+        },
         evaluate_cfg=cfg.evaluate,
-        champion=champion,
+        champion=promotion.recorded_champion(uri, model_name, version),
         promote=True,
     )
     logger.info(decision.message(model_name))

@@ -1,8 +1,8 @@
 """reproduce-run: rebuild a past run from its recorded code, data and params.
 
 Prefect's "Copy to new run" reruns a deployment with *today's* code and data;
-this flow pins all three itself (see lineageflow.reproduce.reproduction): the workspace at
-the recorded commit in a temp worktree or clone, the recorded DVC versions, and
+this flow pins all three itself (see lineageflow.reproduce.reproduction): the workspace
+at the recorded commit in a temp worktree or clone, the recorded DVC versions, and
 the recorded lineageflow commit (run in a subprocess when it is not the code
 running now). The user's working tree is never touched; nothing is registered.
 """
@@ -10,27 +10,30 @@ running now). The user's working tree is never touched; nothing is registered.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
-from prefect import flow, get_run_logger
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
 
+from flows.pinned import run_recorded_code
+from flows.training import run_stages
 from lineageflow.config import parse_params
+from lineageflow.data.source import restore
 from lineageflow.errors import LineageError, WorkspaceError
-from lineageflow.lineage import record as lineage
+from lineageflow.lineage.checks import check_digest
 from lineageflow.lineage.code import pipeline_state
-from lineageflow.registry.versions import load_lineage
+from lineageflow.registry.versions import load_lineage, recorded_metrics
 from lineageflow.reproduce.reproduction import (
     Comparison,
     has_commit,
     judge,
-    prepare_dvc,
     resolve_run_id,
     tree_at,
     validate_ref,
 )
-from lineageflow.runs.orchestration import one_line_user_errors
-from lineageflow.runs.tracking import (
+from lineageflow.runs.context import resolve_workspace
+from lineageflow.runs.orchestration import one_line_user_errors, run_logger
+from lineageflow.runs.store import (
     bounded_http_retries,
     client,
     run_url,
@@ -39,28 +42,6 @@ from lineageflow.runs.tracking import (
 from lineageflow.workspace import Workspace, open_workspace
 
 ENTRYPOINT = "flows/reproduce.py:reproduce_run"
-
-
-def _given_workspace(workspace: str | None) -> Workspace | None:
-    """The workspace the caller named (parameter, else $LINEAGEFLOW_WORKSPACE);
-    None lets the record say where the workspace is.
-
-    For a reproduction the workspace is a hint: the record names the repo and
-    commit. A named one that is not on this worker (the deploy-time path on
-    another machine, or a moved checkout) is passed over when the tracking
-    store is reachable without it (MLFLOW_TRACKING_URI); the flow then uses the
-    recorded workspace, or clones its recorded URL."""
-    chosen = workspace or os.environ.get("LINEAGEFLOW_WORKSPACE")
-    if not chosen or "{{" in chosen:  # an unfilled deployment template: not given
-        return None
-    if not Path(chosen).expanduser().exists() and os.environ.get("MLFLOW_TRACKING_URI"):
-        get_run_logger().warning(
-            "workspace %s is not on this worker: using the workspace the run "
-            "recorded (cloned from its recorded URL when it is not here)",
-            chosen,
-        )
-        return None
-    return open_workspace(chosen)
 
 
 def _local_workspace(ws: Workspace | None, record: dict) -> Path | None:
@@ -79,10 +60,8 @@ def _local_workspace(ws: Workspace | None, record: dict) -> Path | None:
 
 def _rerun(tree: Path, record: dict, cfg, uri: str, run_id: str) -> str:
     """Run the stages again with the recorded pipeline code; return the new run id."""
-    from flows.pinned import run_recorded_code
-    from flows.training import run_stages
 
-    logger = get_run_logger()
+    logger = run_logger()
     name, tags = f"reproduce-{run_id[:8]}", {"lineage.reproduction_of": run_id}
     then, now = record.get("pipeline", {}), pipeline_state()
     commit = then.get("commit")
@@ -133,11 +112,6 @@ def _markdown(run_id: str, new_id: str, exp_id: str, uri: str, cmp: Comparison) 
     )
 
 
-def _test_metrics(tracking_uri: str, run_id: str) -> dict[str, float]:
-    m = client(tracking_uri).get_run(run_id).data.metrics
-    return {k: v for k, v in m.items() if k.startswith("test_")}
-
-
 @flow(name="reproduce-run", log_prints=True)
 def reproduce_run(
     run_id: str, workspace: str | None = None, tolerance: float = 0.0
@@ -153,30 +127,31 @@ def reproduce_run(
         tolerance: largest absolute metric difference still called within_tolerance.
     """
     one_line_user_errors()  # a refusal reaches Prefect's UI as its one line
-    logger = get_run_logger()
+    logger = run_logger()
     bounded_http_retries()  # one line in seconds, not minutes of retries
     ref = validate_ref(run_id)  # before any git, DVC or MLflow call
     if not (tolerance >= 0 and math.isfinite(tolerance)):
         raise LineageError(f"tolerance must be a finite number >= 0, got {tolerance}")
-    ws = _given_workspace(workspace)
+    named = resolve_workspace(workspace, hint=True)
+    ws = open_workspace(named) if named else None
     uri = tracking_uri_for(ws.root if ws else None)
     run_id = resolve_run_id(ref, uri)
     record, tags = load_lineage(uri, run_id)
-    intact = lineage.check_digest(record, tags)
+    intact = check_digest(record, tags)
     if not intact.passed:
         raise LineageError(f"run {run_id} cannot be reproduced: {intact.reason}")
     cfg = parse_params(record["params"], source=f"run {run_id} params")
     local = _local_workspace(ws, record)
     commit = record["workspace"]["commit"]
     with tree_at(commit, local, record["workspace"]["repo"], "workspace") as tree:
-        prepare_dvc(tree, record, main=local)
+        restore(tree, record, main=local)
         new_id = _rerun(tree, record, cfg, uri, run_id)
     reproduced, _ = load_lineage(uri, new_id)
     cmp = judge(
         record,
         reproduced,
-        _test_metrics(uri, run_id),
-        _test_metrics(uri, new_id),
+        recorded_metrics(uri, run_id),
+        recorded_metrics(uri, new_id),
         tolerance,
     )
     c = client(uri)
@@ -186,8 +161,6 @@ def reproduce_run(
         (new_id, "lineage.reproduction.verdict", cmp.line()[:5000]),
     ):
         c.set_tag(rid, key, value)
-    from prefect.artifacts import create_markdown_artifact
-
     exp_id = reproduced["mlflow"]["experiment_id"]
     create_markdown_artifact(
         _markdown(run_id, new_id, exp_id, uri, cmp),

@@ -19,53 +19,53 @@ import tempfile
 import time
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
+import mlflow
+from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.task_runners import ProcessPoolTaskRunner
+from prefect.context import FlowRunContext
+from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
-from lineageflow.config import load_params
-from lineageflow.model import ml
-from lineageflow.runs.tracking import (
-    RunRef,
-    artifact_root_for,
-    child_run,
-    default_tracking_uri,
-    ensure_experiment,
-    parent_run,
-)
-from lineageflow.workspace import open_workspace
-from tasks.data import prepare, pull_data
+from lineageflow.model.estimators import xgb_classifier
+from lineageflow.model.ml import HIGHER_IS_BETTER, Split, fit, metrics_digest, score
+from lineageflow.runs.context import RunContext, settings
+from lineageflow.runs.orchestration import run_logger
+from lineageflow.runs.stages import stage_run
+from lineageflow.runs.tracking import RunRef
+from tasks.data import prepare, pull_all
 from tasks.model import autolog
+
+ENTRYPOINT = "flows/sweep.py:sweep"
 
 
 @task(name="fit_config", task_run_name="fit_config[{index}]", cache_policy=NO_CACHE)
 def fit_config(
-    split: str | ml.Split, index: int, params: dict, seed: int, run: RunRef
+    split: str | Split, index: int, params: dict, seed: int, run: RunRef
 ) -> dict:
-    """Fit one configuration and score it on the shared holdout, in its child run.
+    """Fit one configuration and score it on the shared holdout, as a stage: its
+    child run records the two tables it read and the metrics it made, by digest.
 
     `split`: the Split itself, or the path of a pickled one on this machine."""
-    import mlflow
-    from xgboost import XGBClassifier
-
     if isinstance(split, str):
         with open(split, "rb") as fh:
             split = pickle.load(fh)
-    with child_run(
-        run, "sweep", tags={"lineageflow.sweep_index": str(index)}
-    ) as active:
+    inputs = [(f"{p}_table", split.digests[p]) for p in ("train", "holdout")]
+    tags = {"lineageflow.sweep_index": str(index)}
+    section = {"xgboost": params, "seed": seed}
+    with stage_run(run, "sweep", inputs=inputs, params=section, tags=tags) as (
+        active,
+        io,
+    ):
         autolog("xgboost")
         t0 = time.perf_counter()
         try:
-            model = XGBClassifier(**params, random_state=seed, eval_metric="logloss")
-            model.fit(split.X_train, split.y_train)
+            model = fit(xgb_classifier(params, seed), split)
         finally:
             autolog("xgboost", disable=True)
         fit_seconds = time.perf_counter() - t0
-        metrics = ml.score(model, split.X_test, split.y_test)
-        mlflow.log_metrics(
-            {f"test_{k}": v for k, v in metrics.items()} | {"fit_seconds": fit_seconds}
-        )
+        metrics = score(model, split.X_test, split.y_test)
+        test_metrics = {f"test_{k}": v for k, v in metrics.items()}
+        mlflow.log_metrics(test_metrics | {"fit_seconds": fit_seconds})
+        io.output("metrics", metrics_digest(test_metrics))
         return {
             "index": index,
             "run_id": active.info.run_id,
@@ -86,27 +86,17 @@ def sweep(workspace: str, grid: list[dict], metric: str = "roc_auc") -> dict:
 
     Use ``sweep.with_options(task_runner=...)`` for more workers or a Dask cluster.
     """
-    logger = get_run_logger()
-    ws = open_workspace(workspace)
-    cfg = load_params(ws.params_path())
-    uri = default_tracking_uri(ws.state_dir)
-    state_dir = ws.state_dir if uri.startswith("sqlite:") else None
-    exp_id = ensure_experiment(
-        uri, cfg.mlflow.experiment, artifact_root_for(uri, state_dir)
-    )
-    with parent_run(
-        uri, exp_id, "sweep", {"lineageflow.sweep_size": str(len(grid))}
-    ) as run:
-        frames = [
-            pull_data(str(ws.root), d, cfg.data.remote, run)[1]
-            for d in cfg.data.datasets
-        ]
+    logger = run_logger()
+    ws, cfg, uri = settings(workspace)
+    ctx = RunContext.start(ws, cfg, uri, ENTRYPOINT)
+    with ctx.parent_run("sweep", {"lineageflow.sweep_size": str(len(grid))}) as run:
+        _, frames = pull_all(ws, cfg.data, run)
         split = prepare(frames, cfg.data.target, cfg.prepare, run)
         # Largest first (LPT): in grid order the heaviest configs came last and
         # one worker sat idle at the end (measured: 4-16 s fits, 1.43x on 2 cores).
         order = sorted(range(len(grid)), key=lambda i: -estimated_cost(grid[i]))
         with tempfile.TemporaryDirectory() as tmp:
-            ship: str | ml.Split = split
+            ship: str | Split = split
             if not _on_dask():  # local processes read one pickle from disk
                 ship = str(Path(tmp) / "split.pkl")
                 with open(ship, "wb") as fh:
@@ -115,7 +105,7 @@ def sweep(workspace: str, grid: list[dict], metric: str = "roc_auc") -> dict:
                 fit_config.submit(ship, i, grid[i], cfg.train.seed, run) for i in order
             ]
             results = sorted((f.result() for f in futures), key=lambda r: r["index"])
-        higher = ml.HIGHER_IS_BETTER[metric]
+        higher = HIGHER_IS_BETTER[metric]
         best = max(results, key=lambda r: r[metric] if higher else -r[metric])
         logger.info(
             "best of %d: config %d, %s=%.4f",
@@ -128,8 +118,6 @@ def sweep(workspace: str, grid: list[dict], metric: str = "roc_auc") -> dict:
 
 
 def _on_dask() -> bool:
-    from prefect.context import FlowRunContext
-
     ctx = FlowRunContext.get()
     return ctx is not None and type(ctx.task_runner).__name__ == "DaskTaskRunner"
 
@@ -138,8 +126,6 @@ def sweep_on(runner: str = "process", address: str | None = None, workers: int =
     """The sweep flow on `runner`: ``process`` (a local process pool), ``thread``
     (one at a time: autolog is process-global), or ``dask`` (a LocalCluster of
     `workers` processes, or the scheduler at `address`)."""
-    from prefect.task_runners import ThreadPoolTaskRunner
-
     if runner == "process":
         return sweep.with_options(
             task_runner=ProcessPoolTaskRunner(max_workers=workers)

@@ -1,30 +1,31 @@
-"""pull_data and prepare: thin declarations around lineageflow.data.tabular / ml."""
+"""pull_data and prepare: thin declarations around lineageflow.data and .model.ml."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 
+import mlflow
 import pandas as pd
-from prefect import task
+from prefect import task, unmapped
 from prefect.cache_policies import NO_CACHE
 
-from lineageflow.config import PrepareConfig
-from lineageflow.data.dvc import DataVersion, pull_dataset
+from lineageflow.config import DataConfig, PrepareConfig
+from lineageflow.data.dvc import DataVersion, DvcFile
+from lineageflow.data.source import open_source
 from lineageflow.data.tabular import read_table, validate_frame
-from lineageflow.model import ml
-from lineageflow.runs import reuse
-from lineageflow.runs.stages import (
+from lineageflow.model.ml import Split, split_frame
+from lineageflow.ops.procs import release_freed_memory
+from lineageflow.runs.artifacts import (
     load_split,
     log_dataset,
     persist_split_meta,
     persist_table,
-    stage_run,
 )
+from lineageflow.runs.stages import stage_run
 from lineageflow.runs.tracking import RunRef
 from lineageflow.workspace import Workspace
 from tasks import retry_unless_user_error
@@ -43,41 +44,33 @@ from tasks import retry_unless_user_error
 def pull_data(
     workspace: str, dataset: str, remote: str | None, run: RunRef
 ) -> tuple[DataVersion, Handoff]:
-    """DVC-pull one dataset if absent, verify its md5, read it, log it as an input;
-    the frame comes back in a Handoff for prepare to take."""
-    import mlflow
-
-    ws = Workspace(Path(workspace))
-    data_path, dvc_file = ws.dataset(dataset)
+    """Pin one dataset's version (pulled if absent, verified), read it, log it as
+    an input; the frame comes back in a Handoff for prepare to take."""
+    src = open_source(Workspace(Path(workspace)), dataset, remote)
     tags = {
         "lineageflow.dataset": dataset,
         "lineageflow.thread": threading.current_thread().name,
     }
-    pointer = str(dvc_file.relative_to(ws.root))
-    with stage_run(
-        run,
-        "pull_data",
-        inputs=[],
-        params={"dataset": dataset, "remote": remote},
-        tags=tags,
-    ) as (active, io):
+    params = {"dataset": dataset, "remote": remote}
+    with stage_run(run, "pull_data", inputs=[], params=params, tags=tags) as (_, io):
         t0 = time.perf_counter()
-        version = pull_dataset(ws.root, data_path, dvc_file, remote)
-        io.inputs.append({"name": pointer, "digest": f"md5:{version.md5}"})
+        version = src.pin()
+        io.inputs.append(src.key_input(version))
         t1 = time.perf_counter()
-        earlier = io.earlier()
-        if earlier is not None and _same_data(earlier, dataset, version):
-            # DVC just hashed the file (state DB): it is what the earlier run read.
-            # Nothing is read now; prepare reads it only if it cannot reuse either.
-            io.take_from(earlier, copy_params=False, datasets_also_on=run.run_id)
-            version = replace(version, format=earlier.params["format"])
-            rows, columns = earlier.metrics["rows"], earlier.metrics["columns"]
-            handoff = Handoff.later(data_path)
+        # the source just hashed the data (DVC's state DB): if it is what an
+        # earlier run read, nothing is read now (prepare reads it only if it
+        # cannot reuse either)
+        earlier = io.reuse(
+            lambda e: _earlier_read(e, src, version),
+            copy_params=False,
+            datasets_also_on=run.run_id,
+        )
+        if earlier is not None:
+            version, rows, columns = earlier
+            handoff = Handoff.later(src)
         else:
-            df, fmt = read_table(data_path)
-            version = replace(version, format=fmt)
-            # the raw data's digest is the DVC md5 of what was read
-            io.output(dataset, f"md5:{version.read_md5}")
+            df, version = src.read(version)
+            io.output(dataset, src.read_digest(version))
             rows, columns, handoff = len(df), df.shape[1], Handoff(df)
             for on in (None, run.run_id):  # this stage's run, and the parent's panel
                 log_dataset(
@@ -85,7 +78,7 @@ def pull_data(
                     dataset,
                     version.md5,
                     "training",
-                    source=str(data_path),
+                    source=src.mlflow_source(),
                     run_id=on,
                     tracking_uri=run.tracking_uri,
                 )
@@ -110,29 +103,31 @@ def pull_data(
     return version, handoff
 
 
-def _same_data(earlier, dataset: str, version: DataVersion) -> bool:
-    out = earlier.output(dataset)
-    return (
+def pull_all(
+    ws: Workspace, cfg: DataConfig, run: RunRef
+) -> tuple[list[DataVersion], list[Handoff]]:
+    """pull_data for every dataset, in parallel threads: their versions and frames."""
+    pulled = pull_data.map(
+        unmapped(str(ws.root)), cfg.datasets, unmapped(cfg.remote), unmapped(run)
+    )
+    versions, frames = zip(*[f.result() for f in pulled], strict=True)
+    return list(versions), list(frames)
+
+
+def _earlier_read(earlier, src: DvcFile, version: DataVersion):
+    """(version, rows, columns) of the same data an earlier run read."""
+    out = earlier.output(src.name)
+    same = (
         out is not None
-        and out["digest"] == f"md5:{version.read_md5}"
+        and out["digest"] == src.read_digest(version)
         and version.read_md5 == version.md5
         and earlier.params.get("format") in ("csv", "parquet")
         and {"rows", "columns"} <= set(earlier.metrics)
     )
-
-
-def release_freed_memory() -> None:
-    """Give the heap pages freed by reading and splitting back to the OS before the
-    fit: glibc keeps them (malloc_trim), so they would count in the peak twice."""
-    import ctypes
-    import ctypes.util
-    import gc
-
-    gc.collect()
-    name = ctypes.util.find_library("c")
-    if name:
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(name).malloc_trim(0)
+    if not same:
+        raise LookupError("what it read differs from the data pinned now")
+    version = replace(version, format=earlier.params["format"])
+    return version, earlier.metrics["rows"], earlier.metrics["columns"]
 
 
 class Handoff:
@@ -142,25 +137,25 @@ class Handoff:
     to states to track dependencies), so a frame returned as such stays in memory
     through the fit. Whoever takes it owns it; the handoff keeps nothing."""
 
-    __slots__ = ("frame", "path")
+    __slots__ = ("frame", "source")
 
-    def __init__(self, frame: pd.DataFrame | None, path: Path | None = None):
+    def __init__(self, frame: pd.DataFrame | None, source: DvcFile | None = None):
         self.frame: pd.DataFrame | None = frame
-        self.path = path
+        self.source = source
 
     @classmethod
-    def later(cls, path: Path) -> Handoff:
+    def later(cls, source: DvcFile) -> Handoff:
         """A table not read yet: whoever takes it reads it (if anyone does)."""
-        return cls(None, path)
+        return cls(None, source)
 
     def drop(self) -> None:
-        self.frame = self.path = None
+        self.frame = self.source = None
 
     def take(self) -> pd.DataFrame:
         frame, self.frame = self.frame, None
-        path, self.path = self.path, None
-        if frame is None and path is not None:
-            frame, _ = read_table(path)
+        source, self.source = self.source, None
+        if frame is None and source is not None:
+            frame, _ = read_table(source.paths()[0])
         if frame is None:
             raise RuntimeError("this frame was already handed to a stage")
         return frame
@@ -174,31 +169,26 @@ def prepare(
     run: RunRef,
     task_setting: str = "auto",
     data: list[DataVersion] | None = None,
-) -> ml.Split:
+) -> Split:
     """Schema check, the task (given or inferred, with its reason) and the split;
     both tables are persisted by digest on this stage's run."""
-    import mlflow
-
     inputs = [(d.path, f"md5:{d.read_md5}") for d in data or []]
     params = cfg.model_dump() | {"target": target, "task": task_setting}
-    with stage_run(run, "prepare", inputs=inputs, params=params) as (active, io):
-        earlier = io.earlier()
-        if earlier is not None:
-            try:
-                split = load_split(earlier, run.tracking_uri)
-            except Exception as exc:  # gone, damaged or changed: recompute
-                reuse.declined("prepare", earlier, exc)
-            else:
-                io.take_from(earlier)
-                for f in frames:  # a frame pull_data read anyway is not needed
-                    if isinstance(f, Handoff):
-                        f.drop()
-                return split
+    with stage_run(run, "prepare", inputs=inputs, params=params) as (_, io):
+        split = io.reuse(lambda e: load_split(e, run.tracking_uri))
+        if split is not None:
+            for f in frames:  # a frame pull_data read anyway is not needed
+                if isinstance(f, Handoff):
+                    f.drop()
+            return split
         frames = [f.take() if isinstance(f, Handoff) else f for f in frames]
         df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         del frames
         validate_frame(df, target)
-        split = ml.split_frame(df, target, cfg, task_setting)
+        split = split_frame(df, target, cfg, task_setting)
+        del df
+        if sum(d.size or 0 for d in data or []) > 64 * 2**20:
+            release_freed_memory()  # the raw frames are gone; the fit comes next
         mlflow.log_params(
             cfg.model_dump()
             | {"target": target, "task": split.task, "task_reason": split.task_reason}

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import tempfile
 import time
@@ -14,21 +12,24 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import mlflow
+import pandas as pd
+from mlflow.models import infer_signature
+from mlflow.types.schema import AnyType, ColSpec, Schema
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from lineageflow.config import EvaluateConfig, TrainConfig
+from lineageflow.data.tabular import signature_frame
 from lineageflow.errors import UserCodeError
-from lineageflow.model import estimators, ml
+from lineageflow.lineage.code import call_user, load_callable
+from lineageflow.model import estimators, ml, modelparts
 from lineageflow.model.plots import write_plots
-from lineageflow.runs import reuse
-from lineageflow.runs.stages import (
-    load_model,
-    log_dataset,
-    stage_run,
-    stored_model_digest,
-)
-from lineageflow.runs.tracking import RunRef, client
+from lineageflow.runs.artifacts import load_model, log_dataset, stored_model_digest
+from lineageflow.runs.reuse import Earlier
+from lineageflow.runs.stages import stage_run
+from lineageflow.runs.store import client
+from lineageflow.runs.tracking import RunRef
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,6 @@ def _quiet(logger_name: str):
 
 
 def autolog(flavor: str, disable: bool = False) -> None:
-    import mlflow
 
     # Models are logged below, once, with a signature and pinned requirements.
     # log_datasets off: autolog would add its own dataset (its digest matches
@@ -84,7 +84,6 @@ def autolog(flavor: str, disable: bool = False) -> None:
 def _user_code(cfg: TrainConfig, workspace: str | None, split: ml.Split):
     """The workspace's factory/features functions, imported from the tree being
     trained (a reproduction's worktree holds the recorded commit's files)."""
-    from lineageflow.lineage.code import load_callable
 
     refs = cfg.code_refs()
     if refs and workspace is None:
@@ -100,7 +99,6 @@ def _user_code(cfg: TrainConfig, workspace: str | None, split: ml.Split):
 def _fit(model, split: ml.Split, cfg: TrainConfig):
     if cfg.model != "custom":
         return ml.fit(model, split)
-    from lineageflow.lineage.code import call_user
 
     return call_user(ml.fit, cfg.factory, "factory", model, split)
 
@@ -110,11 +108,6 @@ def _raw_signature(head, predictions):
     ``category`` column is declared ``Any``: MLflow's schema enforcement refuses
     category for ``string`` (it converts it under ``Any``), and Parquet files
     written from categoricals read back as category."""
-    import pandas as pd
-    from mlflow.models import infer_signature
-    from mlflow.types.schema import AnyType, ColSpec, Schema
-
-    from lineageflow.data.tabular import signature_frame
 
     with warnings.catch_warnings():  # the integer-columns hint: long is meant
         warnings.simplefilter("ignore", UserWarning)
@@ -137,9 +130,6 @@ def train(
     split: ml.Split, cfg: TrainConfig, run: RunRef, workspace: str | None = None
 ) -> TrainedModel:
     """Fit on the raw training rows; log one model that serves raw rows."""
-    import mlflow
-
-    from lineageflow.model import modelparts
 
     factory, features = _user_code(cfg, workspace, split)
     # One scikit-learn pipeline, pickled with cloudpickle: the raw-frame step, the
@@ -151,10 +141,8 @@ def train(
     inputs = [("train_table", split.digests.get("train", ""))]
     with stage_run(run, "train", inputs=inputs, params=cfg) as (active, io):
         split.verify("train", "train")
-        earlier = io.earlier()
-        reused = _reused_model(earlier, run) if earlier is not None else None
+        reused = io.reuse(lambda e: _earlier_model(e, run))
         if reused is not None:
-            io.take_from(earlier)
             return replace(reused, run_id=active.info.run_id)
         autolog(lib)
         t0 = time.perf_counter()
@@ -207,17 +195,13 @@ def train(
     )
 
 
-def _reused_model(earlier: reuse.Earlier, run: RunRef) -> TrainedModel | None:
+def _earlier_model(earlier: Earlier, run: RunRef) -> TrainedModel:
     """The model an earlier train stage logged under the same key, loaded from its
     stored bytes and refused unless they have the recorded digest."""
     out = earlier.output("model")
     if out is None or not out.get("uri", "").startswith("models:/m-"):
-        return None
-    try:
-        model = load_model(out["uri"], out["digest"], "train", run.tracking_uri)
-    except Exception as exc:  # deleted, damaged or edited: refit
-        reuse.declined("train", earlier, exc)
-        return None
+        raise LookupError("it logged no model")
+    model = load_model(out["uri"], out["digest"], "train", run.tracking_uri)
     model_id = out["uri"].removeprefix("models:/")
     return TrainedModel(
         model, out["uri"], earlier.run_id, "sklearn", out["digest"], model_id
@@ -230,7 +214,6 @@ def evaluate(
 ) -> dict[str, float]:
     """Holdout metrics and plots; the metrics also go onto the parent run and
     onto the logged model (MLflow's Logged models panel)."""
-    import mlflow
 
     inputs = [
         ("model", trained.digest),
@@ -260,8 +243,7 @@ def evaluate(
                 model, split.X_test, split.y_test, Path(tmp), split.task
             ):
                 mlflow.log_artifact(str(png), artifact_path="plots")
-        blob = json.dumps(test_metrics, sort_keys=True).encode()
-        io.output("metrics", hashlib.sha256(blob).hexdigest())
+        io.output("metrics", ml.metrics_digest(test_metrics))
     c = client(run.tracking_uri)
     for k, v in test_metrics.items():
         c.log_metric(run.run_id, k, v)

@@ -18,6 +18,7 @@ from mlflow import MlflowClient
 
 from flows.training import training_pipeline
 from lineageflow.errors import PromotionRefused, UserCodeError
+from lineageflow.lineage import checks
 from lineageflow.lineage import record as lineage
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -119,15 +120,15 @@ def test_code_committed_names_the_dirty_files_and_the_fix():
             {"role": "factory", "file": "models.py", "blob": None, "committed": False}
         ],
     }
-    check = lineage.check_code_committed(record)
+    check = checks.check_code_committed(record)
     assert not check.passed
     assert "lineageflow code at aaaaaaaaaaaa had uncommitted changes" in check.reason
     assert "(lineageflow/ml.py): commit them in the lineageflow repo" in check.reason
     assert "models.py (train.factory) is not in git: commit it" in check.reason
     clean = {"pipeline": {"version": "0.1.0", "commit": "a" * 40, "dirty": False}}
-    assert lineage.check_code_committed(clean).passed
+    assert checks.check_code_committed(clean).passed
     installed = {"pipeline": {"version": "0.1.0", "commit": None, "dirty": None}}
-    check = lineage.check_code_committed(installed)
+    check = checks.check_code_committed(installed)
     assert check.passed and "installed lineageflow 0.1.0" in check.reason
 
 

@@ -48,7 +48,7 @@ def test_reproduce_carries_the_deploy_time_workspace(tmp_path):
 
 
 def test_an_unfilled_ui_address_falls_back_to_mlflow_ui(monkeypatch):
-    from lineageflow.runs.tracking import mlflow_ui_url, run_url
+    from lineageflow.runs.store import mlflow_ui_url, run_url
 
     monkeypatch.setenv("LINEAGEFLOW_MLFLOW_UI_URL", "{{ $LINEAGEFLOW_MLFLOW_UI_URL }}")
     assert mlflow_ui_url() == "http://127.0.0.1:5000"

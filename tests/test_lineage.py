@@ -6,6 +6,7 @@ import subprocess
 
 import pytest
 
+from lineageflow.lineage import checks
 from lineageflow.lineage import record as lineage
 
 
@@ -99,19 +100,19 @@ def real_record(paths) -> dict:
 
 
 def test_all_checks_pass_on_a_good_record(make_workspace):
-    from lineageflow.registry.versions import LiveEvidence
+    from lineageflow.lineage.evidence import LiveEvidence
 
     paths = make_workspace(rows=500)
     record = real_record(paths)
-    ok = lineage.Check("runs_complete", True, "")
-    checks = lineage.run_checks(
+    ok = checks.Check("runs_complete", True, "")
+    found = checks.run_checks(
         record, tags_for(record), LiveEvidence(paths.workspace), ok
     )
-    assert [c.name for c in checks if not c.passed] == []
+    assert [c.name for c in found if not c.passed] == []
 
 
 def test_each_check_names_the_fix_against_real_git_and_dvc(make_workspace):
-    from lineageflow.registry.versions import LiveEvidence
+    from lineageflow.lineage.evidence import LiveEvidence
 
     paths = make_workspace(rows=500, push=False)
     record = real_record(paths)
@@ -119,17 +120,15 @@ def test_each_check_names_the_fix_against_real_git_and_dvc(make_workspace):
     md5 = record["data"][0]["md5"]
     dirty = copy.deepcopy(record)
     dirty["workspace"].update(dirty=True, dirty_files=["train.py"])
-    assert "train.py" in lineage.check_clean_tree(dirty).reason
+    assert "train.py" in checks.check_clean_tree(dirty).reason
     gone = copy.deepcopy(record)
     gone["workspace"]["commit"] = "b" * 40
-    assert "history rewritten" in lineage.check_commit_exists(gone, ev).reason
+    assert "history rewritten" in checks.check_commit_exists(gone, ev).reason
     other = copy.deepcopy(record)
     other["data"][0]["md5"] = "0" * 32 + ".dir"
-    assert (
-        "commit the .dvc files" in lineage.check_data_matches_commit(other, ev).reason
-    )
-    assert lineage.check_data_matches_commit(record, ev).passed
-    missing = lineage.check_data_in_remote(record, ev)  # never pushed
+    assert "commit the .dvc files" in checks.check_data_matches_commit(other, ev).reason
+    assert checks.check_data_matches_commit(record, ev).passed
+    missing = checks.check_data_in_remote(record, ev)  # never pushed
     assert (
         missing.reason
         == f"data/customers md5 {md5[:12]} is not in remote 'storage': run `dvc push`"
@@ -137,38 +136,38 @@ def test_each_check_names_the_fix_against_real_git_and_dvc(make_workspace):
     from flows.demo import dvc
 
     dvc("push", cwd=paths.workspace)
-    assert lineage.check_data_in_remote(record, ev).passed
+    assert checks.check_data_in_remote(record, ev).passed
     edited = copy.deepcopy(record)
     edited["data"][0]["read_md5"] = "beef" * 8
-    assert "edited without `dvc add`" in lineage.check_data_read(edited).reason
+    assert "edited without `dvc add`" in checks.check_data_read(edited).reason
 
 
 def test_edited_tag_or_record_breaks_the_digest(record):
     tags = tags_for(record)
-    assert lineage.check_digest(record, tags).passed
+    assert checks.check_digest(record, tags).passed
     forged = dict(tags, **{"lineage.git_commit": "b" * 40})
-    assert "lineage.git_commit differs" in lineage.check_digest(record, forged).reason
+    assert "lineage.git_commit differs" in checks.check_digest(record, forged).reason
     edited = copy.deepcopy(record)
     edited["params"]["a"] = 2
-    assert "edited after the run" in lineage.check_digest(edited, tags).reason
+    assert "edited after the run" in checks.check_digest(edited, tags).reason
 
 
 def test_runs_complete_requires_every_stage_and_a_signed_model():
-    finished = {s: ["FINISHED"] for s in lineage.REQUIRED_STAGES}
-    assert lineage.check_runs_complete("FINISHED", finished, True, True).passed
-    assert lineage.check_runs_complete(
+    finished = {s: ["FINISHED"] for s in checks.REQUIRED_STAGES}
+    assert checks.check_runs_complete("FINISHED", finished, True, True).passed
+    assert checks.check_runs_complete(
         "RUNNING", finished, True, True, parent_in_progress=True
     ).passed
-    c = lineage.check_runs_complete("RUNNING", finished, True, True)
+    c = checks.check_runs_complete("RUNNING", finished, True, True)
     assert not c.passed and "parent run is RUNNING" in c.reason
     partial = dict(finished, train=["FAILED"])
     assert (
         "train child run is FAILED"
-        in lineage.check_runs_complete("FINISHED", partial, True, True).reason
+        in checks.check_runs_complete("FINISHED", partial, True, True).reason
     )
     assert (
         "no signature"
-        in lineage.check_runs_complete("FINISHED", finished, True, False).reason
+        in checks.check_runs_complete("FINISHED", finished, True, False).reason
     )
 
 

@@ -8,6 +8,7 @@ from lineageflow.config import EvaluateConfig, PrepareConfig, TrainConfig
 from lineageflow.data.synthetic import TARGET, make_customers
 from lineageflow.errors import DataError
 from lineageflow.model import estimators, ml
+from lineageflow.registry import gate
 
 
 @pytest.fixture(scope="module")
@@ -75,20 +76,22 @@ def test_labels_are_encoded_for_xgboost():
 
 def test_quality_gate_threshold_and_champion():
     cfg = EvaluateConfig(metric="roc_auc", threshold=0.7, champion_tolerance=0.01)
-    assert all(c.passed for c in ml.quality_gate({"roc_auc": 0.8}, cfg))
-    low = ml.quality_gate({"roc_auc": 0.6}, cfg)
+    assert all(c.passed for c in gate.quality_gate({"roc_auc": 0.8}, cfg))
+    low = gate.quality_gate({"roc_auc": 0.6}, cfg)
     assert not low[0].passed and "misses the threshold" in low[0].reason
-    worse = ml.quality_gate({"roc_auc": 0.80}, cfg, {"roc_auc": 0.82}, "3")
+    worse = gate.quality_gate({"roc_auc": 0.80}, cfg, {"roc_auc": 0.82}, "3")
     assert not worse[1].passed and "worse than Staging v3" in worse[1].reason
-    within = ml.quality_gate({"roc_auc": 0.815}, cfg, {"roc_auc": 0.82}, "3")
+    within = gate.quality_gate({"roc_auc": 0.815}, cfg, {"roc_auc": 0.82}, "3")
     assert within[1].passed
 
 
 def test_quality_gate_lower_is_better_for_log_loss():
     cfg = EvaluateConfig(metric="log_loss", threshold=0.5)
-    assert ml.quality_gate({"log_loss": 0.4}, cfg)[0].passed
-    assert not ml.quality_gate({"log_loss": 0.6}, cfg)[0].passed
-    assert not ml.quality_gate({"log_loss": 0.4}, cfg, {"log_loss": 0.3}, "1")[1].passed
+    assert gate.quality_gate({"log_loss": 0.4}, cfg)[0].passed
+    assert not gate.quality_gate({"log_loss": 0.6}, cfg)[0].passed
+    assert not gate.quality_gate({"log_loss": 0.4}, cfg, {"log_loss": 0.3}, "1")[
+        1
+    ].passed
 
 
 @pytest.mark.parametrize("model", ["random_forest", "logistic_regression"])
@@ -105,17 +108,21 @@ def test_a_tie_does_not_beat_the_champion():
     """A retrain scoring exactly the champion's metric (0.7766 vs 0.7766) used to
     pass and archive the champion for an equal model."""
     cfg = EvaluateConfig(metric="roc_auc", threshold=0.7)
-    tie = ml.quality_gate({"roc_auc": 0.7766}, cfg, {"roc_auc": 0.7766}, "2")
+    tie = gate.quality_gate({"roc_auc": 0.7766}, cfg, {"roc_auc": 0.7766}, "2")
     assert not tie[1].passed and "ties Staging v2" in tie[1].reason
     assert "champion_tolerance" in tie[1].reason
-    assert ml.quality_gate({"roc_auc": 0.7767}, cfg, {"roc_auc": 0.7766}, "2")[1].passed
+    assert gate.quality_gate({"roc_auc": 0.7767}, cfg, {"roc_auc": 0.7766}, "2")[
+        1
+    ].passed
     loss = EvaluateConfig(metric="log_loss", threshold=0.9)
-    assert not ml.quality_gate({"log_loss": 0.4}, loss, {"log_loss": 0.4}, "1")[
+    assert not gate.quality_gate({"log_loss": 0.4}, loss, {"log_loss": 0.4}, "1")[
         1
     ].passed
     # a tolerance the user set accepts a tie, as it accepts a little worse
     tol = EvaluateConfig(metric="roc_auc", threshold=0.7, champion_tolerance=0.001)
-    assert ml.quality_gate({"roc_auc": 0.7766}, tol, {"roc_auc": 0.7766}, "2")[1].passed
+    assert gate.quality_gate({"roc_auc": 0.7766}, tol, {"roc_auc": 0.7766}, "2")[
+        1
+    ].passed
 
 
 @pytest.mark.parametrize(
@@ -137,10 +144,10 @@ def test_an_unset_metric_follows_the_inferred_task(task, metric, threshold):
 
 def test_a_set_metric_keeps_its_own_default_threshold_and_is_still_checked():
     assert EvaluateConfig(metric="rmse").for_task("regression").threshold is None
-    gate = ml.quality_gate(
+    verdict = gate.quality_gate(
         {"rmse": 3.0, "mae": 2.0, "r2": 0.5}, EvaluateConfig(metric="rmse")
     )
-    assert gate[0].passed and "no threshold set for rmse" in gate[0].reason
+    assert verdict[0].passed and "no threshold set for rmse" in verdict[0].reason
     with pytest.raises(
         DataError, match="evaluate.metric roc_auc does not fit a regression"
     ):

@@ -17,10 +17,11 @@ from mlflow import MlflowClient
 from flows.training import training_pipeline
 from lineageflow.config import load_params
 from lineageflow.errors import LineageError
-from lineageflow.lineage import graph
+from lineageflow.lineage import checks, graph
 from lineageflow.lineage import record as lineage
 from lineageflow.model import ml
-from lineageflow.runs.stages import load_table, section_sha256
+from lineageflow.runs.artifacts import load_table
+from lineageflow.runs.stages import section_sha256
 from lineageflow.runs.tracking import RunRef
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -186,11 +187,11 @@ def test_graph_nodes_follow_commit_data_stages_model():
             for i, n in enumerate(["pull_data", "prepare", "train", "evaluate"])
         ],
     }
-    checks = [
-        lineage.Check("clean_tree", True, ""),
-        lineage.Check("champion", False, "x"),
+    found = [
+        checks.Check("clean_tree", True, ""),
+        checks.Check("champion", False, "x"),
     ]
-    nodes, edges = graph.nodes_and_edges(record, "m v3", checks)
+    nodes, edges = graph.nodes_and_edges(record, "m v3", found)
     assert nodes["model"]["label"] == "m v3\nNone: champion"
     kinds = [(nodes[a]["col"], nodes[b]["col"]) for a, b in edges]
     for pair in [
@@ -210,7 +211,7 @@ def test_concurrent_runs_logging_one_dataset_all_succeed(tmp_path):
     retrains). Eight threads at a barrier, twelve times: every log succeeds."""
     import threading
 
-    from lineageflow.runs.stages import log_dataset
+    from lineageflow.runs.artifacts import log_dataset
 
     uri = f"sqlite:///{tmp_path / 'race.db'}"
     c = MlflowClient(uri)

@@ -25,6 +25,7 @@ from lineageflow.data import tabular
 from lineageflow.data.synthetic import make_mixed
 from lineageflow.errors import DataError
 from lineageflow.model import ml
+from lineageflow.registry import gate
 from tests.servers import Proc, free_port, loopback
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -301,11 +302,11 @@ def test_regression_gate_prefers_lower_rmse():
     from lineageflow.config import EvaluateConfig
 
     cfg = EvaluateConfig(metric="rmse", threshold=10.0)
-    assert ml.quality_gate({"rmse": 9.0}, cfg)[0].passed
-    assert not ml.quality_gate({"rmse": 11.0}, cfg)[0].passed
-    worse = ml.quality_gate({"rmse": 9.0}, cfg, {"rmse": 8.0}, "2")[1]
+    assert gate.quality_gate({"rmse": 9.0}, cfg)[0].passed
+    assert not gate.quality_gate({"rmse": 11.0}, cfg)[0].passed
+    worse = gate.quality_gate({"rmse": 9.0}, cfg, {"rmse": 8.0}, "2")[1]
     assert not worse.passed and "worse than Staging v2" in worse.reason
-    assert ml.quality_gate({"rmse": 7.5}, cfg, {"rmse": 8.0}, "2")[1].passed
+    assert gate.quality_gate({"rmse": 7.5}, cfg, {"rmse": 8.0}, "2")[1].passed
 
 
 def test_math_of_the_regression_scores():

@@ -60,7 +60,7 @@ def test_commit_sha_validation(bad):
 
 
 def test_evidence_refuses_option_injection_and_path_escape(make_workspace):
-    from lineageflow.registry.versions import LiveEvidence
+    from lineageflow.lineage.evidence import LiveEvidence
 
     root = make_workspace().workspace
     ev = LiveEvidence(root)

@@ -1,19 +1,27 @@
-"""DVC through its Python API: pull a dataset, hash what is read, ask the remote.
+"""DVC-tracked files, the first kind of data source (lineageflow.data.source).
 
+Through DVC's Python API: pull a dataset, hash what is read, ask the remote.
 DVC's state database caches file hashes by inode/mtime/size, so an unchanged
-1 GB file is not re-hashed on every run.
+1 GB file is not re-hashed on every run. The record side (``owns`` ...
+``restore``) answers for the ``data`` entries this kind wrote: the checks, the
+diff and a reproduction read them through lineageflow.data.source.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
+from lineageflow.data.tabular import read_table
 from lineageflow.errors import DataError, WorkspaceError
+from lineageflow.workspace import Workspace
+
+KIND = "dvc"
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,46 @@ class DataVersion:
         if d["format"] is None:  # additive key: absent until the data was read
             d.pop("format")
         return d
+
+
+@dataclass(frozen=True)
+class DvcFile:
+    """One dataset of ``data.datasets``: a path the workspace tracks with a
+    ``.dvc`` file, pulled from ``remote`` (None: the repo's default)."""
+
+    ws: Workspace
+    name: str
+    remote: str | None = None
+
+    def paths(self) -> tuple[Path, Path]:
+        return self.ws.dataset(self.name)
+
+    def pin(self) -> DataVersion:
+        """The version the ``.dvc`` file names, present in the workspace."""
+        data_path, dvc_file = self.paths()
+        return pull_dataset(self.ws.root, data_path, dvc_file, self.remote)
+
+    def key_input(self, version: DataVersion) -> dict[str, str]:
+        """Its part of a stage key: the pointer and the version it names."""
+        _, dvc_file = self.paths()
+        pointer = str(dvc_file.relative_to(self.ws.root))
+        return {"name": pointer, "digest": f"md5:{version.md5}"}
+
+    def read(self, version: DataVersion) -> tuple[pd.DataFrame, DataVersion]:
+        df, fmt = read_table(self.paths()[0])
+        return df, replace(version, format=fmt)
+
+    @staticmethod
+    def read_digest(version: DataVersion) -> str:
+        """The digest of what was read (DVC's md5 of the file as it is)."""
+        return f"md5:{version.read_md5}"
+
+    def mlflow_source(self) -> str:
+        return str(self.paths()[0])
+
+    def pinned_md5(self) -> str | None:
+        """The md5 the ``.dvc`` file names now (nothing pulled or hashed)."""
+        return md5_in_dvc_text(self.paths()[1].read_text())
 
 
 def _repo(root: Path):
@@ -149,3 +197,84 @@ def md5_in_dvc_text(text: str) -> str | None:
 def in_remote_now(root: Path, remote: str | None, md5: str) -> bool:
     with _repo(root) as repo:
         return remote_has(repo, remote, md5)
+
+
+# ---------------------------------------------------------------- record side
+
+
+def owns(entry: dict) -> bool:
+    return "dvc_file" in entry
+
+
+def at_commit(entry: dict, commit: str, ev) -> str | None:
+    """The md5 the entry's ``.dvc`` file names at ``commit`` (``ev``: the git
+    evidence, lineageflow.lineage.checks.LiveEvidence)."""
+    return ev.dvc_md5_at(commit, entry["dvc_file"])
+
+
+def pointer(entry: dict) -> str:
+    return entry["dvc_file"]
+
+
+def in_remote(entry: dict, root: Path) -> bool:
+    return in_remote_now(root, entry.get("remote"), entry["md5"])
+
+
+def not_pushed_fix(entry: dict) -> str:
+    if entry.get("remote") is None:
+        return (
+            f"{entry['path']} has no DVC remote to be pulled from: "
+            "`dvc remote add -d storage <url>` then `dvc push`"
+        )
+    return f"is not in remote '{entry['remote']}': run `dvc push`"
+
+
+def read_problem(entry: dict) -> str | None:
+    if entry.get("read_md5") == entry["md5"]:
+        return None
+    return (
+        f"{entry['path']} was edited without `dvc add` (read md5 "
+        f"{str(entry.get('read_md5'))[:12]} != .dvc md5 {entry['md5'][:12]}): "
+        f"`dvc add {entry['path']}` and commit, or `dvc checkout {entry['path']}`"
+    )
+
+
+def restored_problem(entry: dict, version: DataVersion | None) -> str | None:
+    """Why a reproduction did not read exactly the recorded version, or None."""
+    v = version
+    if v is not None and v.md5 == entry["md5"] and v.read_md5 == entry["md5"]:
+        return None
+    found = v.read_md5 if v else "nothing"
+    return (
+        f"recorded data {entry['path']} md5 {entry['md5'][:12]} could not be "
+        f"restored (read {found[:12]}): is it still in remote '{entry['remote']}'?"
+    )
+
+
+def restore(tree: Path, entries: list[dict], main: Path | None) -> None:
+    """Give a worktree or clone what its DVC needs to read the recorded data.
+
+    A worktree shares the main repo's cache (so nothing is pulled twice); a clone
+    keeps its own empty cache and pulls from the remote. Neither gets the
+    original's ``config.local``, so a local remote recorded as an absolute path
+    is written back, and DVC's site cache stays inside the tree.
+    """
+    from dvc.repo import Repo
+
+    main_cache = _cache_dir(main) if main is not None else None
+    site = (main or tree) / ".dvc" / "tmp" / "site"
+    with Repo(str(tree)) as repo, repo.config.edit("local") as conf:
+        if main_cache:
+            conf.setdefault("cache", {})["dir"] = main_cache
+        conf.setdefault("core", {})["site_cache_dir"] = str(site)
+        for d in entries:
+            url = d.get("remote_url")
+            if d.get("remote") and url and "://" not in url:
+                conf.setdefault("remote", {}).setdefault(d["remote"], {})["url"] = url
+
+
+def _cache_dir(root: Path) -> str:
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return repo.cache.local.path

@@ -188,7 +188,8 @@ def collect(tracking_uri: str, ref_a: str, ref_b: str, workspace=None) -> dict:
     from lineageflow.lineage.code import pipeline_state
     from lineageflow.registry.versions import load_lineage
     from lineageflow.reproduce.reproduction import resolve_run_id, validate_ref
-    from lineageflow.runs.tracking import child_runs, client
+    from lineageflow.runs.store import client
+    from lineageflow.runs.tracking import child_runs
 
     refs = [validate_ref(ref_a), validate_ref(ref_b)]  # both, before any call
     c = client(tracking_uri)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from lineageflow.lineage.record import Check, digest
+from lineageflow.lineage.checks import Check
+from lineageflow.lineage.record import digest
 
 
 def yes_no(value) -> str:

@@ -145,3 +145,10 @@ def _builtin_steps(cfg: TrainConfig, task: str) -> list[tuple[str, Any]]:
         sparse_threshold=0.0,
     )
     return [("raw", RawFrame("object")), ("encode", encode), ("model", estimator)]
+
+
+def xgb_classifier(params: dict, seed: int):
+    """A plain XGBClassifier of a sweep configuration (XGBClassifier's own params)."""
+    from xgboost import XGBClassifier
+
+    return XGBClassifier(**params, random_state=seed, eval_metric="logloss")

@@ -1,4 +1,4 @@
-"""Plain ML logic: split, fit, score, gate. No Prefect, no MLflow.
+"""Plain ML logic: split, fit, score. No Prefect, no MLflow.
 
 Reading and validating tables lives in lineageflow.data.tabular, building models in
 lineageflow.model.estimators."""
@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lineageflow.config import EvaluateConfig, PrepareConfig
+from lineageflow.config import PrepareConfig
 from lineageflow.data.tabular import infer_task
 from lineageflow.data.tabular import validate_frame as validate_frame
 from lineageflow.errors import DataError
-from lineageflow.lineage.record import Check, verify_input
+from lineageflow.lineage.record import verify_input
 
 HIGHER_IS_BETTER = {
     "roc_auc": True,
@@ -235,64 +235,7 @@ def score(
     return {k: float(v) for k, v in out.items()}
 
 
-def quality_gate(
-    metrics: dict[str, float],
-    cfg: EvaluateConfig,
-    champion: dict[str, float] | None = None,
-    champion_version: str | None = None,
-) -> list[Check]:
-    """Threshold on the configured metric, then champion/challenger on one holdout."""
-    # an unset metric or threshold as the run chose it (regression scores have r2)
-    cfg = cfg.for_task("regression" if "r2" in metrics else "classification")
-    name, higher = cfg.metric, HIGHER_IS_BETTER[cfg.metric]
-    value = metrics.get(name, float("nan"))
-    op = ">=" if higher else "<="
-    if cfg.threshold is None:
-        results = [
-            Check(
-                "quality_threshold",
-                True,
-                f"{name} {value:.4f}: no threshold set for {name} "
-                "(set evaluate.threshold to gate on one)",
-            )
-        ]
-    else:
-        ok = value >= cfg.threshold if higher else value <= cfg.threshold
-        results = [
-            Check(
-                "quality_threshold",
-                bool(ok),
-                f"{name} {value:.4f} {op} threshold {cfg.threshold}"
-                if ok
-                else f"{name} {value:.4f} misses the threshold {op} {cfg.threshold}"
-                ": improve the model or data, or lower evaluate.threshold",
-            )
-        ]
-    if champion is None:
-        results.append(Check("champion", True, "no Staging version to beat"))
-        return results
-    best = champion.get(name, float("nan"))
-    tol = cfg.champion_tolerance
-    # A tie does not beat the champion: with no tolerance a challenger must be
-    # strictly better, so an equal retrain never archives the version in Staging.
-    if tol > 0:
-        beats = value >= best - tol if higher else value <= best + tol
-    else:
-        beats = value > best if higher else value < best
-    tie = not beats and value == best
-    if beats:
-        why = f"{name} {value:.4f} vs Staging v{champion_version} {best:.4f} on this holdout"
-    elif tie:
-        why = (
-            f"{name} {value:.4f} ties Staging v{champion_version} on this holdout: "
-            "the champion stays; a challenger must beat it (or set "
-            "evaluate.champion_tolerance to accept ties)"
-        )
-    else:
-        why = (
-            f"{name} {value:.4f} is worse than Staging v{champion_version} "
-            f"({best:.4f}) on this holdout: keep the champion, or raise "
-            "evaluate.champion_tolerance"
-        )
-    results.append(Check("champion", bool(beats), why, tie=bool(tie)))
-    return results
+def metrics_digest(metrics: dict[str, float]) -> str:
+    """sha256 of a stage's metrics as canonical JSON: its output digest."""
+    blob = json.dumps(metrics, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()

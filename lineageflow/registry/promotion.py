@@ -1,92 +1,45 @@
-"""The promotion decision: the lineage checks, the quality gate and the champion,
-then None -> Staging only if every one passed. The one module that decides.
+"""The promotion decision: the one module that moves a version to Staging.
 
-One promotion at a time per model: a Prefect global concurrency limit across
-machines (when a Prefect server is in use) and an exclusive file lock on this
-machine, held around read-champion -> decide -> write, so two flows cannot both
-believe they beat the same champion.
+Register (or recognise an identical Staging model), run every lineage check on
+the *stored* record, the quality gate against the champion, then None ->
+Staging (stage and alias ``staging``) only if every one passed, one promotion
+at a time per model (lineageflow.registry.locks).
+
+MLflow 3 keeps stages (deprecated since 2.9, hidden in the new UI) and recommends
+aliases, so a promotion does both on the same version.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model
 
 from lineageflow.config import EvaluateConfig
-from lineageflow.errors import PromotionRefused
-from lineageflow.lineage import record as lineage
-from lineageflow.lineage import report
-from lineageflow.lineage.record import Check
+from lineageflow.errors import LineageError, PromotionRefused
+from lineageflow.lineage import checks, report
+from lineageflow.lineage.checks import Check
+from lineageflow.lineage.evidence import LiveEvidence
 from lineageflow.model import ml
-from lineageflow.registry import versions as registry
+from lineageflow.registry import gate as quality
+from lineageflow.registry import versions
+from lineageflow.registry.locks import promotion_lock, promotion_slot
 from lineageflow.registry.versions import (
     STAGING_ALIAS,
     TAG_CHECK_PREFIX,
     TAG_CHECKS,
     current_staging,
 )
-from lineageflow.runs.tracking import client, redact_uri
+from lineageflow.runs.store import client
+from lineageflow.runs.tracking import TAG_STAGE, child_runs
 
-
-@contextlib.contextmanager
-def promotion_slot(model_name: str) -> Iterator[None]:
-    """One promotion per model across machines, via a Prefect global concurrency
-    limit of 1 when a Prefect server is in use (the file lock in
-    ``promotion_lock`` covers one machine and the ephemeral API)."""
-    from prefect.settings import get_current_settings
-
-    if not get_current_settings().api.url:
-        yield
-        return
-    from prefect import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.concurrency.sync import concurrency
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-
-    name = f"lineageflow-promote-{model_name}"
-    with get_client(sync_client=True) as pc:
-        try:
-            pc.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            # a missing limit would make `concurrency` a silent no-op
-            with contextlib.suppress(ObjectAlreadyExists):
-                pc.create_global_concurrency_limit(
-                    GlobalConcurrencyLimitCreate(name=name, limit=1)
-                )
-    with concurrency(name, occupy=1, timeout_seconds=900, strict=True):
-        yield
-
-
-@contextlib.contextmanager
-def promotion_lock(tracking_uri: str, model_name: str) -> Iterator[None]:
-    """Exclusive, cross-process lock for one model's promotions on this machine.
-
-    The lock file sits next to a sqlite store (whose users share a filesystem)
-    or in the temp dir for a server; runs spread across machines additionally
-    go through a Prefect global concurrency limit (see tasks/registry.py).
-    """
-    key = hashlib.sha256(
-        f"{redact_uri(tracking_uri)}|{model_name}".encode()
-    ).hexdigest()[:16]
-    parsed = urlparse(tracking_uri)
-    if parsed.scheme == "sqlite":
-        base = Path(tracking_uri.removeprefix("sqlite:///")).parent
-    else:
-        base = Path(tempfile.gettempdir())
-    path = base / f".lineageflow-promote-{key}.lock"
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+Champion = Callable[[], tuple[dict[str, float] | None, str | None]]
 
 
 @dataclass(frozen=True)
@@ -112,16 +65,118 @@ class Decision:
             )
         if self.promoted:
             return f"{model_name} v{self.version} promoted to Staging"
-        return f"{model_name} v{self.version} stays in None: " + lineage.summary_line(
+        return f"{model_name} v{self.version} stays in None: " + checks.summary_line(
             self.failed
         )
+
+
+def register(
+    tracking_uri: str,
+    model_name: str,
+    record: dict,
+    run_id: str,
+    model_uri: str,
+    model_digest: str,
+    workspace: Path,
+    **decide_kw,
+) -> Decision:
+    """A trained model's way to the registry: nothing when the Staging version
+    is the same model (its digest, or a fit with the same train stage key);
+    else a version in None carrying its lineage tags, then ``decide``."""
+    _, train_key = versions.train_identity(tracking_uri, record)
+    same = identical_champion(tracking_uri, model_name, model_digest, train_key)
+    if same is not None:
+        return Decision(same, False, [], same, identical_to=same)
+    tags = versions.version_tags(record, run_id)
+    if model_digest:  # lets a later identical retrain be recognised
+        tags["lineage.model_digest"] = model_digest
+    if train_key:
+        tags["lineage.train_key"] = train_key
+    version = versions.register_version(
+        tracking_uri, model_name, model_uri, run_id, tags
+    )
+    return decide(
+        tracking_uri, model_name, version, run_id, workspace, model_uri, **decide_kw
+    )
+
+
+def decide(
+    tracking_uri: str,
+    model_name: str,
+    version: str,
+    run_id: str,
+    workspace: Path,
+    model_uri: str | None,
+    *,
+    in_progress: bool,
+    metrics: dict[str, float],
+    evaluate_cfg: EvaluateConfig,
+    champion: Champion,
+    promote: bool,
+) -> Decision:
+    """Every check on the *stored* record (an edit since the run is caught), the
+    gate, and the decision written onto the version: one promotion at a time."""
+    with promotion_slot(model_name), promotion_lock(tracking_uri, model_name):
+        record, tags = versions.load_lineage(tracking_uri, run_id)
+        found = checks.run_checks(
+            record,
+            tags,
+            LiveEvidence(workspace),
+            runs_complete(tracking_uri, record, model_uri, in_progress=in_progress),
+        )
+        found += gate(metrics, evaluate_cfg, champion)
+        return apply_decision(
+            tracking_uri,
+            model_name,
+            version,
+            found,
+            promote,
+            description=report.version_description,
+            record=record,
+        )
+
+
+def gate(
+    metrics: dict[str, float], cfg: EvaluateConfig, champion: Champion
+) -> list[Check]:
+    """The quality threshold, then champion/challenger (``champion()`` gives the
+    Staging version's metrics to beat, or raises ValueError when it cannot)."""
+    try:
+        best, version = champion()
+        return quality.quality_gate(metrics, cfg, best, version)
+    except ValueError as exc:
+        return quality.quality_gate(metrics, cfg)[:1] + [
+            Check("champion", False, f"{exc}: promote by hand if intended")
+        ]
+
+
+def runs_complete(
+    tracking_uri: str, record: dict, model_uri: str | None, in_progress: bool
+) -> Check:
+    """The runs_complete check's evidence: run statuses and the model's signature."""
+    mids = record["mlflow"]
+    parent = client(tracking_uri).get_run(mids["parent_run_id"])
+    children: dict[str, list[str]] = {}
+    for run in child_runs(tracking_uri, mids["experiment_id"], mids["parent_run_id"]):
+        stage = run.data.tags.get(TAG_STAGE, "")
+        children.setdefault(stage, []).append(run.info.status)
+    has_model = has_sig = False
+    if model_uri:
+        try:
+            meta = _model_meta(model_uri, tracking_uri)
+            has_model, has_sig = True, meta.signature is not None
+        except (MlflowException, OSError):
+            pass
+    return checks.check_runs_complete(
+        parent.info.status, children, has_model, has_sig, parent_in_progress=in_progress
+    )
 
 
 def apply_decision(
     tracking_uri: str,
     model_name: str,
     version: str,
-    checks: list[Check],
+    found: list[Check],
     promote: bool,
     description=None,
     record: dict | None = None,
@@ -135,15 +190,15 @@ def apply_decision(
     registry page shows.
     """
     c = client(tracking_uri)
-    failed = [ch for ch in checks if not ch.passed]
-    for ch in checks:
+    failed = [ch for ch in found if not ch.passed]
+    for ch in found:
         c.set_model_version_tag(
             model_name, version, TAG_CHECK_PREFIX + ch.name, ch.tag_value()[:5000]
         )
     will_promote = promote and not failed
     if description is not None and record is not None:
         c.update_model_version(
-            model_name, version, description=description(record, checks, will_promote)
+            model_name, version, description=description(record, found, will_promote)
         )
     previous = current_staging(tracking_uri, model_name)
     if failed or not promote:
@@ -157,18 +212,16 @@ def apply_decision(
                 "lineage.failed_checks",
                 ",".join(ch.name for ch in failed),
             )
-        return Decision(version, False, checks, previous)
+        return Decision(version, False, found, previous)
     with warnings.catch_warnings():
-        warnings.simplefilter(
-            "ignore"
-        )  # stages are deprecated but still the UI's Staging
+        warnings.simplefilter("ignore")  # stages are deprecated, still the UI's Staging
         _archive_staging(c, model_name, keep=version)
         c.transition_model_version_stage(
             model_name, version, "Staging", archive_existing_versions=False
         )
     c.set_registered_model_alias(model_name, STAGING_ALIAS, version)
     c.set_model_version_tag(model_name, version, TAG_CHECKS, "passed")
-    return Decision(version, True, checks, previous)
+    return Decision(version, True, found, previous)
 
 
 def _archive_staging(c, model_name: str, keep: str) -> None:
@@ -205,7 +258,7 @@ def identical_champion(
     version = current_staging(tracking_uri, model_name) if digest else None
     if version is None:
         return None
-    their_digest, their_key = registry.version_identity(
+    their_digest, their_key = versions.version_identity(
         tracking_uri, model_name, version
     )
     same_fit = train_key is not None and their_key == train_key
@@ -224,10 +277,7 @@ def score_champion(tracking_uri: str, model_name: str, split: ml.Split):
     version = current_staging(tracking_uri, model_name)
     if version is None:
         return None, None
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri)
-    model = registry.load_native(f"models:/{model_name}/{version}")
+    model = load_native(f"models:/{model_name}/{version}", tracking_uri)
     try:
         return ml.score(model, split.X_test, split.y_test, split.task), version
     except Exception as exc:  # e.g. the feature set changed between versions
@@ -236,55 +286,45 @@ def score_champion(tracking_uri: str, model_name: str, split: ml.Split):
         ) from exc
 
 
-def gate(
-    metrics: dict[str, float],
-    cfg: EvaluateConfig,
-    champion: Callable[[], tuple[dict[str, float] | None, str | None]],
-) -> list[Check]:
-    """The quality threshold, then champion/challenger (``champion()`` gives the
-    Staging version's metrics to beat, or raises ValueError when it cannot)."""
-    try:
-        best, version = champion()
-        return ml.quality_gate(metrics, cfg, best, version)
-    except ValueError as exc:
-        return ml.quality_gate(metrics, cfg)[:1] + [
-            Check("champion", False, f"{exc}: promote by hand if intended")
-        ]
+def recorded_champion(tracking_uri: str, model_name: str, version: str) -> Champion:
+    """The champion as its own recorded holdout metrics (``promote-model``: the
+    holdout rows are not kept between runs), unless it is ``version`` itself."""
+
+    def champion():
+        champ = current_staging(tracking_uri, model_name)
+        if not champ or champ == version:
+            return None, None
+        champ_run = client(tracking_uri).get_model_version(model_name, champ).run_id
+        metrics = versions.recorded_metrics(tracking_uri, champ_run)
+        return {k.removeprefix("test_"): v for k, v in metrics.items()}, champ
+
+    return champion
 
 
-def decide(
-    tracking_uri: str,
-    model_name: str,
-    version: str,
-    run_id: str,
-    workspace: Path,
-    model_uri: str | None,
-    *,
-    in_progress: bool,
-    metrics: dict[str, float],
-    evaluate_cfg: EvaluateConfig,
-    champion: Callable[[], tuple[dict[str, float] | None, str | None]],
-    promote: bool,
-) -> Decision:
-    """Every check on the *stored* record (an edit since the run is caught), the
-    gate, and the decision written onto the version: one promotion at a time."""
-    with promotion_slot(model_name), promotion_lock(tracking_uri, model_name):
-        record, tags = registry.load_lineage(tracking_uri, run_id)
-        checks = lineage.run_checks(
-            record,
-            tags,
-            registry.LiveEvidence(workspace),
-            registry.runs_check(
-                tracking_uri, record, model_uri, in_progress=in_progress
-            ),
-        )
-        checks += gate(metrics, evaluate_cfg, champion)
-        return apply_decision(
-            tracking_uri,
-            model_name,
-            version,
-            checks,
-            promote,
-            description=report.version_description,
-            record=record,
-        )
+def load_native(model_uri: str, tracking_uri: str | None = None):
+    """Load a model with its own flavor (``predict_proba`` available) from the
+    store at ``tracking_uri`` (MLflow's global one when None): downloaded with
+    that URI explicitly, so no process-wide MLflow setting is touched."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = _download(model_uri, tracking_uri, tmp)
+        flavors = Model.load(local).flavors
+        if "xgboost" in flavors:
+            return mlflow.xgboost.load_model(local)
+        if "sklearn" in flavors:
+            return mlflow.sklearn.load_model(local)
+    raise LineageError(f"{model_uri} has neither an xgboost nor a sklearn flavor")
+
+
+def _model_meta(model_uri: str, tracking_uri: str) -> Model:
+    """A logged model's MLmodel file (flavors, signature), read from its store."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return Model.load(_download(f"{model_uri}/MLmodel", tracking_uri, tmp))
+
+
+def _download(uri: str, tracking_uri: str | None, dst: str) -> str:
+    return mlflow.artifacts.download_artifacts(
+        artifact_uri=uri,
+        dst_path=dst,
+        tracking_uri=tracking_uri,
+        registry_uri=tracking_uri,
+    )

@@ -1,10 +1,7 @@
-"""MLflow's registry and runs as the checks see them: register a version, read a
-run's lineage back, gather the evidence (git, DVC remote, child runs), find the
-Staging version. The decision itself is lineageflow.registry.promotion's.
-
-MLflow 3 keeps stages (deprecated since 2.9, hidden in the new UI) and recommends
-aliases, so a promotion does both: stage Staging (archiving the previous one)
-*and* alias ``staging`` on the same version.
+"""MLflow's registry and runs, read and written for promotion: register a version
+with its lineage tags, read a run's lineage and metrics back, find the Staging
+version and what identifies its model. The decision is
+lineageflow.registry.promotion's.
 """
 
 from __future__ import annotations
@@ -14,66 +11,26 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+from lineageflow.config import PipelineConfig
+from lineageflow.data.source import open_source
 from lineageflow.errors import LineageError
-from lineageflow.lineage import record as lineage
-from lineageflow.lineage.record import Check
-from lineageflow.runs.tracking import client, redact_uri
-from lineageflow.workspace import SHA_RE
+from lineageflow.lineage.code import pipeline_state
+from lineageflow.lineage.record import digest
+from lineageflow.runs.reuse import TAG_KEY
+from lineageflow.runs.store import (
+    artifact_store_failure,
+    client,
+    redact_uri,
+    tracking_error,
+)
+from lineageflow.workspace import Workspace, git_state
 
 STAGING_ALIAS = "staging"
 TAG_CHECKS = "lineage.checks"
 TAG_CHECK_PREFIX = "lineage.check."
-
-
-# ---------------------------------------------------------------- evidence
-
-
-class LiveEvidence:
-    """Answers the checks' questions from the real workspace repo and DVC remote."""
-
-    def __init__(self, workspace_root: Path):
-        import git
-
-        self.root = workspace_root
-        self.git = git.Repo(workspace_root)
-
-    def commit_exists(self, commit: str) -> bool:
-        import git
-
-        if not SHA_RE.match(commit or ""):
-            return False
-        try:
-            self.git.git.cat_file("-e", f"{commit}^{{commit}}")
-            return True
-        except git.GitCommandError:
-            return False
-
-    def dvc_md5_at(self, commit: str, dvc_file: str) -> str | None:
-        import git
-
-        from lineageflow.data.dvc import md5_in_dvc_text
-
-        if not self.commit_exists(commit) or not _safe_relpath(dvc_file):
-            return None
-        try:
-            return md5_in_dvc_text(self.git.git.show(f"{commit}:{dvc_file}"))
-        except git.GitCommandError:
-            return None
-
-    def in_remote(self, entry: dict) -> bool:
-        from lineageflow.data.dvc import in_remote_now
-
-        return in_remote_now(self.root, entry.get("remote"), entry["md5"])
-
-
-def _safe_relpath(p: str) -> bool:
-    pure = Path(p)
-    return (
-        bool(p)
-        and not pure.is_absolute()
-        and ".." not in pure.parts
-        and not p.startswith("-")
-    )
 
 
 # ---------------------------------------------------------------- reading runs
@@ -82,7 +39,6 @@ def _safe_relpath(p: str) -> bool:
 def load_lineage(tracking_uri: str, run_id: str) -> tuple[dict, dict[str, str]]:
     """The ``lineage.json`` artifact and the tags of a parent run."""
     import mlflow
-    from mlflow.exceptions import MlflowException
 
     c = client(tracking_uri)
     try:
@@ -110,8 +66,6 @@ def load_lineage(tracking_uri: str, run_id: str) -> tuple[dict, dict[str, str]]:
 def _unreadable_lineage(c, tracking_uri: str, run_id: str, exc: Exception):
     """Why lineage.json could not be read: the artifact store does not answer, the
     run has none (not made by the pipeline), or the file itself is unreadable."""
-    from lineageflow.runs.tracking import artifact_store_failure, tracking_error
-
     if artifact_store_failure(exc):
         return tracking_error(tracking_uri, exc, "could not read lineage.json")
     try:
@@ -130,33 +84,6 @@ def _unreadable_lineage(c, tracking_uri: str, run_id: str, exc: Exception):
     )
 
 
-def runs_check(
-    tracking_uri: str, record: dict, model_uri: str | None, in_progress: bool
-) -> Check:
-    from mlflow.exceptions import MlflowException
-    from mlflow.models import get_model_info
-
-    from lineageflow.runs.tracking import TAG_STAGE, child_runs
-
-    mids = record["mlflow"]
-    c = client(tracking_uri)
-    parent = c.get_run(mids["parent_run_id"])
-    children: dict[str, list[str]] = {}
-    for run in child_runs(tracking_uri, mids["experiment_id"], mids["parent_run_id"]):
-        stage = run.data.tags.get(TAG_STAGE, "")
-        children.setdefault(stage, []).append(run.info.status)
-    has_model = has_sig = False
-    if model_uri:
-        try:
-            info = get_model_info(model_uri)
-            has_model, has_sig = True, info.signature is not None
-        except (MlflowException, OSError):
-            pass
-    return lineage.check_runs_complete(
-        parent.info.status, children, has_model, has_sig, parent_in_progress=in_progress
-    )
-
-
 # ---------------------------------------------------------------- registry
 
 
@@ -169,8 +96,6 @@ def register_version(
 ):
     """Create a version (stage None) carrying the lineage summary as tags."""
     c = client(tracking_uri)
-    from mlflow.exceptions import MlflowException
-
     try:
         c.get_registered_model(model_name)
     except MlflowException:
@@ -194,10 +119,6 @@ def link_logged_model(c, model_id: str, model_name: str, version: str) -> None:
     """Tag the logged model with its version, as ``mlflow.register_model`` does and
     ``create_model_version`` does not: without it MLflow's UI shows the Staging
     model as "Not registered", with a Register button and no model versions."""
-    import json
-
-    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
-
     model = c.get_logged_model(model_id)
     linked = json.loads(model.tags.get(MLFLOW_MODEL_VERSIONS) or "[]")
     entry = {"name": model_name, "version": version}
@@ -209,8 +130,6 @@ def link_logged_model(c, model_id: str, model_name: str, version: str) -> None:
 
 def current_staging(tracking_uri: str, model_name: str) -> str | None:
     """The version behind alias ``staging`` (falling back to the Staging stage)."""
-    from mlflow.exceptions import MlflowException
-
     c = client(tracking_uri)
     try:
         return str(c.get_model_version_by_alias(model_name, STAGING_ALIAS).version)
@@ -227,8 +146,6 @@ def train_identity(tracking_uri: str, record: dict) -> tuple[str | None, str | N
     """(model digest, train stage key) of a run's lineage record: the model file's
     sha256, and the key of everything the fit was a function of (its input table,
     train params, code and libraries; None when the code was uncommitted)."""
-    from lineageflow.runs.reuse import TAG_KEY
-
     train = next(
         (s for s in record.get("stages", []) if s.get("name") == "train"), None
     )
@@ -260,31 +177,15 @@ def version_identity(
     return train_identity(tracking_uri, record)
 
 
-def load_native(model_uri: str):
-    """Load a model with its own flavor so ``predict_proba`` is available."""
-    import mlflow
-    from mlflow.models import get_model_info
-
-    flavors = get_model_info(model_uri).flavors
-    if "xgboost" in flavors:
-        return mlflow.xgboost.load_model(model_uri)
-    if "sklearn" in flavors:
-        return mlflow.sklearn.load_model(model_uri)
-    raise LineageError(f"{model_uri} has neither an xgboost nor a sklearn flavor")
-
-
-def unchanged_since_staging(ws, cfg, tracking_uri: str) -> str | None:
+def unchanged_since_staging(
+    ws: Workspace, cfg: PipelineConfig, tracking_uri: str
+) -> str | None:
     """The Staging version trained from this very commit, data and params, if any.
 
-    Cheap by design (git + the .dvc files + two MLflow reads): a nightly retrain
-    with nothing new must cost seconds, not a training run. A dirty tree is
-    never "unchanged", and neither is a new lineageflow commit.
+    Cheap by design (git + the data pointers + two MLflow reads): a nightly
+    retrain with nothing new must cost seconds, not a training run. A dirty tree
+    is never "unchanged", and neither is a new lineageflow commit.
     """
-    from mlflow.exceptions import MlflowException
-
-    from lineageflow.data.dvc import md5_in_dvc_text
-    from lineageflow.workspace import git_state
-
     name = cfg.registration.model_name
     try:
         version = current_staging(tracking_uri, name)
@@ -299,8 +200,6 @@ def unchanged_since_staging(ws, cfg, tracking_uri: str) -> str | None:
     if tags.get("lineage.git_commit") != git.commit:
         return None
     # new lineageflow code is a new model too (and dirty code never "unchanged")
-    from lineageflow.lineage.code import pipeline_state
-
     code = pipeline_state()
     if code["dirty"] or tags.get("lineage.pipeline_commit") != str(code["commit"]):
         return None
@@ -311,7 +210,26 @@ def unchanged_since_staging(ws, cfg, tracking_uri: str) -> str | None:
     if recorded != wanted:
         return None
     for d in cfg.data.datasets:
-        _, dvc_file = ws.dataset(d)
-        if md5_in_dvc_text(dvc_file.read_text()) != tags[f"lineage.data.{d}.md5"]:
+        pinned = open_source(ws, d, cfg.data.remote).pinned_md5()
+        if pinned != tags[f"lineage.data.{d}.md5"]:
             return None
     return version
+
+
+def recorded_metrics(tracking_uri: str, run_id: str) -> dict[str, float]:
+    """A run's holdout metrics as it logged them (``test_<metric>``)."""
+    m = client(tracking_uri).get_run(run_id).data.metrics
+    return {k: v for k, v in m.items() if k.startswith("test_")}
+
+
+def version_tags(record: dict, run_id: str) -> dict[str, str]:
+    """The lineage summary a registered version carries as tags."""
+    return {
+        "lineage.run_id": run_id,
+        "lineage.git_commit": record["workspace"]["commit"],
+        "lineage.digest": digest(record),
+        "lineage.params_sha256": record["params_sha256"],
+        "lineage.data_md5s": ",".join(
+            f"{d['path']}={d['md5']}" for d in record["data"]
+        ),
+    }

@@ -49,7 +49,7 @@ def resolve_run_id(ref: str, tracking_uri: str) -> str:
         return ref
     from mlflow.exceptions import MlflowException
 
-    from lineageflow.runs.tracking import client
+    from lineageflow.runs.store import client
 
     try:
         mv = client(tracking_uri).get_model_version(m.group(1), m.group(2))
@@ -131,35 +131,6 @@ def _clone_at(url: str | None, path: Path, commit: str, what: str) -> None:
 def last_line(text: str | None) -> str:
     lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
     return lines[-1][:200] if lines else "no output"
-
-
-def prepare_dvc(tree: Path, record: dict, main: Path | None) -> None:
-    """Give a worktree or clone what its DVC needs to read the recorded data.
-
-    A worktree shares the main repo's cache (so nothing is pulled twice); a clone
-    keeps its own empty cache and pulls from the remote. Neither gets the
-    original's ``config.local``, so a local remote recorded as an absolute path
-    is written back, and DVC's site cache stays inside the tree.
-    """
-    from dvc.repo import Repo
-
-    main_cache = _cache_dir(main) if main is not None else None
-    site = (main or tree) / ".dvc" / "tmp" / "site"
-    with Repo(str(tree)) as repo, repo.config.edit("local") as conf:
-        if main_cache:
-            conf.setdefault("cache", {})["dir"] = main_cache
-        conf.setdefault("core", {})["site_cache_dir"] = str(site)
-        for d in record["data"]:
-            url = d.get("remote_url")
-            if d.get("remote") and url and "://" not in url:
-                conf.setdefault("remote", {}).setdefault(d["remote"], {})["url"] = url
-
-
-def _cache_dir(root: Path) -> str:
-    from dvc.repo import Repo
-
-    with Repo(str(root)) as repo:
-        return repo.cache.local.path
 
 
 # ------------------------------------------------------------------ verdict

@@ -9,6 +9,19 @@ import socket
 from pathlib import Path
 
 TAG_OWNER = "lineageflow.owner"  # host:pid:start-time of the process driving the run
+log = logging.getLogger(__name__)
+
+
+def run_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The Prefect run's logger (its lines reach Prefect's UI), or this module's
+    outside a flow run."""
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return log
 
 
 def orchestration_info() -> dict:

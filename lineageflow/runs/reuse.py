@@ -90,7 +90,7 @@ def find(
     tracking_uri: str, experiment_id: str, key: str, exclude_parent: str
 ) -> Earlier | None:
     """The latest finished stage run under ``key`` (not one of this parent's)."""
-    from lineageflow.runs.tracking import client
+    from lineageflow.runs.store import client
 
     runs = client(tracking_uri).search_runs(
         [experiment_id],

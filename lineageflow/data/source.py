@@ -1,0 +1,95 @@
+"""The data-source seam: everything the pipeline knows about a versioned input.
+
+A *source* is one configured input of a run: it pins its version (``pin``),
+reads it (``read``), names its part of a stage key (``key_input``) and the
+digest of what was read (``read_digest``), its MLflow dataset source, and the
+version the workspace names now (``pinned_md5``, for the nightly "nothing
+changed" check).
+
+A *kind* answers for the ``data`` entries its sources wrote into lineage
+records: the checks that concern data (the version at the recorded commit, in
+the remote, read as pinned), a reproduction's restore and its verification.
+The checks, ``lineageflow diff`` and reproduction reach data only through the
+functions below.
+
+DVC-tracked files (lineageflow.data.dvc) are the one kind today. A second kind
+is one module with the same names, added to ``KINDS``, plus its config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+
+from lineageflow.data import dvc
+from lineageflow.errors import DataError
+from lineageflow.workspace import Workspace
+
+KINDS: tuple[ModuleType, ...] = (dvc,)
+
+
+def open_source(ws: Workspace, name: str, remote: str | None) -> dvc.DvcFile:
+    """The source of one ``data.datasets`` entry."""
+    return dvc.DvcFile(ws, name, remote)
+
+
+def kind_of(entry: dict) -> ModuleType:
+    """The kind that wrote a record's ``data`` entry."""
+    for kind in KINDS:
+        if kind.owns(entry):
+            return kind
+    raise DataError(
+        f"data entry {entry.get('path')!r} is of no known kind "
+        f"({', '.join(k.KIND for k in KINDS)}): upgrade lineageflow to read it"
+    )
+
+
+def at_commit_mismatches(record: dict, ev) -> list[str]:
+    """Each entry whose version differs from what its pointer names at the
+    recorded commit, as "path md5 X != pointer at C (Y)"."""
+    commit = record["workspace"]["commit"]
+    bad = []
+    for d in record["data"]:
+        kind = kind_of(d)
+        at_commit = kind.at_commit(d, commit, ev)
+        if at_commit != d["md5"]:
+            bad.append(
+                f"{d['path']} md5 {d['md5'][:12]} != {kind.pointer(d)} at "
+                f"{commit[:12]} ({(at_commit or 'missing')[:12]})"
+            )
+    return bad
+
+
+def not_in_remote(record: dict, ev) -> list[dict]:
+    return [d for d in record["data"] if not ev.in_remote(d)]
+
+
+def in_remote(entry: dict, root: Path) -> bool:
+    return kind_of(entry).in_remote(entry, root)
+
+
+def not_pushed_fix(entry: dict) -> str:
+    return kind_of(entry).not_pushed_fix(entry)
+
+
+def read_problems(record: dict) -> list[str]:
+    found = (kind_of(d).read_problem(d) for d in record["data"])
+    return [p for p in found if p]
+
+
+def restore(tree: Path, record: dict, main: Path | None) -> None:
+    """Make ``tree`` (a worktree or clone at the recorded commit) able to read
+    every recorded data version."""
+    for kind in KINDS:
+        entries = [d for d in record["data"] if kind.owns(d)]
+        if entries:
+            kind.restore(tree, entries, main)
+
+
+def verify_restored(expected: list[dict], got) -> None:
+    """A reproduction must read exactly the recorded data versions."""
+    have = {v.path: v for v in got}
+    for d in expected:
+        problem = kind_of(d).restored_problem(d, have.get(d["path"]))
+        if problem:
+            raise DataError(problem)

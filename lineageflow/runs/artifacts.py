@@ -1,0 +1,249 @@
+"""What stages store and load by digest: MLflow datasets, tables, models, splits.
+
+A stage's outputs live in MLflow (artifacts and logged models), not in a local
+cache: every worker that reaches the tracking server reaches them (proxied
+artifacts need no storage credentials). Each loader refuses content whose
+digest is not the recorded one (lineageflow.lineage.record.verify_input).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from urllib.parse import urlparse
+
+import cloudpickle
+import mlflow
+import pandas as pd
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.entities import DatasetInput, InputTag, LoggedModelInput
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from mlflow.tracking.artifact_utils import get_artifact_uri
+
+from lineageflow.data.tabular import signature_frame
+from lineageflow.lineage.record import verify_input
+from lineageflow.model.ml import Split, table_digest
+from lineageflow.runs.reuse import Earlier
+from lineageflow.runs.store import client, redact_uri
+
+
+def log_dataset(
+    df,
+    name: str,
+    digest: str,
+    context: str,
+    source: str | None = None,
+    model_id: str | None = None,
+    run_id: str | None = None,
+    tracking_uri: str | None = None,
+):
+    """``mlflow.log_input`` of a frame (digest = ours) on the active run, or on
+    ``run_id``; linked to a logged model when one is given, so MLflow's Datasets
+    and Logged models panels show what produced what."""
+
+    source = dataset_source(source, tracking_uri) if source else source
+    with warnings.catch_warnings():
+        # a local path matches two equivalent MLflow source types; either is fine
+        # (and the integer-columns hint concerns serving, not a logged input)
+        warnings.simplefilter("ignore", UserWarning)
+        ds = mlflow.data.from_pandas(df, source=source, name=name, digest=digest[:36])
+        # MLflow infers the schema over every cell: 11.9 s for 500k x 41 (measured).
+        # A frame's dtypes decide it: infer it from a sample, seed the cached property.
+        ds.__dict__["schema"] = infer_signature(signature_frame(df.head(1000))).inputs
+        if run_id is None:
+            model = LoggedModelInput(model_id) if model_id else None
+            _once_inserted(lambda: mlflow.log_input(ds, context=context, model=model))
+            return ds
+
+        tag = InputTag(key="mlflow.data.context", value=context)
+        entity = DatasetInput(ds._to_mlflow_entity(), [tag])
+        _once_inserted(lambda: client(tracking_uri).log_inputs(run_id, [entity]))
+        return ds
+
+
+def artifact_location(uri: str, tracking_uri: str | None = None) -> str:
+    """A ``runs:/RUN/PATH`` URI as the artifact store's own URI (file://, s3://,
+    mlflow-artifacts:/): MLflow's dataset sources resolve those, not ``runs:/``,
+    and without a source a Datasets panel names the Python script instead."""
+    if not uri.startswith("runs:/"):
+        return uri
+
+    run_id, _, path = uri.removeprefix("runs:/").partition("/")
+    return get_artifact_uri(run_id, path, tracking_uri=tracking_uri)
+
+
+def dataset_source(uri: str, tracking_uri: str | None = None) -> str | None:
+    """A source MLflow's dataset registry resolves, for a stored table's URI:
+    its artifact-store URI (file://, s3://), or for artifacts proxied by a
+    tracking server (``mlflow-artifacts:/``, which the client registers no
+    dataset source for) the server's own download URL. None when neither
+    resolves: the dataset is still logged, with MLflow's default source."""
+
+    loc = artifact_location(uri, tracking_uri)
+    if loc.startswith("mlflow-artifacts:"):
+        server = redact_uri(tracking_uri or mlflow.get_tracking_uri())
+        parsed = urlparse(loc)
+        if urlparse(server).scheme not in ("http", "https") or parsed.netloc:
+            return None
+        path = parsed.path.lstrip("/")
+        loc = f"{server.rstrip('/')}/api/2.0/mlflow-artifacts/artifacts/{path}"
+
+    try:
+        with warnings.catch_warnings():
+            # a local path matches two equivalent source types; either is fine
+            warnings.simplefilter("ignore", UserWarning)
+            resolve_dataset_source(loc)
+    except Exception:  # noqa: BLE001 - no resolver for this scheme
+        return None
+    return loc
+
+
+def copy_datasets(tracking_uri: str, source_run: str, to_runs: list) -> None:
+    """The dataset inputs ``source_run`` logged, logged again on ``to_runs``."""
+
+    c = client(tracking_uri)
+    inputs = list(c.get_run(source_run).inputs.dataset_inputs)
+    for to in filter(None, to_runs):
+        if inputs:
+            _once_inserted(lambda to=to: c.log_inputs(to, inputs))
+
+
+def _once_inserted(log, attempts: int = 4) -> None:
+    """Run ``log``, retrying when a concurrent run inserted the same dataset.
+
+    MLflow's SQL store looks a dataset (experiment, name, digest) up and then
+    inserts it: two runs logging the same table at once both insert, and one
+    fails on the unique constraint (seen with 8 concurrent retrains on one data
+    version). The retry finds the row the other run wrote.
+    """
+
+    for attempt in range(attempts):
+        try:
+            log()
+            return
+        except MlflowException as exc:
+            text = str(exc)
+            duplicate = "UNIQUE constraint failed: datasets" in text or (
+                "duplicate key value" in text and "datasets" in text
+            )
+            if not duplicate or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+def persist_table(df, digest: str, name: str) -> str:
+    """Write a table as Parquet into this stage's run artifacts, named by its
+    digest; returns the ``runs:/`` URI a stage elsewhere loads it from.
+
+    MLflow artifacts, not a local cache: every worker that reaches the tracking
+    server reaches them (proxied artifacts need no storage credentials)."""
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{name}-{digest[:16]}.parquet"
+        df.to_parquet(path)
+        mlflow.log_artifact(str(path), artifact_path="tables")
+    return f"runs:/{mlflow.active_run().info.run_id}/tables/{path.name}"
+
+
+def load_table(uri: str, digest: str, stage: str, name: str, tracking_uri: str):
+    """A persisted table, refused unless its content has the recorded digest."""
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=uri, dst_path=tmp, tracking_uri=tracking_uri
+        )
+        df = pd.read_parquet(local)
+    X, y = df.iloc[:, :-1], df.iloc[:, -1]
+    verify_input(stage, name, table_digest(X, y), digest)
+    return df
+
+
+def _model_file(model_uri: str, tracking_uri: str, dst: str) -> Path:
+    """The model.pkl of a logged model (``models:/m-...``), downloaded to ``dst``."""
+
+    logged = client(tracking_uri).get_logged_model(model_uri.removeprefix("models:/"))
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{logged.artifact_location}/model.pkl",
+            dst_path=dst,
+            tracking_uri=tracking_uri,
+        )
+    )
+
+
+def stored_model_digest(model_uri: str, tracking_uri: str) -> str:
+    """sha256 of the model file as MLflow stored it: the model's digest."""
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = _model_file(model_uri, tracking_uri, tmp).read_bytes()
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_model(model_uri: str, digest: str, stage: str, tracking_uri: str):
+    """The logged model, loaded from its stored bytes and refused unless they
+    have the recorded digest (so a stage elsewhere evaluates *that* model)."""
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = _model_file(model_uri, tracking_uri, tmp).read_bytes()
+    verify_input(stage, "model", hashlib.sha256(data).hexdigest(), digest)
+    return cloudpickle.loads(data)
+
+
+SPLIT_META = "split.json"
+
+
+def persist_split_meta(split) -> None:
+    """What a later run needs to rebuild this split from its two tables (the
+    task, why, the label order); not written when the labels are not plain JSON,
+    which makes this prepare run not reusable."""
+
+    meta = {
+        "task": split.task,
+        "task_reason": split.task_reason,
+        "target": split.target,
+        "labels": split.labels,
+    }
+    try:
+        blob = json.dumps(meta)
+    except (TypeError, ValueError):
+        return
+    if json.loads(blob) != meta:
+        return
+    mlflow.log_dict(meta, SPLIT_META)
+
+
+def load_split(earlier: Earlier, tracking_uri: str):
+    """An earlier prepare's split, each table refused unless it has its recorded
+    digest (``load_table``)."""
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"runs:/{earlier.run_id}/{SPLIT_META}",
+            dst_path=tmp,
+            tracking_uri=tracking_uri,
+        )
+        meta = json.loads(Path(local).read_text())
+    parts = {}
+    for part in ("train", "holdout"):
+        out = earlier.output(f"{part}_table")
+        if out is None or "uri" not in out:
+            raise LookupError(f"no {part}_table output")
+        df = load_table(out["uri"], out["digest"], "prepare", part, tracking_uri)
+        parts[part] = (df.iloc[:, :-1], df.iloc[:, -1].rename(meta["target"]))
+    return Split(
+        X_train=parts["train"][0],
+        X_test=parts["holdout"][0],
+        y_train=parts["train"][1],
+        y_test=parts["holdout"][1],
+        task=meta["task"],
+        labels=meta["labels"],
+        task_reason=meta["task_reason"],
+        target=meta["target"],
+        digests={p: earlier.output(f"{p}_table")["digest"] for p in parts},
+        uris={p: earlier.output(f"{p}_table")["uri"] for p in parts},
+    )

@@ -316,9 +316,14 @@ def load_native(model_uri: str, tracking_uri: str | None = None):
 
 
 def _model_meta(model_uri: str, tracking_uri: str) -> Model:
-    """A logged model's MLmodel file (flavors, signature), read from its store."""
+    """A model's MLmodel file (flavors, signature), read from its store: a
+    logged model's (``models:/m-...``) from its artifact location."""
+    where = model_uri
+    if model_uri.startswith("models:/m-"):
+        model_id = model_uri.removeprefix("models:/")
+        where = client(tracking_uri).get_logged_model(model_id).artifact_location
     with tempfile.TemporaryDirectory() as tmp:
-        return Model.load(_download(f"{model_uri}/MLmodel", tracking_uri, tmp))
+        return Model.load(_download(f"{where.rstrip('/')}/MLmodel", tracking_uri, tmp))
 
 
 def _download(uri: str, tracking_uri: str | None, dst: str) -> str:

@@ -257,7 +257,7 @@ class Pipeline:
 
     def edit_fit(self) -> None:
         """The edit of the issue: `fit` trains on every second row."""
-        ml = self.root / "lineageflow" / "ml.py"
+        ml = self.root / "lineageflow" / "model" / "ml.py"
         text = ml.read_text()
         old = "    model.fit(split.X_train, split.y_train)\n"
         assert old in text
@@ -320,7 +320,7 @@ def test_uncommitted_pipeline_code_is_refused_and_its_reproduction_says_why(
     assert proc.returncode == 2, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "stays in None: code_committed: " in last
-    assert "(lineageflow/ml.py): commit them in the lineageflow repo" in last
+    assert "(lineageflow/model/ml.py): commit them in the lineageflow repo" in last
     (mv,) = versions(tracking, make_workspace.model_name).values()
     assert mv.current_stage == "None"
     run = MlflowClient(tracking).get_run(mv.run_id)
@@ -333,7 +333,7 @@ def test_uncommitted_pipeline_code_is_refused_and_its_reproduction_says_why(
     proc = pipeline.cli("reproduce", mv.run_id, cwd=tmp_path)
     first = proc.stdout.strip().splitlines()[0]
     assert first.startswith("unpinned: run "), proc.stdout
-    assert "uncommitted changes (lineageflow/ml.py) that no commit holds" in proc.stdout
+    assert "uncommitted changes (lineageflow/model/ml.py) that no commit holds" in proc.stdout
     assert "metrics diverged" in proc.stdout
 
 

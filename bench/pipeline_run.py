@@ -31,10 +31,9 @@ def main() -> None:
         if not res.get("skipped"):
             from mlflow import MlflowClient
 
-            from lineageflow.runs.store import default_tracking_uri
             from lineageflow.workspace import open_workspace
 
-            c = MlflowClient(default_tracking_uri(open_workspace(workspace).state_dir))
+            c = MlflowClient(open_workspace(workspace).tracking_uri())
             kids = c.search_runs(
                 [res["experiment_id"]],
                 filter_string=f"tags.mlflow.parentRunId = '{res['run_id']}'",
@@ -61,10 +60,9 @@ def main() -> None:
         out["flow_s"] = time.perf_counter() - t1
         from mlflow import MlflowClient
 
-        from lineageflow.runs.store import default_tracking_uri
         from lineageflow.workspace import open_workspace
 
-        c = MlflowClient(default_tracking_uri(open_workspace(workspace).state_dir))
+        c = MlflowClient(open_workspace(workspace).tracking_uri())
         run = c.get_run(res["run_id"])
         kids = c.search_runs(
             [run.info.experiment_id],

@@ -22,7 +22,6 @@ the stack drops them. For a real cluster the same variables point at real server
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shlex
@@ -34,167 +33,25 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deployments.services import (
+    BUCKET,
+    S3_KEYS,
+    Postgres,
+    Proc,
+    loopback,
+    make_bucket,
+)
 from lineageflow.ops.procs import alive, free_port, stop_group
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 POOL = "lineageflow-process"
-BUCKET = "lineageflow"
-# moto accepts any key pair; a real store gets real ones from the environment
-S3_KEYS = {
-    "AWS_ACCESS_KEY_ID": "lineageflow-stack",
-    "AWS_SECRET_ACCESS_KEY": "lineageflow-stack-secret",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 TELEMETRY_OFF = {
     "DO_NOT_TRACK": "true",  # MLflow reads the string "true", not 1
     "DVC_NO_ANALYTICS": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "MLFLOW_ENABLE_TELEMETRY": "false",
 }
-
-
-class Proc:
-    """A server process in its own session, so its children (gunicorn, uvicorn,
-    flow runs) stop with it; output goes to `log`."""
-
-    def __init__(
-        self,
-        name: str,
-        cmd: list[str],
-        env: dict,
-        cwd: Path,
-        log: Path,
-        interrupts: int = 1,
-    ):
-        self.name, self.log, self.interrupts = name, log, interrupts
-        self._fh = open(log, "a")  # noqa: SIM115 - closed in stop()
-        self.popen = subprocess.Popen(
-            cmd,
-            env=env,
-            cwd=cwd,
-            stdout=self._fh,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def tail(self, n: int = 4000) -> str:
-        return self.log.read_text()[-n:] if self.log.exists() else ""
-
-    def wait_http(self, url: str, timeout: float) -> None:
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.popen.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited {self.popen.returncode}:\n{self.tail()}"
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url, timeout=2).status_code < 500:
-                    return
-            time.sleep(0.5)
-        raise TimeoutError(
-            f"{self.name} not ready at {url} after {timeout}s:\n{self.tail()}"
-        )
-
-    def stop(self, interrupts: int | None = None, timeout: float = 20) -> None:
-        try:
-            stop_group(
-                self.pid, self.interrupts if interrupts is None else interrupts, timeout
-            )
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(timeout)
-        finally:
-            self._fh.close()
-
-
-def loopback(port: int) -> list[str]:
-    """The arguments that bind an MLflow server / UI / model server to 127.0.0.1
-    with one worker."""
-    return ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-
-
-class Postgres:
-    """A PostgreSQL 15 cluster of its own: ``initdb`` in `base`, 127.0.0.1 only, its
-    own port and socket dir, trust auth for local use. ``initdb`` refuses root, so
-    as root the cluster belongs to the ``postgres`` user."""
-
-    def __init__(self, base: Path, port: int):
-        self.base, self.port = base, port
-        self.data, self.sock = base / "data", base / "sock"
-        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-
-    def _run(self, args: list[str], timeout: float = 90) -> None:
-        proc = subprocess.run(
-            [*self.as_user, *args], capture_output=True, text=True, timeout=timeout
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(
-                f"{Path(args[0]).name} failed ({proc.returncode}): "
-                f"{(proc.stderr or proc.stdout).strip()[-2000:]}"
-            )
-
-    def _ctl(self, *args: str, timeout: float = 90) -> None:
-        self._run([str(PG_BIN / "pg_ctl"), "-D", str(self.data), *args], timeout)
-
-    def init(self) -> None:
-        if not (PG_BIN / "initdb").exists():
-            raise RuntimeError(f"PostgreSQL 15 server binaries not found in {PG_BIN}")
-        self.base.mkdir(parents=True, exist_ok=True)
-        if self.as_user:
-            os.chmod(self.base, 0o755)
-            shutil.chown(self.base, "postgres")
-        self._run(["mkdir", "-p", str(self.sock)])
-        self._run(
-            [str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust"]
-            + ["-U", "postgres"],
-            timeout=120,
-        )
-
-    def start(self) -> None:
-        opts = f"-p {self.port} -k {self.sock} -c listen_addresses=127.0.0.1"
-        log = str(self.base / "pg.log")
-        self._ctl("-o", opts, "-l", log, "-w", "-t", "60", "start")
-
-    def stop(self) -> None:
-        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
-            self._ctl("-m", "fast", "-w", "-t", "60", "stop")
-
-    def restart(self) -> None:
-        """Fast restart: every client connection is dropped."""
-        log = str(self.base / "pg.log")  # without -l the server would hold our pipe
-        self._ctl("-m", "fast", "-l", log, "-w", "-t", "60", "restart")
-
-    def createdb(self, name: str) -> str:
-        subprocess.run(
-            [str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(self.port)]
-            + ["-U", "postgres", name],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        return f"postgres@127.0.0.1:{self.port}/{name}"
-
-
-def make_bucket(endpoint: str, bucket: str = BUCKET) -> None:
-    import boto3
-
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=S3_KEYS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"],
-        region_name=S3_KEYS["AWS_DEFAULT_REGION"],
-    )
-    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
-        s3.create_bucket(Bucket=bucket)
 
 
 @dataclass
@@ -387,15 +244,6 @@ class TeamStack:
             stopped.append("postgresql")
         state_file.unlink()
         return stopped
-
-
-@contextlib.contextmanager
-def team_stack(base: Path, workers: int = 2):
-    stack = TeamStack(base, workers=workers).up()
-    try:
-        yield stack
-    finally:
-        stack.down()
 
 
 def main(argv: list[str] | None = None) -> int:

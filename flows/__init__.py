@@ -1,1 +1,2 @@
-"""Prefect flows: training-pipeline, promote-model (and reproduce-run)."""
+"""Prefect flows (training-pipeline, reproduce-run, promote-model, sweep) and the
+entry points that run them: the lineageflow CLI and the demo."""

@@ -1,19 +1,27 @@
-"""The ``lineageflow`` command. Errors are one line on stderr and exit code 2."""
+"""The ``lineageflow`` command. Errors are one line on stderr and exit code 2.
+
+Each command imports the flow it runs when it runs: importing the flows (Prefect,
+MLflow, DVC, scikit-learn, xgboost) takes 4-5 s here (measured), and
+``lineageflow --help`` or a refused workspace should answer at once.
+"""
 
 from __future__ import annotations
 
 import atexit
-import contextlib
-import logging
+import json
 import os
 import sys
-import threading
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from lineageflow.config import load_params
 from lineageflow.errors import LineageflowError
+from lineageflow.ops import localserver
+from lineageflow.ops.procs import exit_now, quiet_libraries, telemetry_off
+from lineageflow.runs.orchestration import one_line_user_errors
+from lineageflow.workspace import open_workspace
 
 app = typer.Typer(
     help="Retrain tabular models under Prefect with git + DVC lineage, promoting to "
@@ -22,28 +30,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-def _telemetry_off() -> None:
-    # MLflow reads the string "true"; "1" is ignored.
-    os.environ.setdefault("DO_NOT_TRACK", "true")
-    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-
-def _quiet_libraries() -> None:
-    """Other tools' chatter is not lineageflow's output: MLflow announcing that it
-    creates or migrates its sqlite tables, alembic's migration steps."""
-    for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def _quiet_user_errors() -> None:
-    from lineageflow.runs.orchestration import one_line_user_errors
-
-    one_line_user_errors()
 
 
 _errors: list[str] = []
@@ -69,9 +55,7 @@ def _on_prefect(fn):
     server the commands share (lineageflow.ops.localserver), not a temporary one."""
 
     def wrapper(*args, **kwargs):
-        from lineageflow.ops.localserver import api_for_commands
-
-        with api_for_commands():
+        with localserver.api_for_commands():
             return fn(*args, **kwargs)
 
     return wrapper
@@ -88,8 +72,6 @@ app.add_typer(server_app, name="server")
 @server_app.command("status")
 def server_status() -> None:
     """Say whether the local server runs, and its API URL."""
-    from lineageflow.ops import localserver
-
     state = localserver.running()
     if state is None:
         typer.echo("no local Prefect server is running")
@@ -100,8 +82,6 @@ def server_status() -> None:
 @server_app.command("stop")
 def server_stop() -> None:
     """Stop the local server (it also stops itself when idle)."""
-    from lineageflow.ops import localserver
-
     api = localserver.stop()
     typer.echo(f"stopped the local Prefect server {api}" if api else "none was running")
 
@@ -124,9 +104,9 @@ def train(
     ] = True,
 ) -> None:
     """Run the training-pipeline flow on WORKSPACE once."""
-    from flows.training import run_workspace
+    from flows.training import run_workspace  # lazy: see the module docstring
 
-    _quiet_user_errors()
+    one_line_user_errors()
     summary = _run(_validated(_on_prefect(run_workspace)), workspace, reuse=reuse)
     _print_summary(summary)
 
@@ -135,9 +115,6 @@ def _validated(fn):
     """Check the workspace and params before Prefect starts (fast, one line)."""
 
     def wrapper(workspace, *a, **kw):
-        from lineageflow.config import load_params
-        from lineageflow.workspace import open_workspace
-
         ws = open_workspace(workspace)
         cfg = load_params(ws.params_path())
         for d in cfg.data.datasets:
@@ -172,9 +149,9 @@ def promote(
 ) -> None:
     """Re-run the lineage checks on a registered version and promote it to Staging
     if they pass (e.g. after `dvc push` fixed a refused version)."""
-    from flows.promote import promote_version
+    from flows.promote import promote_version  # lazy
 
-    _quiet_user_errors()
+    one_line_user_errors()
     msg = _run(_on_prefect(promote_version), model, version, str(workspace))
     typer.echo(msg)
 
@@ -202,9 +179,9 @@ def reproduce(
     """Rebuild a past run from its recorded workspace commit, DVC data, params and
     lineageflow code, rerun it, and compare every metric
     (exact / within_tolerance / diverged / unpinned)."""
-    from flows.reproduce import reproduce_run
+    from flows.reproduce import reproduce_run  # lazy
 
-    _quiet_user_errors()
+    one_line_user_errors()
     workspace = _default_workspace(workspace)
     out = _run(
         _on_prefect(reproduce_run),
@@ -240,10 +217,8 @@ def diff(
 ) -> None:
     """What differs between two runs: code (commits, files changed), data (md5s,
     rows), params (key by key), environment and holdout metrics."""
-    import json
-
-    from lineageflow.lineage.diff import collect, render
-    from lineageflow.runs.store import tracking_uri_for
+    from lineageflow.reproduce.diff import collect, render  # lazy
+    from lineageflow.runs.store import tracking_uri_for  # lazy
 
     def run():
         ws = _default_workspace(workspace)
@@ -285,47 +260,24 @@ def demo(
     ] = None,
 ) -> None:
     """Build a demo workspace, train on data v1, add drifted data v2, retrain."""
-    from flows.demo import run_demo
+    from flows.demo import run_demo  # lazy
 
-    _quiet_user_errors()
+    one_line_user_errors()
     _run(_on_prefect(run_demo), dir, rows, force, echo=typer.echo, remote=dvc_remote)
 
 
 def main() -> None:
-    _telemetry_off()
-    _quiet_libraries()
+    telemetry_off()
+    quiet_libraries()
     atexit.register(_print_errors)  # registered first, so it runs last (LIFO)
     try:
         app()
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
-        _exit(130)
+        exit_now(130)
     except SystemExit as exc:
-        _exit(exc.code)
-    _exit(0)
-
-
-def _exit(code) -> None:
-    """Exit as the interpreter would, minus its teardown.
-
-    Once a command has run, freeing every module and object of MLflow, Prefect,
-    scikit-learn and pandas takes the interpreter 1.5 s (measured: 8.2 s against
-    6.8 s for ``lineageflow train`` on the demo workspace). Everything that
-    matters at exit still runs, in the interpreter's order: threading's exit
-    hooks (Prefect drains its log and event workers there) and the join of
-    non-daemon threads, then the ``atexit`` functions; then the streams are
-    flushed and the process ends."""
-    if code is None:
-        code = 0
-    elif not isinstance(code, int):  # sys.exit("message") prints it, exits 1
-        print(code, file=sys.stderr)
-        code = 1
-    threading._shutdown()  # what Py_FinalizeEx calls first
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(code)
+        exit_now(exc.code)
+    exit_now(0)
 
 
 if __name__ == "__main__":

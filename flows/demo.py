@@ -12,8 +12,11 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
+from flows.training import run_workspace
 from lineageflow.data.synthetic import make_customers
-from lineageflow.errors import LineageflowError, WorkspaceError
+from lineageflow.errors import LineageflowError, PromotionRefused, WorkspaceError
+from lineageflow.runs.store import client, redact_uri
+from lineageflow.workspace import Workspace
 
 MARKER = ".lineageflow-demo"
 DATASET = "data/customers"
@@ -156,10 +159,6 @@ def run_demo(
     base: Path, rows: int, force: bool, echo=print, remote: str | None = None
 ) -> list[dict]:
     """The whole demo: workspace, v1, train, v2 (new rows with drift), retrain."""
-    from flows.training import run_workspace
-    from lineageflow.errors import PromotionRefused
-    from lineageflow.runs.store import default_tracking_uri
-    from lineageflow.workspace import Workspace
 
     paths = prepare_dir(base, force)
     init_workspace(paths, remote=remote)
@@ -182,7 +181,7 @@ def run_demo(
             summaries.append(run_workspace(ws))
         except PromotionRefused as exc:
             echo(f"   not promoted: {exc}")
-    uri = default_tracking_uri(Workspace(ws).state_dir)
+    uri = Workspace(ws).tracking_uri()
     echo(describe(uri, summaries, ws))
     return summaries
 
@@ -190,8 +189,6 @@ def run_demo(
 def describe(tracking_uri: str, summaries: list[dict], ws: Path) -> str:
     """A short report: runs, model versions and stages, how to open the UI."""
     import warnings
-
-    from lineageflow.runs.store import client, redact_uri
 
     c = client(tracking_uri)
     lines = [

@@ -17,7 +17,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from lineageflow import errors
 from lineageflow.errors import LineageError
+from lineageflow.reproduce.reproduction import last_line
 
 # Runs inside the recorded code: keep it to the API every commit since
 # reproduction exists has (run_stages with these keyword arguments).
@@ -99,9 +101,6 @@ def run_recorded_code(
         answer = json.loads(out.read_text()) if out.is_file() else {}
     if proc.returncode == 0 and answer.get("run_id"):
         return answer["run_id"]
-    from lineageflow import errors
-    from lineageflow.reproduce.reproduction import last_line
-
     kind = getattr(errors, answer.get("type", ""), None)
     if isinstance(kind, type) and issubclass(kind, errors.LineageflowError):
         raise kind(answer["error"])  # the user error the recorded code named

@@ -17,7 +17,7 @@ from lineageflow.errors import LineageError
 from lineageflow.registry import promotion
 from lineageflow.registry import versions as registry
 from lineageflow.runs.orchestration import one_line_user_errors, run_logger
-from lineageflow.runs.store import bounded_http_retries, client, default_tracking_uri
+from lineageflow.runs.store import bounded_http_retries, client
 from lineageflow.workspace import open_workspace
 
 
@@ -37,7 +37,7 @@ def promote_model(model_name: str, version: int | str, workspace: str = ".") -> 
     logger = run_logger()
     bounded_http_retries()  # one line in seconds, not minutes of retries
     ws = open_workspace(workspace)
-    uri = default_tracking_uri(ws.state_dir)
+    uri = ws.tracking_uri()
     # MLflow returns versions as int from sqlite and as str over HTTP
     version = str(version)
     if not version.isdigit():

@@ -7,7 +7,6 @@ from pathlib import Path
 from prefect import flow
 
 from lineageflow.config import PipelineConfig
-from lineageflow.data.source import verify_restored
 from lineageflow.registry.promotion import refuse_if_failed
 from lineageflow.registry.versions import unchanged_since_staging
 from lineageflow.runs.context import RunContext, settings
@@ -47,21 +46,23 @@ def run_stages(
         ctx = RunContext.start(ws, cfg, tracking_uri, entrypoint, origin, reuse)
     with ctx.parent_run(run_name, extra_tags) as run:
         with clock("pull_data"):
-            versions, frames = pull_all(ws, cfg.data, run)
-        if expect_data is not None:  # a reproduction reads exactly the recorded data
-            verify_restored(expect_data, versions)
+            versions, frames = pull_all(ws, cfg.data, run, expect=expect_data)
         with clock("prepare"):
             split = prepare(
-                frames, cfg.data.target, cfg.prepare, run, cfg.train.task, versions
+                frames,
+                cfg.data.target,
+                cfg.prepare,
+                run,
+                cfg.train.task,
+                versions,
+                cfg.evaluate,
             )
-            evaluate_cfg = ctx.evaluate_config(split.task)
         with clock("train"):
             trained = train(split, cfg.train, run, str(ws.root))
         with clock("evaluate"):
-            metrics = evaluate(trained, split, evaluate_cfg, run)
+            metrics = evaluate(trained, split, cfg.evaluate, run)
         with clock("lineage"):
-            record = ctx.record(run, versions)
-            record_lineage(record, run)
+            record = record_lineage(ctx, run, versions)
         decision = None
         if register:
             with clock("register"):
@@ -70,7 +71,7 @@ def run_stages(
                     trained,
                     metrics,
                     split,
-                    evaluate_cfg,
+                    cfg.evaluate,
                     cfg.registration,
                     run,
                     str(ws.root),

@@ -7,6 +7,7 @@ tree stays clean for the next run.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -92,6 +93,13 @@ class Workspace:
 
     def params_path(self) -> Path:
         return self.root / "params.yaml"
+
+    def tracking_uri(self) -> str:
+        """``MLFLOW_TRACKING_URI`` when set (MLflow's convention), else a sqlite
+        store in the workspace's git-ignored ``.lineageflow/``."""
+        return os.environ.get("MLFLOW_TRACKING_URI") or (
+            f"sqlite:///{self.state_dir / 'mlflow.db'}"
+        )
 
     def dataset(self, rel: str) -> tuple[Path, Path]:
         """The data path and its ``.dvc`` file, refusing anything outside the root."""

@@ -13,11 +13,11 @@ import pandas as pd
 from prefect import task, unmapped
 from prefect.cache_policies import NO_CACHE
 
-from lineageflow.config import DataConfig, PrepareConfig
+from lineageflow.config import DataConfig, EvaluateConfig, PrepareConfig
 from lineageflow.data.dvc import DataVersion, DvcFile
-from lineageflow.data.source import open_source
+from lineageflow.data.source import open_source, verify_restored
 from lineageflow.data.tabular import read_table, validate_frame
-from lineageflow.model.ml import Split, split_frame
+from lineageflow.model.ml import Split, check_metric, split_frame
 from lineageflow.ops.procs import release_freed_memory
 from lineageflow.runs.artifacts import (
     load_split,
@@ -25,6 +25,7 @@ from lineageflow.runs.artifacts import (
     persist_split_meta,
     persist_table,
 )
+from lineageflow.runs.orchestration import run_logger
 from lineageflow.runs.stages import stage_run
 from lineageflow.runs.tracking import RunRef
 from lineageflow.workspace import Workspace
@@ -104,13 +105,16 @@ def pull_data(
 
 
 def pull_all(
-    ws: Workspace, cfg: DataConfig, run: RunRef
+    ws: Workspace, cfg: DataConfig, run: RunRef, expect: list[dict] | None = None
 ) -> tuple[list[DataVersion], list[Handoff]]:
-    """pull_data for every dataset, in parallel threads: their versions and frames."""
+    """pull_data for every dataset, in parallel threads: their versions and
+    frames. ``expect``: a reproduction's recorded data, which it must read exactly."""
     pulled = pull_data.map(
         unmapped(str(ws.root)), cfg.datasets, unmapped(cfg.remote), unmapped(run)
     )
     versions, frames = zip(*[f.result() for f in pulled], strict=True)
+    if expect is not None:
+        verify_restored(expect, versions)
     return list(versions), list(frames)
 
 
@@ -169,9 +173,12 @@ def prepare(
     run: RunRef,
     task_setting: str = "auto",
     data: list[DataVersion] | None = None,
+    evaluate: EvaluateConfig | None = None,
 ) -> Split:
     """Schema check, the task (given or inferred, with its reason) and the split;
-    both tables are persisted by digest on this stage's run."""
+    both tables are persisted by digest on this stage's run. The task decides
+    the evaluation metric: one that does not fit it is refused here, before any
+    training."""
     inputs = [(d.path, f"md5:{d.read_md5}") for d in data or []]
     params = cfg.model_dump() | {"target": target, "task": task_setting}
     with stage_run(run, "prepare", inputs=inputs, params=params) as (_, io):
@@ -180,27 +187,36 @@ def prepare(
             for f in frames:  # a frame pull_data read anyway is not needed
                 if isinstance(f, Handoff):
                     f.drop()
-            return split
-        frames = [f.take() if isinstance(f, Handoff) else f for f in frames]
-        df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-        del frames
-        validate_frame(df, target)
-        split = split_frame(df, target, cfg, task_setting)
-        del df
-        if sum(d.size or 0 for d in data or []) > 64 * 2**20:
-            release_freed_memory()  # the raw frames are gone; the fit comes next
-        mlflow.log_params(
-            cfg.model_dump()
-            | {"target": target, "task": split.task, "task_reason": split.task_reason}
-        )
-        if split.labels:
-            mlflow.log_param("labels", json.dumps(split.labels, default=str)[:6000])
-        mlflow.log_metrics(split.sizes())
-        split = split.with_digests()
-        persist_split_meta(split)
-        uris = {}
-        for part in ("train", "holdout"):
-            uri = persist_table(split.table(part), split.digests[part], f"{part}_table")
-            io.output(f"{part}_table", split.digests[part], uri=uri)
-            uris[part] = uri
+        else:
+            split = _split(frames, target, cfg, task_setting, data or [], io)
+        if evaluate is not None:
+            check_metric(split.task, evaluate.metric)
+            if chosen := evaluate.chosen(split.task):
+                run_logger().info(chosen)
+    return split
+
+
+def _split(frames, target, cfg, task_setting, data, io) -> Split:
+    frames = [f.take() if isinstance(f, Handoff) else f for f in frames]
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    del frames
+    validate_frame(df, target)
+    split = split_frame(df, target, cfg, task_setting)
+    del df
+    if sum(d.size or 0 for d in data) > 64 * 2**20:
+        release_freed_memory()  # the raw frames are gone; the fit comes next
+    mlflow.log_params(
+        cfg.model_dump()
+        | {"target": target, "task": split.task, "task_reason": split.task_reason}
+    )
+    if split.labels:
+        mlflow.log_param("labels", json.dumps(split.labels, default=str)[:6000])
+    mlflow.log_metrics(split.sizes())
+    split = split.with_digests()
+    persist_split_meta(split)
+    uris = {}
+    for part in ("train", "holdout"):
+        uri = persist_table(split.table(part), split.digests[part], f"{part}_table")
+        io.output(f"{part}_table", split.digests[part], uri=uri)
+        uris[part] = uri
     return replace(split, uris=uris)

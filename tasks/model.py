@@ -22,7 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from lineageflow.config import EvaluateConfig, TrainConfig
 from lineageflow.data.tabular import signature_frame
 from lineageflow.errors import UserCodeError
-from lineageflow.lineage.code import call_user, load_callable
+from lineageflow.lineage.code import call_user, check_features, load_callable
 from lineageflow.model import estimators, ml, modelparts
 from lineageflow.model.plots import write_plots
 from lineageflow.runs.artifacts import load_model, log_dataset, stored_model_digest
@@ -92,7 +92,7 @@ def _user_code(cfg: TrainConfig, workspace: str | None, split: ml.Split):
         role: load_callable(Path(workspace), ref, role) for role, ref in refs.items()
     }
     if "features" in fns:
-        estimators.check_features(fns["features"], refs["features"], split.X_train)
+        check_features(fns["features"], refs["features"], split.X_train)
     return fns.get("factory"), fns.get("features")
 
 
@@ -214,6 +214,7 @@ def evaluate(
 ) -> dict[str, float]:
     """Holdout metrics and plots; the metrics also go onto the parent run and
     onto the logged model (MLflow's Logged models panel)."""
+    cfg = cfg.for_task(split.task)  # an unset metric as the task chose it
 
     inputs = [
         ("model", trained.digest),

@@ -8,9 +8,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from lineageflow.config import EvaluateConfig, RegisterConfig
+from lineageflow.data.dvc import DataVersion
 from lineageflow.lineage.record import digest, flat_tags
 from lineageflow.model.ml import Split
 from lineageflow.registry import promotion
+from lineageflow.runs.context import RunContext
 from lineageflow.runs.stages import stage_run
 from lineageflow.runs.store import client
 from lineageflow.runs.tracking import RunRef, log_tags
@@ -25,12 +27,13 @@ from tasks.model import TrainedModel
     retry_condition_fn=retry_unless_user_error,
     cache_policy=NO_CACHE,
 )
-def record_lineage(record: dict, run: RunRef) -> str:
-    """Log ``lineage.json`` at the parent run's root and the flat ``lineage.*`` tags."""
+def record_lineage(ctx: RunContext, run: RunRef, data: list[DataVersion]) -> dict:
+    """The run's lineage record, once every stage has recorded its own: logged as
+    ``lineage.json`` at the parent run's root and as flat ``lineage.*`` tags."""
+    record = ctx.record(run, data)
     client(run.tracking_uri).log_dict(run.run_id, record, "lineage.json")
-    tags = flat_tags(record) | {"lineage.digest": digest(record)}
-    log_tags(run, tags)
-    return tags["lineage.digest"]
+    log_tags(run, flat_tags(record) | {"lineage.digest": digest(record)})
+    return record
 
 
 @task(name="register_model", cache_policy=NO_CACHE)
@@ -60,7 +63,7 @@ def register_model(
             Path(workspace),
             in_progress=True,
             metrics=metrics,
-            evaluate_cfg=evaluate_cfg,
+            evaluate_cfg=evaluate_cfg.for_task(split.task),
             champion=lambda: promotion.score_champion(uri, name, split),
             promote=cfg.promote,
         )

@@ -102,9 +102,8 @@ def local_servers_of_this_session() -> list[int]:
             environ = (proc / "environ").read_bytes()
         except OSError:
             continue
-        if b"lineageflow.ops.localserver" in cmdline and mark.encode() in environ.split(
-            b"\0"
-        ):
+        ours = (b"prefect.server.api.server:create_app", b"lineageflow.ops.localserver")
+        if any(o in cmdline for o in ours) and mark.encode() in environ.split(b"\0"):
             found.append(int(proc.name))
     return found
 
@@ -120,7 +119,7 @@ def stop_local_servers():
         pids = local_servers_of_this_session()
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, sig)
+                os.kill(pid, sig)
         deadline = time.monotonic() + 10
         while pids and time.monotonic() < deadline:
             pids = local_servers_of_this_session()

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from deployments.stack import PG_BIN, Postgres, Proc, free_port, loopback
+from deployments.services import PG_BIN, Postgres, Proc, loopback
+from lineageflow.ops.procs import free_port
 
 __all__ = ["PG_BIN", "Proc", "free_port", "loopback", "needs_postgres", "postgres"]
 

@@ -333,7 +333,10 @@ def test_uncommitted_pipeline_code_is_refused_and_its_reproduction_says_why(
     proc = pipeline.cli("reproduce", mv.run_id, cwd=tmp_path)
     first = proc.stdout.strip().splitlines()[0]
     assert first.startswith("unpinned: run "), proc.stdout
-    assert "uncommitted changes (lineageflow/model/ml.py) that no commit holds" in proc.stdout
+    assert (
+        "uncommitted changes (lineageflow/model/ml.py) that no commit holds"
+        in proc.stdout
+    )
     assert "metrics diverged" in proc.stdout
 
 

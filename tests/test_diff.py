@@ -13,7 +13,7 @@ import yaml
 
 from flows.demo import add_data_version
 from flows.training import training_pipeline
-from lineageflow.lineage.diff import diff_records, flatten, render
+from lineageflow.reproduce.diff import diff_records, flatten, render
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

@@ -178,7 +178,7 @@ def test_a_command_survives_its_local_server_going_away(make_workspace, tmp_path
         assert parent, cmd.communicate(timeout=60)
         state = json.loads((home / localserver.STATE).read_text())
         localserver_api = state["api"]
-        os.killpg(state["pid"], signal.SIGKILL)
+        os.kill(state["pid"], signal.SIGKILL)
         out, err = cmd.communicate(timeout=300)
         assert cmd.returncode == 0, err[-3000:]
         assert (

@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 
 from flows.training import training_pipeline
 from lineageflow.lineage import graph, report
-from lineageflow.registry.promotion import load_native
+from lineageflow.registry.versions import load_native
 from lineageflow.runs import reuse
 
 pytestmark = pytest.mark.usefixtures("prefect_api")

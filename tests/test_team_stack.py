@@ -21,7 +21,8 @@ import git
 import pytest
 from mlflow import MlflowClient
 
-from deployments.stack import BUCKET, S3_KEYS, TeamStack
+from deployments.services import BUCKET, S3_KEYS
+from deployments.stack import TeamStack
 from tests.conftest import WorkspaceFactory
 from tests.servers import needs_postgres
 from tests.test_deployments import (

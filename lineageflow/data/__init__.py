@@ -1,0 +1,1 @@
+"""Versioned data: the data-source seam, DVC files, tables and synthetic data."""

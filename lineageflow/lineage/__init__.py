@@ -1,0 +1,1 @@
+"""Lineage: the record, the declared checks and their evidence, code state, reports."""

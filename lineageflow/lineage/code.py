@@ -17,7 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from lineageflow import __version__
 from lineageflow.errors import UserCodeError
+from lineageflow.workspace import origin_url
 
 # What of the pipeline repo decides a model: its packages (an untracked .py file
 # there counts too: an unadded module changes a run as much as an edited one) and
@@ -36,7 +40,6 @@ def pipeline_state() -> dict[str, Any]:
     ``dirty_files`` names what differs from the commit; ``path`` is the checkout
     on this machine and ``repo`` where it can be cloned from (origin, else path).
     """
-    from lineageflow import __version__
 
     here = Path(__file__).resolve().with_name("__init__.py")  # tracked in any checkout
     state: dict[str, Any] = {
@@ -49,8 +52,6 @@ def pipeline_state() -> dict[str, Any]:
     }
     try:
         import git
-
-        from lineageflow.workspace import origin_url
 
         repo = git.Repo(here.parent, search_parent_directories=True)
         top = Path(repo.working_tree_dir).resolve()
@@ -172,3 +173,14 @@ def call_user(fn: Callable[..., Any], ref: str, role: str, *args, **kwargs) -> A
             f"train.{role} {ref} raised {type(exc).__name__}: {_first_line(exc)}: "
             "fix it and commit"
         ) from None
+
+
+def check_features(features, ref: str, X: pd.DataFrame) -> None:
+    """Run the user's feature function on a few rows first: a wrong return type
+    is one line here instead of a traceback deep inside the fit."""
+    out = call_user(features, ref, "features", X.head(5).copy())
+    if not isinstance(out, pd.DataFrame) or len(out) != min(5, len(X)):
+        raise UserCodeError(
+            f"train.features {ref} must return a DataFrame with one row per input "
+            f"row (got {type(out).__name__}): fix it and commit"
+        )

@@ -14,6 +14,8 @@ import pandas as pd
 
 from lineageflow.config import TrainConfig
 from lineageflow.errors import DataError, UserCodeError
+from lineageflow.lineage.code import call_user
+from lineageflow.model.modelparts import LabeledClassifier, RawFrame
 
 
 def build_model(
@@ -31,8 +33,6 @@ def build_model(
     """
     from sklearn.pipeline import Pipeline
 
-    from lineageflow.model.modelparts import LabeledClassifier
-
     if cfg.model == "custom":
         steps = [("model", _custom_model(cfg, factory, task))]
     else:
@@ -48,7 +48,6 @@ def build_model(
 
 
 def _custom_model(cfg: TrainConfig, factory, task: str = "binary"):
-    from lineageflow.lineage.code import call_user
 
     if factory is None:
         raise UserCodeError(f"train.factory {cfg.factory} was not loaded")
@@ -70,24 +69,10 @@ def _custom_model(cfg: TrainConfig, factory, task: str = "binary"):
     return model
 
 
-def check_features(features, ref: str, X: pd.DataFrame) -> None:
-    """Run the user's feature function on a few rows first: a wrong return type
-    is one line here instead of a traceback deep inside the fit."""
-    from lineageflow.lineage.code import call_user
-
-    out = call_user(features, ref, "features", X.head(5).copy())
-    if not isinstance(out, pd.DataFrame) or len(out) != min(5, len(X)):
-        raise UserCodeError(
-            f"train.features {ref} must return a DataFrame with one row per input "
-            f"row (got {type(out).__name__}): fix it and commit"
-        )
-
-
 def _builtin_steps(cfg: TrainConfig, task: str) -> list[tuple[str, Any]]:
     """Raw-frame casting, then the estimator: xgboost reads categoricals and
     missing values natively; scikit-learn models get imputation and one-hot
     encoding as steps of the same pipeline."""
-    from lineageflow.model.modelparts import RawFrame
 
     params = cfg.estimator_params()
     regression = task == "regression"

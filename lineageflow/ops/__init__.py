@@ -1,0 +1,1 @@
+"""Operations: the shared local Prefect server and the processes lineageflow starts."""

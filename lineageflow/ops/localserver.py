@@ -1,36 +1,45 @@
 """One local Prefect server shared by ``lineageflow`` commands (default mode).
 
 With no ``PREFECT_API_URL``, Prefect starts a temporary server in every process
-and stops it at exit: 3.5-7 s of every ``lineageflow train`` on this machine
-(measured), and the runs cannot be browsed afterwards. Instead the first
-command starts one server for this ``PREFECT_HOME`` (same database as the
-temporary one: ``$PREFECT_HOME/prefect.db``), bound to 127.0.0.1 on a free
-port, as ``prefect server start`` runs it (API, UI, services), and records it in
-``$PREFECT_HOME/lineageflow-server.json``. Later commands find it there and
-start nothing. It stops itself after ``LINEAGEFLOW_SERVER_IDLE`` seconds without
-a request (default 1800), or on ``lineageflow server stop``.
-
-``LINEAGEFLOW_LOCAL_SERVER=0`` keeps Prefect's own temporary server. A
-configured ``PREFECT_API_URL`` (a team server) is always used as it is.
+(3.5-7 s of every ``lineageflow train`` here, measured) and its runs cannot be
+browsed afterwards. Instead the first command starts one server for this
+``PREFECT_HOME`` with Prefect's own ``prefect server start --background`` (API,
+UI and services; ``$PREFECT_HOME/prefect.db``; its PID in Prefect's
+``server.pid``), and ``prefect server stop`` stops it. lineageflow adds only
+what those commands lack: a free port on 127.0.0.1, recorded with the API URL in
+``$PREFECT_HOME/lineageflow-server.json`` (Prefect's PID file holds no address)
+so later commands find it; the idle stop (a watcher process, after
+``LINEAGEFLOW_SERVER_IDLE`` s without a command, default 1800); a restart on the
+same port when the server goes away while a command runs. Whether it answers is
+a GET of ``/health`` (milliseconds), not ``prefect server status`` (about 2 s of
+CLI start per command). ``LINEAGEFLOW_LOCAL_SERVER=0`` keeps Prefect's temporary
+server; a configured ``PREFECT_API_URL`` (a team server) is used as it is.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
-from lineageflow.ops.procs import alive, free_port, stop_group
+import httpx
+
+from lineageflow.errors import LineageflowError
+from lineageflow.ops.procs import alive, free_port
 
 STATE = "lineageflow-server.json"
-IDLE_DEFAULT = 1800.0
-START_TIMEOUT = 90.0
+USED = "lineageflow-server.used"  # touched while a command uses the server
+PREFECT_PID = "server.pid"  # prefect.cli._server_utils.SERVER_PID_FILE_NAME
+IDLE_DEFAULT, START_TIMEOUT = 1800.0, 90.0
 
 
 def idle_seconds() -> float:
@@ -38,12 +47,8 @@ def idle_seconds() -> float:
 
 
 def enabled() -> bool:
-    return os.environ.get("LINEAGEFLOW_LOCAL_SERVER", "1").lower() not in (
-        "0",
-        "false",
-        "no",
-        "off",
-    )
+    off = ("0", "false", "no", "off")
+    return os.environ.get("LINEAGEFLOW_LOCAL_SERVER", "1").lower() not in off
 
 
 def _home() -> Path:
@@ -53,25 +58,56 @@ def _home() -> Path:
 
 
 def _healthy(url: str, timeout: float = 2.0) -> bool:
-    import httpx
-
     try:
         return httpx.get(f"{url}/health", timeout=timeout).status_code == 200
     except httpx.HTTPError:
         return False
 
 
-def running(home: Path | None = None) -> dict | None:
-    """The recorded server when its process lives and answers, else None."""
-    path = (home or _home()) / STATE
+def _recorded(home: Path) -> dict | None:
     try:
-        state = json.loads(path.read_text())
-        pid, api = int(state["pid"]), str(state["api"])
+        state = json.loads((home / STATE).read_text())
+        return {"pid": int(state["pid"]), "api": str(state["api"])} | state
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if alive(pid) and _ours(pid) and _healthy(api):
+
+
+def running(home: Path | None = None) -> dict | None:
+    """The recorded server when its process lives and answers, else None."""
+    state = _recorded(home or _home())
+    if state and alive(state["pid"]) and _ours(state["pid"]) and _healthy(state["api"]):
         return state
     return None
+
+
+def _ours(pid: int) -> bool:
+    """The PID is still a Prefect server (not a reused PID of something else)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"prefect.server.api.server:create_app" in cmdline
+
+
+def _prefect(home: Path, *args: str, port: int | None = None) -> str:
+    """``prefect server ...`` for this PREFECT_HOME, in a session of its own (a
+    background server outlives the command, by design); its output."""
+    env = dict(
+        os.environ, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false"
+    )
+    if port:
+        env["PREFECT_UI_API_URL"] = f"http://127.0.0.1:{port}/api"
+    proc = subprocess.run(
+        [sys.executable, "-m", "prefect", "server", *args],
+        env=env,
+        cwd=str(home),
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        timeout=120,
+    )
+    return (proc.stdout + proc.stderr).strip()
 
 
 def ensure(home: Path | None = None, port: int | None = None) -> str:
@@ -80,10 +116,6 @@ def ensure(home: Path | None = None, port: int | None = None) -> str:
 
     A lock file serialises two commands that start at once: the second waits
     and finds the server the first started."""
-    import fcntl
-
-    from lineageflow.errors import LineageflowError
-
     home = home or _home()
     home.mkdir(parents=True, exist_ok=True)
     if state := running(home):
@@ -92,36 +124,22 @@ def ensure(home: Path | None = None, port: int | None = None) -> str:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if state := running(home):
             return state["api"]
+        _forget_dead(home)
         port = port or free_port()
         api = f"http://127.0.0.1:{port}/api"
+        args = ("start", "--background", "--host", "127.0.0.1", "--port", str(port))
+        out = _prefect(home, *args, port=port)
         log = home / "lineageflow-server.log"
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "lineageflow.ops.localserver", str(port)],
-                env=dict(
-                    os.environ,
-                    PREFECT_HOME=str(home),
-                    PREFECT_SERVER_API_HOST="127.0.0.1",
-                    PREFECT_SERVER_API_PORT=str(port),
-                    PREFECT_UI_API_URL=api,
-                    PREFECT_SERVER_ANALYTICS_ENABLED="false",
-                ),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # outlives this command, by design
-                cwd=str(home),
-            )
+        with open(log, "a") as fh:
+            fh.write(out + "\n")
+        pid = _prefect_pid(home)
         deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise LineageflowError(
-                    f"the local Prefect server exited ({proc.returncode}) while "
-                    f"starting: see {log}, or set PREFECT_API_URL to a running server"
-                )
+        while time.monotonic() < deadline and pid and alive(pid):
             if _healthy(api, timeout=1.0):
-                state = {"pid": proc.pid, "api": api, "started": time.time()}
+                state = {"pid": pid, "api": api, "started": time.time()}
                 (home / STATE).write_text(json.dumps(state))
+                (home / USED).touch()
+                _watch(home, pid, log)
                 print(
                     f"started the local Prefect server lineageflow commands share: "
                     f"UI http://127.0.0.1:{port} (stops after "
@@ -131,35 +149,97 @@ def ensure(home: Path | None = None, port: int | None = None) -> str:
                 )
                 return api
             time.sleep(0.1)
-        stop_group(proc.pid, interrupts=0, timeout=10)
+        _stop_pid(home, pid)
+        why = out.splitlines()[-1] if out else "no output"
         raise LineageflowError(
-            f"the local Prefect server did not answer in {START_TIMEOUT:.0f} s: see "
-            f"{log}, or set PREFECT_API_URL to a running server"
+            f"the local Prefect server did not start in {START_TIMEOUT:.0f} s "
+            f"({why}): see {log}, or set PREFECT_API_URL to a running server"
         )
 
 
-def _ours(pid: int) -> bool:
-    """The PID is still our server (not a reused PID of something else)."""
+def _prefect_pid(home: Path) -> int | None:
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return b"lineageflow.ops.localserver" in cmdline
+        return int((home / PREFECT_PID).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _forget_dead(home: Path) -> None:
+    """Prefect refuses to start while its PID file exists: drop a file whose
+    server is gone (killed, or the machine restarted), stop a server of ours
+    that no longer answers, and leave anyone else's alone."""
+    pid = _prefect_pid(home)
+    if pid is None or not (alive(pid) and _ours(pid)):
+        (home / PREFECT_PID).unlink(missing_ok=True)
+        return
+    state = _recorded(home)
+    if state is None or state["pid"] != pid:
+        raise LineageflowError(
+            f"a Prefect server started with `prefect server start --background` "
+            f"runs for {home} (pid {pid}): set PREFECT_API_URL to its API, or stop "
+            "it with `prefect server stop`"
+        )
+    _stop_pid(home, pid)  # ours, but it does not answer
+
+
+def _stop_pid(home: Path, pid: int | None, timeout: float = 20.0) -> None:
+    """``prefect server stop`` (SIGTERM to the PID in its file), then SIGKILL if
+    the server has not ended within ``timeout`` seconds."""
+    if pid and alive(pid) and _ours(pid):
+        if _prefect_pid(home) == pid:
+            _prefect(home, "stop")
+        else:
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    (home / PREFECT_PID).unlink(missing_ok=True)
 
 
 def stop(home: Path | None = None) -> str | None:
-    """Stop the recorded server (by PID); the API URL it had, or None."""
+    """Stop the recorded server; the API URL it had, or None."""
     home = home or _home()
-    path = home / STATE
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError):
+    state = _recorded(home)
+    if state is None:
         return None
-    pid = int(state.get("pid", 0))
-    if pid > 0 and alive(pid) and _ours(pid):
-        stop_group(pid, interrupts=0, timeout=10)
-    path.unlink(missing_ok=True)
+    _stop_pid(home, state["pid"])
+    (home / STATE).unlink(missing_ok=True)
     return state.get("api")
+
+
+def _watch(home: Path, pid: int, log: Path) -> None:
+    """The idle watcher: a process of its own, which ends with the server."""
+    with open(log, "ab") as out:
+        subprocess.Popen(
+            [sys.executable, "-m", "lineageflow.ops.localserver", str(pid)],
+            env=dict(os.environ, PREFECT_HOME=str(home)),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=str(home),
+        )
+
+
+def watch_idle(home: Path, pid: int, idle: float) -> None:
+    """Stop the server ``pid`` once no command has used it for ``idle`` seconds."""
+    while alive(pid):
+        try:
+            quiet = time.time() - (home / USED).stat().st_mtime
+        except OSError:
+            quiet = idle + 1
+        if quiet > idle:
+            print(f"idle for {idle:.0f} s: stopping", flush=True)
+            state = _recorded(home)
+            if state and state["pid"] == pid:
+                stop(home)
+            else:
+                _stop_pid(home, pid)
+            return
+        time.sleep(min(1.0, idle / 4))
 
 
 @contextlib.contextmanager
@@ -173,12 +253,14 @@ def api_for_commands() -> Iterator[str | None]:
         return
     home = _home()
     api = ensure(home)
+    (home / USED).touch()
     done = threading.Event()
     threading.Thread(target=_keep_serving, args=(home, api, done), daemon=True).start()
     try:
         with temporary_settings(updates={PREFECT_API_URL: api}):
             yield api
     finally:
+        (home / USED).touch()
         done.set()
 
 
@@ -188,8 +270,6 @@ def _keep_serving(home: Path, api: str, done: threading.Event) -> None:
     the same port and database. The command's Prefect client retries its calls
     for about a minute, so the flow run carries on where it was; the user gets
     one line, not Prefect's retries and tracebacks."""
-    from urllib.parse import urlparse
-
     port = urlparse(api).port
     every, last_touch = 1.0, time.monotonic()
     touch_every = min(30.0, idle_seconds() / 3)
@@ -197,7 +277,7 @@ def _keep_serving(home: Path, api: str, done: threading.Event) -> None:
         state = _recorded(home)
         if state is not None and alive(state["pid"]) and _ours(state["pid"]):
             if time.monotonic() - last_touch >= touch_every:
-                _healthy(api)
+                (home / USED).touch()
                 last_touch = time.monotonic()
             continue
         if done.is_set():
@@ -216,49 +296,5 @@ def _keep_serving(home: Path, api: str, done: threading.Event) -> None:
             return
 
 
-def _recorded(home: Path) -> dict | None:
-    try:
-        state = json.loads((home / STATE).read_text())
-        return {"pid": int(state["pid"]), "api": str(state["api"])}
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-# ---------------------------------------------------------------- the server
-
-
-def serve(port: int, idle: float) -> None:
-    """Prefect's server as ``prefect server start`` runs it (API, UI and its
-    services: webserver-only would record no task runs, as the task run recorder
-    and event persister are services) until idle for ``idle`` s."""
-    import uvicorn
-    from prefect.server.api.server import create_app
-
-    app = create_app(final=True)
-    last = [time.monotonic()]
-
-    async def touched(scope, receive, send):
-        last[0] = time.monotonic()
-        await app(scope, receive, send)
-
-    config = uvicorn.Config(
-        touched, host="127.0.0.1", port=port, log_level="error", lifespan="on"
-    )
-    server = uvicorn.Server(config)
-
-    def watchdog() -> None:
-        while not (server.started or server.should_exit):  # startup is not idling
-            time.sleep(0.1)
-        last[0] = time.monotonic()
-        while not server.should_exit:
-            if time.monotonic() - last[0] > idle:
-                print(f"idle for {idle:.0f} s: stopping", flush=True)
-                server.should_exit = True
-            time.sleep(min(1.0, idle / 4))
-
-    threading.Thread(target=watchdog, daemon=True).start()
-    server.run()
-
-
-if __name__ == "__main__":
-    serve(int(sys.argv[1]), idle_seconds())
+if __name__ == "__main__":  # the idle watcher (``_watch``)
+    watch_idle(_home(), int(sys.argv[1]), idle_seconds())

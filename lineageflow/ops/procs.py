@@ -4,10 +4,14 @@ team stack, deployments.stack), and the heap handed back before a fit."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import logging
 import os
 import signal
 import socket
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -73,3 +77,42 @@ def release_freed_memory() -> None:
     if name:
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(name).malloc_trim(0)
+
+
+def telemetry_off() -> None:
+    # MLflow reads the string "true"; "1" is ignored.
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def quiet_libraries() -> None:
+    """Other tools' chatter is not lineageflow's output: MLflow announcing that it
+    creates or migrates its sqlite tables, alembic's migration steps."""
+    for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def exit_now(code) -> None:
+    """Exit as the interpreter would, minus its teardown.
+
+    Once a command has run, freeing every module and object of MLflow, Prefect,
+    scikit-learn and pandas takes the interpreter 1.5 s (measured: 8.2 s against
+    6.8 s for ``lineageflow train`` on the demo workspace). Everything that
+    matters at exit still runs, in the interpreter's order: threading's exit
+    hooks (Prefect drains its log and event workers there) and the join of
+    non-daemon threads, then the ``atexit`` functions; then the streams are
+    flushed and the process ends."""
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):  # sys.exit("message") prints it, exits 1
+        print(code, file=sys.stderr)
+        code = 1
+    threading._shutdown()  # what Py_FinalizeEx calls first
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)

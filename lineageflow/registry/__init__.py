@@ -1,0 +1,1 @@
+"""The registry: versions and their lineage tags, the gate, the promotion decision."""

@@ -11,18 +11,15 @@ aliases, so a promotion does both on the same version.
 
 from __future__ import annotations
 
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
 from mlflow.exceptions import MlflowException
-from mlflow.models import Model
 
 from lineageflow.config import EvaluateConfig
-from lineageflow.errors import LineageError, PromotionRefused
+from lineageflow.errors import PromotionRefused
 from lineageflow.lineage import checks, report
 from lineageflow.lineage.checks import Check
 from lineageflow.lineage.evidence import LiveEvidence
@@ -118,12 +115,9 @@ def decide(
     gate, and the decision written onto the version: one promotion at a time."""
     with promotion_slot(model_name), promotion_lock(tracking_uri, model_name):
         record, tags = versions.load_lineage(tracking_uri, run_id)
-        found = checks.run_checks(
-            record,
-            tags,
-            LiveEvidence(workspace),
-            runs_complete(tracking_uri, record, model_uri, in_progress=in_progress),
-        )
+        runs = runs_complete(tracking_uri, record, model_uri, in_progress=in_progress)
+        evidence = LiveEvidence(workspace)
+        found = checks.run_checks(record, tags, evidence, runs)
         found += gate(metrics, evaluate_cfg, champion)
         return apply_decision(
             tracking_uri,
@@ -163,7 +157,7 @@ def runs_complete(
     has_model = has_sig = False
     if model_uri:
         try:
-            meta = _model_meta(model_uri, tracking_uri)
+            meta = versions.model_meta(model_uri, tracking_uri)
             has_model, has_sig = True, meta.signature is not None
         except (MlflowException, OSError):
             pass
@@ -269,7 +263,8 @@ def refuse_if_failed(decision: Decision, model_name: str) -> None:
     """Fail the flow run when a check failed; a tie with the champion only keeps
     the champion (the version stays in None, tagged why), it is no error."""
     if decision.failed and not all(c.tie for c in decision.failed):
-        raise PromotionRefused(decision.message(model_name), version=decision.version)
+        message = decision.message(model_name)
+        raise PromotionRefused(message, version=decision.version)
 
 
 def score_champion(tracking_uri: str, model_name: str, split: ml.Split):
@@ -277,7 +272,7 @@ def score_champion(tracking_uri: str, model_name: str, split: ml.Split):
     version = current_staging(tracking_uri, model_name)
     if version is None:
         return None, None
-    model = load_native(f"models:/{model_name}/{version}", tracking_uri)
+    model = versions.load_native(f"models:/{model_name}/{version}", tracking_uri)
     try:
         return ml.score(model, split.X_test, split.y_test, split.task), version
     except Exception as exc:  # e.g. the feature set changed between versions
@@ -299,37 +294,3 @@ def recorded_champion(tracking_uri: str, model_name: str, version: str) -> Champ
         return {k.removeprefix("test_"): v for k, v in metrics.items()}, champ
 
     return champion
-
-
-def load_native(model_uri: str, tracking_uri: str | None = None):
-    """Load a model with its own flavor (``predict_proba`` available) from the
-    store at ``tracking_uri`` (MLflow's global one when None): downloaded with
-    that URI explicitly, so no process-wide MLflow setting is touched."""
-    with tempfile.TemporaryDirectory() as tmp:
-        local = _download(model_uri, tracking_uri, tmp)
-        flavors = Model.load(local).flavors
-        if "xgboost" in flavors:
-            return mlflow.xgboost.load_model(local)
-        if "sklearn" in flavors:
-            return mlflow.sklearn.load_model(local)
-    raise LineageError(f"{model_uri} has neither an xgboost nor a sklearn flavor")
-
-
-def _model_meta(model_uri: str, tracking_uri: str) -> Model:
-    """A model's MLmodel file (flavors, signature), read from its store: a
-    logged model's (``models:/m-...``) from its artifact location."""
-    where = model_uri
-    if model_uri.startswith("models:/m-"):
-        model_id = model_uri.removeprefix("models:/")
-        where = client(tracking_uri).get_logged_model(model_id).artifact_location
-    with tempfile.TemporaryDirectory() as tmp:
-        return Model.load(_download(f"{where.rstrip('/')}/MLmodel", tracking_uri, tmp))
-
-
-def _download(uri: str, tracking_uri: str | None, dst: str) -> str:
-    return mlflow.artifacts.download_artifacts(
-        artifact_uri=uri,
-        dst_path=dst,
-        tracking_uri=tracking_uri,
-        registry_uri=tracking_uri,
-    )

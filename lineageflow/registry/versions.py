@@ -11,7 +11,9 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import mlflow
 from mlflow.exceptions import MlflowException
+from mlflow.models import Model
 from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
 from lineageflow.config import PipelineConfig
@@ -182,38 +184,38 @@ def unchanged_since_staging(
 ) -> str | None:
     """The Staging version trained from this very commit, data and params, if any.
 
-    Cheap by design (git + the data pointers + two MLflow reads): a nightly
-    retrain with nothing new must cost seconds, not a training run. A dirty tree
-    is never "unchanged", and neither is a new lineageflow commit.
+    Cheap by design (the Staging version's tags, the data pointers, git): a
+    nightly retrain with nothing new must cost seconds, not a training run. A
+    dirty tree is never "unchanged", and neither is a new lineageflow commit.
     """
     name = cfg.registration.model_name
     try:
         version = current_staging(tracking_uri, name)
     except MlflowException:
         return None
-    git = git_state(ws.git())
-    if version is None or git.dirty:
+    if version is None:
         return None
     c = client(tracking_uri)
     mv = c.get_model_version(name, version)
     tags = c.get_run(mv.tags.get("lineage.run_id") or mv.run_id).data.tags
-    if tags.get("lineage.git_commit") != git.commit:
-        return None
-    # new lineageflow code is a new model too (and dirty code never "unchanged")
+    pinned = {
+        f"lineage.data.{d}.md5": open_source(ws, d, cfg.data.remote).pinned_md5()
+        for d in cfg.data.datasets
+    }
     code = pipeline_state()
-    if code["dirty"] or tags.get("lineage.pipeline_commit") != str(code["commit"]):
-        return None
-    if tags.get("lineage.params_sha256") != cfg.sha256():
+    git = git_state(ws.git())
+    if git.dirty or code["dirty"]:  # uncommitted work is never "unchanged"
         return None
     recorded = {k for k in tags if k.startswith("lineage.data.") and k.endswith(".md5")}
-    wanted = {f"lineage.data.{d}.md5" for d in cfg.data.datasets}
-    if recorded != wanted:
-        return None
-    for d in cfg.data.datasets:
-        pinned = open_source(ws, d, cfg.data.remote).pinned_md5()
-        if pinned != tags[f"lineage.data.{d}.md5"]:
-            return None
-    return version
+    same = (
+        tags.get("lineage.git_commit") == git.commit
+        # new lineageflow code is a new model too
+        and tags.get("lineage.pipeline_commit") == str(code["commit"])
+        and tags.get("lineage.params_sha256") == cfg.sha256()
+        and recorded == set(pinned)
+        and all(tags[k] == v for k, v in pinned.items())
+    )
+    return version if same else None
 
 
 def recorded_metrics(tracking_uri: str, run_id: str) -> dict[str, float]:
@@ -233,3 +235,37 @@ def version_tags(record: dict, run_id: str) -> dict[str, str]:
             f"{d['path']}={d['md5']}" for d in record["data"]
         ),
     }
+
+
+def load_native(model_uri: str, tracking_uri: str | None = None):
+    """Load a model with its own flavor (``predict_proba`` available) from the
+    store at ``tracking_uri`` (MLflow's global one when None): downloaded with
+    that URI explicitly, so no process-wide MLflow setting is touched."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = _download(model_uri, tracking_uri, tmp)
+        flavors = Model.load(local).flavors
+        if "xgboost" in flavors:
+            return mlflow.xgboost.load_model(local)
+        if "sklearn" in flavors:
+            return mlflow.sklearn.load_model(local)
+    raise LineageError(f"{model_uri} has neither an xgboost nor a sklearn flavor")
+
+
+def model_meta(model_uri: str, tracking_uri: str) -> Model:
+    """A model's MLmodel file (flavors, signature), read from its store: a
+    logged model's (``models:/m-...``) from its artifact location."""
+    where = model_uri
+    if model_uri.startswith("models:/m-"):
+        model_id = model_uri.removeprefix("models:/")
+        where = client(tracking_uri).get_logged_model(model_id).artifact_location
+    with tempfile.TemporaryDirectory() as tmp:
+        return Model.load(_download(f"{where.rstrip('/')}/MLmodel", tracking_uri, tmp))
+
+
+def _download(uri: str, tracking_uri: str | None, dst: str) -> str:
+    return mlflow.artifacts.download_artifacts(
+        artifact_uri=uri,
+        dst_path=dst,
+        tracking_uri=tracking_uri,
+        registry_uri=tracking_uri,
+    )

@@ -1,0 +1,1 @@
+"""Rebuilding a past run and comparing two runs."""

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lineageflow.errors import LineageError, WorkspaceError
+from lineageflow.runs.store import client
 from lineageflow.workspace import check_commit_sha
 
 RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -48,8 +49,6 @@ def resolve_run_id(ref: str, tracking_uri: str) -> str:
     if not m:
         return ref
     from mlflow.exceptions import MlflowException
-
-    from lineageflow.runs.store import client
 
     try:
         mv = client(tracking_uri).get_model_version(m.group(1), m.group(2))

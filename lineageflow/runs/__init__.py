@@ -1,0 +1,1 @@
+"""Runs: the run context, the stage pattern, MLflow run lifecycle, reuse, publishing."""

@@ -17,11 +17,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from lineageflow.config import EvaluateConfig, PipelineConfig, load_params
+from lineageflow.config import PipelineConfig, load_params
 from lineageflow.errors import WorkspaceError
 from lineageflow.lineage.code import pipeline_state, user_code_state
 from lineageflow.lineage.record import build_record, flat_params, source_tags
-from lineageflow.model.ml import check_metric
 from lineageflow.runs import reuse
 from lineageflow.runs.orchestration import (
     flow_run_alive,
@@ -34,7 +33,6 @@ from lineageflow.runs.store import (
     artifact_root_for,
     bounded_http_retries,
     check_reachable,
-    default_tracking_uri,
     ensure_experiment,
 )
 from lineageflow.runs.tracking import RunRef, close_stale_runs, log_params, parent_run
@@ -79,8 +77,9 @@ def resolve_workspace(workspace: str | None, *, hint: bool = False) -> str | Non
 
 def settings(workspace: str | None) -> tuple[Workspace, PipelineConfig, str]:
     """The workspace a flow was given, its params and its MLflow store."""
-    ws = open_workspace(resolve_workspace(workspace))
-    return ws, load_params(ws.params_path()), default_tracking_uri(ws.state_dir)
+    chosen = resolve_workspace(workspace)
+    ws = open_workspace(chosen)
+    return ws, load_params(ws.params_path()), ws.tracking_uri()
 
 
 @dataclass(frozen=True)
@@ -96,9 +95,8 @@ class RunContext:
     pipeline: dict
     user_code: list[dict]
     orchestration: dict
-    reuse_basis: str | None
+    entrypoint: str
     reuse_lookup: bool  # stages take an earlier identical stage's outputs
-    inherited: dict[str, str]
 
     @classmethod
     def start(
@@ -115,6 +113,13 @@ class RunContext:
         worktree it runs in (the commit and cleanliness are the worktree's own)."""
         bounded_http_retries()
         check_reachable(tracking_uri)
+        exp_id = experiment(ws, cfg, tracking_uri)
+        for stale in close_stale_runs(tracking_uri, exp_id, flow_run_alive):
+            run_logger().warning(
+                "closed MLflow run %s left RUNNING by a crashed flow", stale
+            )
+        pipeline = pipeline_state()
+        user_code = user_code_state(ws.root, cfg.train.code_refs())
         git = git_state(ws.git())  # read before anything runs: the state the run used
         if origin is not None:
             git = replace(
@@ -123,22 +128,6 @@ class RunContext:
                 path=origin.get("path", git.path),
                 branch=origin.get("branch"),
             )
-        user_code = user_code_state(ws.root, cfg.train.code_refs())
-        pipeline = pipeline_state()
-        exp_id = experiment(ws, cfg, tracking_uri)
-        for stale in close_stale_runs(tracking_uri, exp_id, flow_run_alive):
-            run_logger().warning(
-                "closed MLflow run %s left RUNNING by a crashed flow", stale
-            )
-        basis = reuse.basis(pipeline, user_code)
-        if reuse_lookup and basis is None:
-            run_logger().info(
-                "stage reuse is off: the pipeline code has uncommitted changes"
-            )
-        # every child run repeats MLflow's source fields and names the pipeline code
-        inherited = source_tags(git.as_dict(), entrypoint) | {
-            "lineage.stage.code": str(pipeline.get("commit") or pipeline.get("version"))
-        }
         return cls(
             ws,
             cfg,
@@ -148,9 +137,8 @@ class RunContext:
             pipeline,
             user_code,
             orchestration_info(),
-            basis,
+            entrypoint,
             reuse_lookup,
-            inherited,
         )
 
     @contextlib.contextmanager
@@ -160,27 +148,28 @@ class RunContext:
         extra_tags: dict[str, str] | None = None,
     ) -> Iterator[RunRef]:
         """The flow's parent MLflow run, with the resolved config as its params
-        (runs compare by config in MLflow's UI; the stages keep their sections)."""
+        (runs compare by config in MLflow's UI; the stages keep their sections).
+        Its stages run under it with the reuse basis (lineageflow.runs.reuse:
+        none while the pipeline code has uncommitted changes)."""
+        basis = reuse.basis(self.pipeline, self.user_code)
+        if self.reuse_lookup and basis is None:
+            run_logger().info(
+                "stage reuse is off: the pipeline code has uncommitted changes"
+            )
         name = run_name or f"train-{self.git.commit[:8]}"
         tags = prefect_tags(self.orchestration) | (extra_tags or {})
+        # every child run repeats MLflow's source fields and names the pipeline code
+        code = self.pipeline.get("commit") or self.pipeline.get("version")
+        inherited = source_tags(self.git.as_dict(), self.entrypoint)
+        inherited["lineage.stage.code"] = str(code)
         with parent_run(
-            self.tracking_uri, self.experiment_id, name, tags, inherited=self.inherited
+            self.tracking_uri, self.experiment_id, name, tags, inherited=inherited
         ) as run:
             run_logger().info(
                 "MLflow parent run %s (experiment %s)", run.run_id, run.experiment_id
             )
             log_params(run, flat_params(self.cfg.as_dict()))
-            yield replace(
-                run, reuse_basis=self.reuse_basis, reuse_lookup=self.reuse_lookup
-            )
-
-    def evaluate_config(self, task: str) -> EvaluateConfig:
-        """The evaluation settings for the task prepare found, refused before any
-        training when the configured metric does not fit it."""
-        check_metric(task, self.cfg.evaluate.metric)
-        if chosen := self.cfg.evaluate.chosen(task):
-            run_logger().info(chosen)
-        return self.cfg.evaluate.for_task(task)
+            yield replace(run, reuse_basis=basis, reuse_lookup=self.reuse_lookup)
 
     def record(self, run: RunRef, versions) -> dict:
         """The lineage record, once every stage has recorded its own lineage."""

@@ -8,6 +8,8 @@ import os
 import socket
 from pathlib import Path
 
+from lineageflow.errors import LineageflowError
+
 TAG_OWNER = "lineageflow.owner"  # host:pid:start-time of the process driving the run
 log = logging.getLogger(__name__)
 
@@ -126,7 +128,6 @@ class _OneLineUserErrors(logging.Filter):
     one-line message is the whole story, so drop the traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from lineageflow.errors import LineageflowError
 
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, LineageflowError):

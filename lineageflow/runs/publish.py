@@ -23,6 +23,7 @@ from prefect.artifacts import (
 from lineageflow.lineage import report
 from lineageflow.lineage.checks import Check
 from lineageflow.lineage.graph import draw
+from lineageflow.registry.promotion import Decision
 from lineageflow.runs.orchestration import run_logger
 from lineageflow.runs.store import artifact_url, client, run_url
 from lineageflow.runs.tracking import RunRef
@@ -81,7 +82,7 @@ def finish(
     run: RunRef,
     record: dict,
     metrics: dict[str, float],
-    decision,
+    decision: Decision | None,
     model_name: str,
     timings: dict[str, float],
     reproduction_of: str | None = None,

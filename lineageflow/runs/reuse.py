@@ -24,6 +24,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from lineageflow.lineage.record import package_versions
+from lineageflow.runs.store import client
+
 log = logging.getLogger(__name__)
 
 TAG_KEY = "lineage.stage.key"
@@ -41,8 +44,6 @@ def basis(pipeline: dict, user_code: list[dict]) -> str | None:
     """The code and environment every stage key includes, or None (no reuse)
     when the running pipeline code is not exactly a commit or a release."""
     import platform
-
-    from lineageflow.lineage.record import package_versions
 
     if pipeline.get("dirty"):
         return None
@@ -90,7 +91,6 @@ def find(
     tracking_uri: str, experiment_id: str, key: str, exclude_parent: str
 ) -> Earlier | None:
     """The latest finished stage run under ``key`` (not one of this parent's)."""
-    from lineageflow.runs.store import client
 
     runs = client(tracking_uri).search_runs(
         [experiment_id],

@@ -21,21 +21,13 @@ from lineageflow.errors import ArtifactStoreError, TrackingError, WorkspaceError
 from lineageflow.workspace import open_workspace
 
 
-def default_tracking_uri(state_dir: Path) -> str:
-    """``MLFLOW_TRACKING_URI`` when set (MLflow's convention), else a sqlite store
-    in the workspace's git-ignored ``.lineageflow/``."""
-    return (
-        os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{state_dir / 'mlflow.db'}"
-    )
-
-
 def tracking_uri_for(workspace: str | Path | None) -> str:
     """The store a command reads: ``MLFLOW_TRACKING_URI``, else the given
     workspace's local store; neither is one clear line."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     if workspace is not None:
-        return default_tracking_uri(open_workspace(workspace).state_dir)
+        return open_workspace(workspace).tracking_uri()
     raise WorkspaceError(
         "no MLflow store to read the run from: set MLFLOW_TRACKING_URI, or pass "
         "the workspace whose local store holds it"

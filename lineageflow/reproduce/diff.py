@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from lineageflow.reproduce.reproduction import environment_differences
+from lineageflow.lineage.code import pipeline_state
+from lineageflow.registry.versions import load_lineage
+from lineageflow.reproduce.reproduction import (
+    environment_differences,
+    has_commit,
+    resolve_run_id,
+    validate_ref,
+)
+from lineageflow.runs.store import client
+from lineageflow.runs.tracking import child_runs
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -170,8 +179,6 @@ def _files_between(paths: list[str | None], a: str | None, b: str | None):
     """Files changed from commit ``a`` to ``b`` in the first repo holding both."""
     import git
 
-    from lineageflow.reproduce.reproduction import has_commit
-
     if not a or not b or len(a) != 40 or len(b) != 40:
         return None
     if a == b:
@@ -185,11 +192,6 @@ def _files_between(paths: list[str | None], a: str | None, b: str | None):
 
 def collect(tracking_uri: str, ref_a: str, ref_b: str, workspace=None) -> dict:
     """Read both runs (ids or models:/NAME/VERSION) and diff them."""
-    from lineageflow.lineage.code import pipeline_state
-    from lineageflow.registry.versions import load_lineage
-    from lineageflow.reproduce.reproduction import resolve_run_id, validate_ref
-    from lineageflow.runs.store import client
-    from lineageflow.runs.tracking import child_runs
 
     refs = [validate_ref(ref_a), validate_ref(ref_b)]  # both, before any call
     c = client(tracking_uri)

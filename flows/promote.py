@@ -16,9 +16,9 @@ from lineageflow.config import parse_params
 from lineageflow.errors import LineageError
 from lineageflow.registry import promotion
 from lineageflow.registry import versions as registry
+from lineageflow.runs.context import workspace_store
 from lineageflow.runs.orchestration import one_line_user_errors, run_logger
 from lineageflow.runs.store import bounded_http_retries, client
-from lineageflow.workspace import open_workspace
 
 
 @flow(name="promote-model", log_prints=True)
@@ -36,8 +36,7 @@ def promote_model(model_name: str, version: int | str, workspace: str = ".") -> 
     one_line_user_errors()  # a refusal reaches Prefect's UI as its one line
     logger = run_logger()
     bounded_http_retries()  # one line in seconds, not minutes of retries
-    ws = open_workspace(workspace)
-    uri = ws.tracking_uri()
+    ws, uri = workspace_store(workspace)
     # MLflow returns versions as int from sqlite and as str over HTTP
     version = str(version)
     if not version.isdigit():
@@ -60,10 +59,7 @@ def promote_model(model_name: str, version: int | str, workspace: str = ".") -> 
         ws.root,
         mv.source,
         in_progress=False,
-        metrics={
-            k.removeprefix("test_"): v
-            for k, v in registry.recorded_metrics(uri, run_id).items()
-        },
+        metrics=promotion.holdout_metrics(uri, run_id),
         evaluate_cfg=cfg.evaluate,
         champion=promotion.recorded_champion(uri, model_name, version),
         promote=True,

@@ -3,10 +3,9 @@
 Register (or recognise an identical Staging model), run every lineage check on
 the *stored* record, the quality gate against the champion, then None ->
 Staging (stage and alias ``staging``) only if every one passed, one promotion
-at a time per model (lineageflow.registry.locks).
-
-MLflow 3 keeps stages (deprecated since 2.9, hidden in the new UI) and recommends
-aliases, so a promotion does both on the same version.
+at a time per model (lineageflow.registry.locks). MLflow 3 keeps stages
+(deprecated since 2.9, hidden in the new UI) and recommends aliases, so a
+promotion does both on the same version.
 """
 
 from __future__ import annotations
@@ -290,7 +289,12 @@ def recorded_champion(tracking_uri: str, model_name: str, version: str) -> Champ
         if not champ or champ == version:
             return None, None
         champ_run = client(tracking_uri).get_model_version(model_name, champ).run_id
-        metrics = versions.recorded_metrics(tracking_uri, champ_run)
-        return {k.removeprefix("test_"): v for k, v in metrics.items()}, champ
+        return holdout_metrics(tracking_uri, champ_run), champ
 
     return champion
+
+
+def holdout_metrics(tracking_uri: str, run_id: str) -> dict[str, float]:
+    """A run's holdout metrics as the gate names them (``roc_auc``)."""
+    metrics = versions.recorded_metrics(tracking_uri, run_id)
+    return {k.removeprefix("test_"): v for k, v in metrics.items()}

@@ -75,11 +75,17 @@ def resolve_workspace(workspace: str | None, *, hint: bool = False) -> str | Non
     return chosen
 
 
-def settings(workspace: str | None) -> tuple[Workspace, PipelineConfig, str]:
-    """The workspace a flow was given, its params and its MLflow store."""
+def workspace_store(workspace: str | None) -> tuple[Workspace, str]:
+    """The workspace a flow was given, and its MLflow store."""
     chosen = resolve_workspace(workspace)
     ws = open_workspace(chosen)
-    return ws, load_params(ws.params_path()), ws.tracking_uri()
+    return ws, ws.tracking_uri()
+
+
+def settings(workspace: str | None) -> tuple[Workspace, PipelineConfig, str]:
+    """The workspace a flow was given, its params and its MLflow store."""
+    ws, uri = workspace_store(workspace)
+    return ws, load_params(ws.params_path()), uri
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
+
 from lineageflow.ops.procs import stop_group
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -57,8 +59,6 @@ class Proc:
         return self.log.read_text()[-n:] if self.log.exists() else ""
 
     def wait_http(self, url: str, timeout: float) -> None:
-        import httpx
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.popen.poll() is not None:

@@ -6,11 +6,18 @@ and ``dvc-remote/`` (a local-directory DVC remote). Nothing is downloaded.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
+
+import git
+from dvc.cli import main as dvc_main
 
 from flows.training import run_workspace
 from lineageflow.data.synthetic import make_customers
@@ -28,12 +35,6 @@ def dvc(*args: str, cwd: Path) -> None:
     Quietly: `dvc init` prints its banner even with ``-q``, and a second time
     through Prefect's log handler; the demo says what happened in its own lines.
     On failure DVC's own output is part of the error."""
-    import contextlib
-    import io
-    import logging
-
-    from dvc.cli import main as dvc_main
-
     here, out = os.getcwd(), io.StringIO()
     dvc_logger = logging.getLogger("dvc")
     level, propagate = dvc_logger.level, dvc_logger.propagate
@@ -96,8 +97,6 @@ def init_workspace(
     such as ``s3://bucket/path``; its endpoint and keys come from the environment
     or ``dvc remote modify --local``, never from a committed file) or the local
     ``dvc-remote/`` directory."""
-    import git
-
     ws = paths.workspace
     ws.mkdir(parents=True)
     repo = git.Repo.init(ws, initial_branch="main")
@@ -139,8 +138,6 @@ def add_data_version(
     push: bool = True,
 ) -> str:
     """Write one more partition, `dvc add`, commit, `dvc push`; return the commit."""
-    import git
-
     target = ws / DATASET
     target.mkdir(parents=True, exist_ok=True)
     make_customers(rows, seed=seed, drift=drift).to_csv(
@@ -188,8 +185,6 @@ def run_demo(
 
 def describe(tracking_uri: str, summaries: list[dict], ws: Path) -> str:
     """A short report: runs, model versions and stages, how to open the UI."""
-    import warnings
-
     c = client(tracking_uri)
     lines = [
         "",

@@ -12,6 +12,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import git
+
 from lineageflow.errors import WorkspaceError
 
 STATE_DIR = ".lineageflow"
@@ -87,8 +89,6 @@ class Workspace:
         return d
 
     def git(self):
-        import git
-
         return git.Repo(self.root)
 
     def params_path(self) -> Path:
@@ -125,8 +125,6 @@ class Workspace:
 
 def open_workspace(path: str | Path) -> Workspace:
     """Validate that ``path`` is the root of a git repository with DVC initialised."""
-    import git
-
     p = Path(str(path)).expanduser()
     if not p.exists():
         raise WorkspaceError(

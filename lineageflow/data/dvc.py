@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+from dvc.exceptions import DvcException, NotDvcRepoError
+from dvc.repo import Repo
 
 from lineageflow.data.tabular import read_table
 from lineageflow.errors import DataError, WorkspaceError
@@ -87,9 +89,6 @@ class DvcFile:
 
 
 def _repo(root: Path):
-    from dvc.exceptions import NotDvcRepoError
-    from dvc.repo import Repo
-
     try:
         return Repo(str(root))
     except NotDvcRepoError:
@@ -146,8 +145,6 @@ def pull_dataset(
     without `dvc add` is *not* overwritten (their edit is theirs): it is read as
     it is and recorded with its real md5, which the lineage check then refuses.
     """
-    from dvc.exceptions import DvcException
-
     rel = str(data_path.relative_to(root))
     with _repo(root) as repo:
         remote, url = resolve_remote(repo, remote)
@@ -259,8 +256,6 @@ def restore(tree: Path, entries: list[dict], main: Path | None) -> None:
     original's ``config.local``, so a local remote recorded as an absolute path
     is written back, and DVC's site cache stays inside the tree.
     """
-    from dvc.repo import Repo
-
     main_cache = _cache_dir(main) if main is not None else None
     site = (main or tree) / ".dvc" / "tmp" / "site"
     with Repo(str(tree)) as repo, repo.config.edit("local") as conf:
@@ -274,7 +269,5 @@ def restore(tree: Path, entries: list[dict], main: Path | None) -> None:
 
 
 def _cache_dir(root: Path) -> str:
-    from dvc.repo import Repo
-
     with Repo(str(root)) as repo:
         return repo.cache.local.path

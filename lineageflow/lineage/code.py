@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
+import git
 import pandas as pd
 
 from lineageflow import __version__
@@ -51,8 +53,6 @@ def pipeline_state() -> dict[str, Any]:
         "path": None,
     }
     try:
-        import git
-
         repo = git.Repo(here.parent, search_parent_directories=True)
         top = Path(repo.working_tree_dir).resolve()
         if not repo.git.ls_files(str(here.relative_to(top))):
@@ -84,8 +84,6 @@ def parse_ref(ref: str) -> tuple[str, str]:
 def user_code_state(root: Path, refs: dict[str, str]) -> list[dict[str, Any]]:
     """Each workspace code file the config uses, with its git blob at HEAD and
     whether the file on disk is exactly that blob (committed)."""
-    import git
-
     repo = git.Repo(root)
     out = []
     for role, ref in sorted(refs.items()):
@@ -144,7 +142,6 @@ def load_callable(root: Path, ref: str, role: str) -> Callable[..., Any]:
                 f"train.{role} {ref}: importing {file} raised "
                 f"{type(exc).__name__}: {_first_line(exc)}: fix it and commit"
             ) from None
-        import cloudpickle
 
         cloudpickle.register_pickle_by_value(module)
     fn = getattr(module, function, None)

@@ -8,6 +8,8 @@ People look at this before they read tags.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -98,9 +100,6 @@ def to_dot(nodes: dict[str, dict[str, Any]], edges: list[tuple[str, str]]) -> st
 def draw(record: dict, out: Path, model: str | None = None, checks=None) -> Path:
     """The picture as PNG: Graphviz's layout when ``dot`` is on PATH, else
     matplotlib's fixed columns."""
-    import shutil
-    import subprocess
-
     nodes, edges = nodes_and_edges(record, model, checks)
     dot = shutil.which("dot")
     if dot:

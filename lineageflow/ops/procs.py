@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import logging
 import os
 import signal
@@ -68,10 +71,6 @@ def stop_group(pid: int, interrupts: int = 1, timeout: float = 20) -> None:
 def release_freed_memory() -> None:
     """Give the heap pages freed by reading and splitting back to the OS before the
     fit: glibc keeps them (malloc_trim), so they would count in the peak twice."""
-    import ctypes
-    import ctypes.util
-    import gc
-
     gc.collect()
     name = ctypes.util.find_library("c")
     if name:

@@ -40,8 +40,6 @@ TAG_CHECK_PREFIX = "lineage.check."
 
 def load_lineage(tracking_uri: str, run_id: str) -> tuple[dict, dict[str, str]]:
     """The ``lineage.json`` artifact and the tags of a parent run."""
-    import mlflow
-
     c = client(tracking_uri)
     try:
         run = c.get_run(run_id)

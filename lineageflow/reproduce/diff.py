@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import git
+
 from lineageflow.lineage.code import pipeline_state
 from lineageflow.registry.versions import load_lineage
 from lineageflow.reproduce.reproduction import (
@@ -177,8 +179,6 @@ def render(diff: dict[str, Any]) -> str:
 
 def _files_between(paths: list[str | None], a: str | None, b: str | None):
     """Files changed from commit ``a`` to ``b`` in the first repo holding both."""
-    import git
-
     if not a or not b or len(a) != 40 or len(b) != 40:
         return None
     if a == b:

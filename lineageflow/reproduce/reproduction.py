@@ -23,6 +23,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import git
+from mlflow.exceptions import MlflowException
+
 from lineageflow.errors import LineageError, WorkspaceError
 from lineageflow.runs.store import client
 from lineageflow.workspace import check_commit_sha
@@ -48,7 +51,6 @@ def resolve_run_id(ref: str, tracking_uri: str) -> str:
     m = MODEL_URI_RE.match(ref)
     if not m:
         return ref
-    from mlflow.exceptions import MlflowException
 
     try:
         mv = client(tracking_uri).get_model_version(m.group(1), m.group(2))
@@ -62,8 +64,6 @@ def resolve_run_id(ref: str, tracking_uri: str) -> str:
 
 def has_commit(path: str | Path | None, commit: str) -> bool:
     """Whether ``path`` is a git repo on this machine that holds ``commit``."""
-    import git
-
     if not path or not Path(path).is_dir():
         return False
     try:
@@ -80,8 +80,6 @@ def tree_at(
     """A detached checkout of ``commit`` in a temp dir: a worktree of the local
     repo when it holds the commit, else a clone of ``url``. Removed (and pruned
     from the repo's worktree list) even when the body fails."""
-    import git
-
     check_commit_sha(commit)
     tmp = Path(tempfile.mkdtemp(prefix="lineageflow-repro-"))
     path = tmp / "tree"
@@ -103,8 +101,6 @@ def tree_at(
 
 
 def _clone_at(url: str | None, path: Path, commit: str, what: str) -> None:
-    import git
-
     if not url or url.startswith("-"):
         raise WorkspaceError(
             f"recorded {what} commit {commit[:12]} is in no repository on this "

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import platform
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,8 +44,6 @@ def _sha256(doc: Any) -> str:
 def basis(pipeline: dict, user_code: list[dict]) -> str | None:
     """The code and environment every stage key includes, or None (no reuse)
     when the running pipeline code is not exactly a commit or a release."""
-    import platform
-
     if pipeline.get("dirty"):
         return None
     code = pipeline.get("commit") or (

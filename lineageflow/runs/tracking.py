@@ -20,6 +20,9 @@ import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import mlflow
+from mlflow.entities import Param, RunTag
+
 from lineageflow.errors import PromotionRefused
 from lineageflow.runs.orchestration import TAG_OWNER, process_identity
 from lineageflow.runs.store import client, lost_tracking, tracking_error
@@ -49,8 +52,6 @@ class RunRef:
 
 def log_params(run: RunRef, params: dict[str, str]) -> None:
     """Params on a run by the client, in MLflow's batches of at most 100."""
-    from mlflow.entities import Param
-
     c = client(run.tracking_uri)
     flat = [Param(k, v) for k, v in params.items()]
     for i in range(0, len(flat), 100):
@@ -59,8 +60,6 @@ def log_params(run: RunRef, params: dict[str, str]) -> None:
 
 def log_tags(run: RunRef, tags: dict[str, str]) -> None:
     """Tags on a run by the client, in one batch."""
-    from mlflow.entities import RunTag
-
     client(run.tracking_uri).log_batch(
         run.run_id, tags=[RunTag(k, v) for k, v in tags.items()]
     )
@@ -145,8 +144,6 @@ def _close_running_children(c, ref: RunRef, why: str, status: str = "KILLED") ->
 @contextlib.contextmanager
 def child_run(ref: RunRef, stage: str, tags: dict[str, str] | None = None):
     """A stage's child run, active *in this thread* so autolog writes to it."""
-    import mlflow
-
     _clear_ambient_run()
     mlflow.set_tracking_uri(ref.tracking_uri)
     active = mlflow.start_run(
@@ -172,8 +169,6 @@ def _end_active(status: str) -> None:
     """End this thread's active run. MLflow pops its thread-local stack before the
     server call, so a dead server leaves no active run behind; the run itself is
     closed by the next pipeline start (close_stale_runs)."""
-    import mlflow
-
     try:
         mlflow.end_run(status)
     except Exception:

@@ -209,6 +209,10 @@ def at_commit(entry: dict, commit: str, ev) -> str | None:
     return ev.dvc_md5_at(commit, entry["dvc_file"])
 
 
+def diff_fields(entry: dict) -> dict:
+    return {"md5": entry.get("md5"), "bytes": entry.get("size")}
+
+
 def pointer(entry: dict) -> str:
     return entry["dvc_file"]
 

@@ -10,7 +10,7 @@ A *kind* answers for the ``data`` entries its sources wrote into lineage
 records: the checks that concern data (the version at the recorded commit, in
 the remote, read as pinned), a reproduction's restore and its verification.
 The checks, ``lineageflow diff`` and reproduction reach data only through the
-functions below.
+functions below (``lineageflow diff`` its rows: ``data_diff_row``).
 
 DVC-tracked files (lineageflow.data.dvc) are the one kind today. A second kind
 is one module with the same names, added to ``KINDS``, plus its config.
@@ -75,6 +75,13 @@ def not_pushed_fix(entry: dict) -> str:
 def read_problems(record: dict) -> list[str]:
     found = (kind_of(d).read_problem(d) for d in record["data"])
     return [p for p in found if p]
+
+
+def data_diff_row(a: dict | None, b: dict | None) -> dict:
+    """One input's row in ``lineageflow diff``: its version identity in each run
+    (``md5``: the kind's version digest) and its size."""
+    side = [kind_of(d).diff_fields(d) if d else {} for d in (a, b)]
+    return {k: [side[0].get(k), side[1].get(k)] for k in ("md5", "bytes")}
 
 
 def restore(tree: Path, record: dict, main: Path | None) -> None:

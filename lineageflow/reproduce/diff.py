@@ -11,6 +11,7 @@ from typing import Any
 
 import git
 
+from lineageflow.data.source import data_diff_row
 from lineageflow.lineage.code import pipeline_state
 from lineageflow.registry.versions import load_lineage
 from lineageflow.reproduce.reproduction import (
@@ -77,15 +78,17 @@ def diff_records(
     }
     da = {d["path"]: d for d in a.get("data", [])}
     db = {d["path"]: d for d in b.get("data", [])}
-    data = [
-        {
-            "path": p,
-            "md5": [da.get(p, {}).get("md5"), db.get(p, {}).get("md5")],
-            "rows": [rows[0].get(p), rows[1].get(p)],
-            "bytes": [da.get(p, {}).get("size"), db.get(p, {}).get("size")],
-        }
-        for p in sorted(set(da) | set(db))
-    ]
+    data = []
+    for p in sorted(set(da) | set(db)):
+        row = data_diff_row(da.get(p), db.get(p))
+        data.append(
+            {
+                "path": p,
+                "md5": row["md5"],
+                "rows": [rows[0].get(p), rows[1].get(p)],
+                "bytes": row["bytes"],
+            }
+        )
     ma, mb = metrics
     metric_rows = [
         {

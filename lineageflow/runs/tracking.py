@@ -145,6 +145,8 @@ def _close_running_children(c, ref: RunRef, why: str, status: str = "KILLED") ->
 def child_run(ref: RunRef, stage: str, tags: dict[str, str] | None = None):
     """A stage's child run, active *in this thread* so autolog writes to it."""
     _clear_ambient_run()
+    # autolog writes through MLflow's fluent API, which reads the process-wide
+    # tracking URI: the one place lineageflow sets it, to this run's own store
     mlflow.set_tracking_uri(ref.tracking_uri)
     active = mlflow.start_run(
         experiment_id=ref.experiment_id,

@@ -31,7 +31,6 @@ from lineageflow.runs.artifacts import copy_datasets
 from lineageflow.runs.tracking import TAG_STAGE, RunRef, child_run, child_runs
 
 TAG = "lineage.stage."
-ORDER = STAGES
 T = TypeVar("T")
 
 
@@ -175,9 +174,9 @@ def collect_stages(ref: RunRef) -> list[dict[str, Any]]:
     entries = [
         _entry(r)
         for r in child_runs(ref.tracking_uri, ref.experiment_id, ref.run_id)
-        if r.data.tags.get(TAG_STAGE) in ORDER and r.info.status == "FINISHED"
+        if r.data.tags.get(TAG_STAGE) in STAGES and r.info.status == "FINISHED"
     ]
-    key = {name: i for i, name in enumerate(ORDER)}
+    key = {name: i for i, name in enumerate(STAGES)}
     return sorted(
         entries,
         key=lambda e: (key[e["name"]], e["inputs"] and e["inputs"][0]["name"] or ""),

@@ -23,7 +23,6 @@ from prefect.artifacts import (
 from lineageflow.lineage import report
 from lineageflow.lineage.checks import Check
 from lineageflow.lineage.graph import draw
-from lineageflow.registry.promotion import Decision
 from lineageflow.runs.orchestration import run_logger
 from lineageflow.runs.store import artifact_url, client, run_url
 from lineageflow.runs.tracking import RunRef
@@ -82,13 +81,15 @@ def finish(
     run: RunRef,
     record: dict,
     metrics: dict[str, float],
-    decision: Decision | None,
+    decision,
     model_name: str,
     timings: dict[str, float],
     reproduction_of: str | None = None,
 ) -> PipelineResult:
     """The run's result and its outcome, published: Prefect artifacts, the
-    MLflow description, the reused stages and the timings, logged."""
+    MLflow description, the reused stages and the timings, logged.
+    ``decision``: the registry's (lineageflow.registry.promotion.Decision), or
+    None for a run that registers nothing."""
     result = PipelineResult(
         run.run_id,
         run.experiment_id,

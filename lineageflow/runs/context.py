@@ -91,7 +91,7 @@ def settings(workspace: str | None) -> tuple[Workspace, PipelineConfig, str]:
 @dataclass(frozen=True)
 class RunContext:
     """What a run reads once before any stage (``start``), and what it makes of
-    it: the parent run, the evaluation settings, the lineage record."""
+    it: the parent run and the lineage record."""
 
     ws: Workspace
     cfg: PipelineConfig

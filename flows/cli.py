@@ -53,7 +53,6 @@ def _run(fn, *args, **kwargs):
 def _on_prefect(fn):
     """Run a flow-running command with no PREFECT_API_URL on the local Prefect
     server the commands share (lineageflow.ops.localserver), not a temporary one."""
-
     def wrapper(*args, **kwargs):
         with localserver.api_for_commands():
             return fn(*args, **kwargs)
@@ -113,7 +112,6 @@ def train(
 
 def _validated(fn):
     """Check the workspace and params before Prefect starts (fast, one line)."""
-
     def wrapper(workspace, *a, **kw):
         ws = open_workspace(workspace)
         cfg = load_params(ws.params_path())

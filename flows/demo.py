@@ -156,7 +156,6 @@ def run_demo(
     base: Path, rows: int, force: bool, echo=print, remote: str | None = None
 ) -> list[dict]:
     """The whole demo: workspace, v1, train, v2 (new rows with drift), retrain."""
-
     paths = prepare_dir(base, force)
     init_workspace(paths, remote=remote)
     ws = paths.workspace

@@ -60,7 +60,6 @@ def _local_workspace(ws: Workspace | None, record: dict) -> Path | None:
 
 def _rerun(tree: Path, record: dict, cfg, uri: str, run_id: str) -> str:
     """Run the stages again with the recorded pipeline code; return the new run id."""
-
     logger = run_logger()
     name, tags = f"reproduce-{run_id[:8]}", {"lineage.reproduction_of": run_id}
     then, now = record.get("pipeline", {}), pipeline_state()

@@ -84,7 +84,6 @@ def autolog(flavor: str, disable: bool = False) -> None:
 def _user_code(cfg: TrainConfig, workspace: str | None, split: ml.Split):
     """The workspace's factory/features functions, imported from the tree being
     trained (a reproduction's worktree holds the recorded commit's files)."""
-
     refs = cfg.code_refs()
     if refs and workspace is None:
         raise UserCodeError("train.factory/features need the workspace path")
@@ -99,7 +98,6 @@ def _user_code(cfg: TrainConfig, workspace: str | None, split: ml.Split):
 def _fit(model, split: ml.Split, cfg: TrainConfig):
     if cfg.model != "custom":
         return ml.fit(model, split)
-
     return call_user(ml.fit, cfg.factory, "factory", model, split)
 
 
@@ -108,7 +106,6 @@ def _raw_signature(head, predictions):
     ``category`` column is declared ``Any``: MLflow's schema enforcement refuses
     category for ``string`` (it converts it under ``Any``), and Parquet files
     written from categoricals read back as category."""
-
     with warnings.catch_warnings():  # the integer-columns hint: long is meant
         warnings.simplefilter("ignore", UserWarning)
         sig = infer_signature(signature_frame(head), predictions)
@@ -130,7 +127,6 @@ def train(
     split: ml.Split, cfg: TrainConfig, run: RunRef, workspace: str | None = None
 ) -> TrainedModel:
     """Fit on the raw training rows; log one model that serves raw rows."""
-
     factory, features = _user_code(cfg, workspace, split)
     # One scikit-learn pipeline, pickled with cloudpickle: the raw-frame step, the
     # label decoder and any user code travel inside it *by value*, so the model

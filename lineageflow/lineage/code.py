@@ -42,7 +42,6 @@ def pipeline_state() -> dict[str, Any]:
     ``dirty_files`` names what differs from the commit; ``path`` is the checkout
     on this machine and ``repo`` where it can be cloned from (origin, else path).
     """
-
     here = Path(__file__).resolve().with_name("__init__.py")  # tracked in any checkout
     state: dict[str, Any] = {
         "version": __version__,

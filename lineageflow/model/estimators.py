@@ -77,7 +77,6 @@ def _builtin_steps(cfg: TrainConfig, task: str) -> list[tuple[str, Any]]:
     """Raw-frame casting, then the estimator: xgboost reads categoricals and
     missing values natively; scikit-learn models get imputation and one-hot
     encoding as steps of the same pipeline."""
-
     params = cfg.estimator_params()
     regression = task == "regression"
     if cfg.model == "xgboost":

@@ -195,7 +195,6 @@ def _files_between(paths: list[str | None], a: str | None, b: str | None):
 
 def collect(tracking_uri: str, ref_a: str, ref_b: str, workspace=None) -> dict:
     """Read both runs (ids or models:/NAME/VERSION) and diff them."""
-
     refs = [validate_ref(ref_a), validate_ref(ref_b)]  # both, before any call
     c = client(tracking_uri)
     records, metrics, rows = [], [], []

@@ -45,7 +45,6 @@ def log_dataset(
     """``mlflow.log_input`` of a frame (digest = ours) on the active run, or on
     ``run_id``; linked to a logged model when one is given, so MLflow's Datasets
     and Logged models panels show what produced what."""
-
     source = dataset_source(source, tracking_uri) if source else source
     with warnings.catch_warnings():
         # a local path matches two equivalent MLflow source types; either is fine
@@ -83,7 +82,6 @@ def dataset_source(uri: str, tracking_uri: str | None = None) -> str | None:
     tracking server (``mlflow-artifacts:/``, which the client registers no
     dataset source for) the server's own download URL. None when neither
     resolves: the dataset is still logged, with MLflow's default source."""
-
     loc = artifact_location(uri, tracking_uri)
     if loc.startswith("mlflow-artifacts:"):
         server = redact_uri(tracking_uri or mlflow.get_tracking_uri())
@@ -105,7 +103,6 @@ def dataset_source(uri: str, tracking_uri: str | None = None) -> str | None:
 
 def copy_datasets(tracking_uri: str, source_run: str, to_runs: list) -> None:
     """The dataset inputs ``source_run`` logged, logged again on ``to_runs``."""
-
     c = client(tracking_uri)
     inputs = list(c.get_run(source_run).inputs.dataset_inputs)
     for to in filter(None, to_runs):
@@ -121,7 +118,6 @@ def _once_inserted(log, attempts: int = 4) -> None:
     fails on the unique constraint (seen with 8 concurrent retrains on one data
     version). The retry finds the row the other run wrote.
     """
-
     for attempt in range(attempts):
         try:
             log()
@@ -142,7 +138,6 @@ def persist_table(df, digest: str, name: str) -> str:
 
     MLflow artifacts, not a local cache: every worker that reaches the tracking
     server reaches them (proxied artifacts need no storage credentials)."""
-
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{name}-{digest[:16]}.parquet"
         df.to_parquet(path)
@@ -152,7 +147,6 @@ def persist_table(df, digest: str, name: str) -> str:
 
 def load_table(uri: str, digest: str, stage: str, name: str, tracking_uri: str):
     """A persisted table, refused unless its content has the recorded digest."""
-
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow.artifacts.download_artifacts(
             artifact_uri=uri, dst_path=tmp, tracking_uri=tracking_uri
@@ -165,7 +159,6 @@ def load_table(uri: str, digest: str, stage: str, name: str, tracking_uri: str):
 
 def _model_file(model_uri: str, tracking_uri: str, dst: str) -> Path:
     """The model.pkl of a logged model (``models:/m-...``), downloaded to ``dst``."""
-
     logged = client(tracking_uri).get_logged_model(model_uri.removeprefix("models:/"))
     return Path(
         mlflow.artifacts.download_artifacts(
@@ -178,7 +171,6 @@ def _model_file(model_uri: str, tracking_uri: str, dst: str) -> Path:
 
 def stored_model_digest(model_uri: str, tracking_uri: str) -> str:
     """sha256 of the model file as MLflow stored it: the model's digest."""
-
     with tempfile.TemporaryDirectory() as tmp:
         data = _model_file(model_uri, tracking_uri, tmp).read_bytes()
     return hashlib.sha256(data).hexdigest()
@@ -187,7 +179,6 @@ def stored_model_digest(model_uri: str, tracking_uri: str) -> str:
 def load_model(model_uri: str, digest: str, stage: str, tracking_uri: str):
     """The logged model, loaded from its stored bytes and refused unless they
     have the recorded digest (so a stage elsewhere evaluates *that* model)."""
-
     with tempfile.TemporaryDirectory() as tmp:
         data = _model_file(model_uri, tracking_uri, tmp).read_bytes()
     verify_input(stage, "model", hashlib.sha256(data).hexdigest(), digest)
@@ -201,7 +192,6 @@ def persist_split_meta(split) -> None:
     """What a later run needs to rebuild this split from its two tables (the
     task, why, the label order); not written when the labels are not plain JSON,
     which makes this prepare run not reusable."""
-
     meta = {
         "task": split.task,
         "task_reason": split.task_reason,
@@ -220,7 +210,6 @@ def persist_split_meta(split) -> None:
 def load_split(earlier: Earlier, tracking_uri: str):
     """An earlier prepare's split, each table refused unless it has its recorded
     digest (``load_table``)."""
-
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow.artifacts.download_artifacts(
             artifact_uri=f"runs:/{earlier.run_id}/{SPLIT_META}",

@@ -90,7 +90,6 @@ def find(
     tracking_uri: str, experiment_id: str, key: str, exclude_parent: str
 ) -> Earlier | None:
     """The latest finished stage run under ``key`` (not one of this parent's)."""
-
     runs = client(tracking_uri).search_runs(
         [experiment_id],
         filter_string=f"tags.`{TAG_KEY}` = '{key}' and attributes.status = 'FINISHED'",

@@ -80,8 +80,16 @@ def read_problems(record: dict) -> list[str]:
 def data_diff_row(a: dict | None, b: dict | None) -> dict:
     """One input's row in ``lineageflow diff``: its version identity in each run
     (``md5``: the kind's version digest) and its size."""
-    side = [kind_of(d).diff_fields(d) if d else {} for d in (a, b)]
+    side = [_diff_fields(d) if d else {} for d in (a, b)]
     return {k: [side[0].get(k), side[1].get(k)] for k in ("md5", "bytes")}
+
+
+def _diff_fields(entry: dict) -> dict:
+    # a diff shows what it can of an entry no kind here owns (a newer kind)
+    kind = next((k for k in KINDS if k.owns(entry)), None)
+    if kind is None:
+        return {"md5": entry.get("md5"), "bytes": entry.get("size")}
+    return kind.diff_fields(entry)
 
 
 def restore(tree: Path, record: dict, main: Path | None) -> None:

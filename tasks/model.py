@@ -23,7 +23,7 @@ from lineageflow.config import EvaluateConfig, TrainConfig
 from lineageflow.data.tabular import signature_frame
 from lineageflow.errors import UserCodeError
 from lineageflow.lineage.code import call_user, check_features, load_callable
-from lineageflow.model import estimators, ml, modelparts
+from lineageflow.model import ml
 from lineageflow.model.plots import write_plots
 from lineageflow.runs.artifacts import load_model, log_dataset, stored_model_digest
 from lineageflow.runs.reuse import Earlier
@@ -132,6 +132,10 @@ def train(
     # label decoder and any user code travel inside it *by value*, so the model
     # loads where neither lineageflow nor the workspace is importable. (sklearn's
     # default skops format also refuses RandomForest: "untrusted types".)
+    # here, not at the top: scikit-learn takes 0.8 s to import (measured), and a
+    # run that fits nothing (the nightly check, nothing changed) must not pay it
+    from lineageflow.model import estimators, modelparts
+
     modelparts.register()
     lib = "xgboost" if cfg.model == "xgboost" else "sklearn"  # for autolog
     inputs = [("train_table", split.digests.get("train", ""))]

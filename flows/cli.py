@@ -11,6 +11,7 @@ import atexit
 import json
 import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -53,6 +54,7 @@ def _run(fn, *args, **kwargs):
 def _on_prefect(fn):
     """Run a flow-running command with no PREFECT_API_URL on the local Prefect
     server the commands share (lineageflow.ops.localserver), not a temporary one."""
+
     def wrapper(*args, **kwargs):
         with localserver.api_for_commands():
             return fn(*args, **kwargs)
@@ -112,11 +114,14 @@ def train(
 
 def _validated(fn):
     """Check the workspace and params before Prefect starts (fast, one line)."""
+
     def wrapper(workspace, *a, **kw):
         ws = open_workspace(workspace)
         cfg = load_params(ws.params_path())
+        from lineageflow.data.source import open_source  # DVC's import is slow
+
         for d in cfg.data.datasets:
-            ws.dataset(d)
+            open_source(ws, d, cfg.data.remote).validate()
         return fn(ws.root, *a, **kw)
 
     return wrapper
@@ -238,6 +243,11 @@ def _default_workspace(workspace: Path | None) -> Path | None:
     return workspace
 
 
+class DemoSource(str, Enum):
+    dvc = "dvc"
+    delta = "delta"
+
+
 @app.command()
 def demo(
     dir: Annotated[
@@ -256,12 +266,27 @@ def demo(
             "environment); default: a local dvc-remote/ directory."
         ),
     ] = None,
+    source: Annotated[
+        DemoSource,
+        typer.Option(
+            help="dvc: DVC-tracked CSV files; delta: a Delta table beside the "
+            "workspace (two versions), then a reproduction of the first run.",
+        ),
+    ] = DemoSource.dvc,
 ) -> None:
     """Build a demo workspace, train on data v1, add drifted data v2, retrain."""
     from flows.demo import run_demo  # lazy
 
     one_line_user_errors()
-    _run(_on_prefect(run_demo), dir, rows, force, echo=typer.echo, remote=dvc_remote)
+    _run(
+        _on_prefect(run_demo),
+        dir,
+        rows,
+        force,
+        echo=typer.echo,
+        remote=dvc_remote,
+        source=source.value,
+    )
 
 
 def main() -> None:

@@ -13,10 +13,15 @@ import pandas as pd
 from prefect import task, unmapped
 from prefect.cache_policies import NO_CACHE
 
-from lineageflow.config import DataConfig, EvaluateConfig, PrepareConfig
-from lineageflow.data.dvc import DataVersion, DvcFile
-from lineageflow.data.source import open_source, verify_restored
-from lineageflow.data.tabular import read_table, validate_frame
+from lineageflow.config import (
+    DataConfig,
+    DeltaEntry,
+    EvaluateConfig,
+    PrepareConfig,
+    dataset_name,
+)
+from lineageflow.data.source import Source, Version, open_source, verify_restored
+from lineageflow.data.tabular import validate_frame
 from lineageflow.model.ml import Split, check_metric, split_frame
 from lineageflow.ops.procs import release_freed_memory
 from lineageflow.runs.artifacts import (
@@ -36,18 +41,26 @@ from tasks import retry_unless_user_error
 # the flow run id anyway, so it never skips work across runs.
 @task(
     name="pull_data",
-    task_run_name="pull_data[{dataset}]",
+    task_run_name=lambda: _run_name(),
     retries=3,
     retry_delay_seconds=[2, 5, 15],
     retry_condition_fn=retry_unless_user_error,
     cache_policy=NO_CACHE,
 )
 def pull_data(
-    workspace: str, dataset: str, remote: str | None, run: RunRef
-) -> tuple[DataVersion, Handoff]:
-    """Pin one dataset's version (pulled if absent, verified), read it, log it as
-    an input; the frame comes back in a Handoff for prepare to take."""
-    src = open_source(Workspace(Path(workspace)), dataset, remote)
+    workspace: str,
+    dataset: str | DeltaEntry,
+    remote: str | None,
+    run: RunRef,
+    expect: list[dict] | None = None,
+) -> tuple[Version, Handoff]:
+    """Pin one dataset's version (a DVC file pulled if absent; a Delta table's
+    version chosen), verify it, read it, log it as an input; the frame comes
+    back in a Handoff for prepare to take. ``expect``: a reproduction's
+    recorded data (a Delta table is read at its recorded version)."""
+    dataset = dataset_name(entry := dataset)
+    recorded = next((d for d in expect or [] if d.get("path") == dataset), None)
+    src = open_source(Workspace(Path(workspace)), entry, remote, expect=recorded)
     tags = {
         "lineageflow.dataset": dataset,
         "lineageflow.thread": threading.current_thread().name,
@@ -68,18 +81,19 @@ def pull_data(
         )
         if earlier is not None:
             version, rows, columns = earlier
-            handoff = Handoff.later(src)
+            handoff = Handoff.later(src, version)
         else:
             df, version = src.read(version)
             io.output(dataset, src.read_digest(version))
             rows, columns, handoff = len(df), df.shape[1], Handoff(df)
+            name, source = src.mlflow_dataset(version)
             for on in (None, run.run_id):  # this stage's run, and the parent's panel
                 log_dataset(
                     df,
-                    dataset,
+                    name,
                     version.md5,
                     "training",
-                    source=src.mlflow_source(),
+                    source=source,
                     run_id=on,
                     tracking_uri=run.tracking_uri,
                 )
@@ -88,7 +102,7 @@ def pull_data(
         mlflow.log_params(
             {
                 "dataset": dataset,
-                "dvc_md5": version.md5,
+                **version.params(),
                 "action": version.action,
                 "format": version.format,
             }
@@ -106,11 +120,15 @@ def pull_data(
 
 def pull_all(
     ws: Workspace, cfg: DataConfig, run: RunRef, expect: list[dict] | None = None
-) -> tuple[list[DataVersion], list[Handoff]]:
+) -> tuple[list[Version], list[Handoff]]:
     """pull_data for every dataset, in parallel threads: their versions and
     frames. ``expect``: a reproduction's recorded data, which it must read exactly."""
     pulled = pull_data.map(
-        unmapped(str(ws.root)), cfg.datasets, unmapped(cfg.remote), unmapped(run)
+        unmapped(str(ws.root)),
+        cfg.datasets,
+        unmapped(cfg.remote),
+        unmapped(run),
+        unmapped(expect),
     )
     versions, frames = zip(*[f.result() for f in pulled], strict=True)
     if expect is not None:
@@ -118,14 +136,20 @@ def pull_all(
     return list(versions), list(frames)
 
 
-def _earlier_read(earlier, src: DvcFile, version: DataVersion):
+def _run_name() -> str:
+    from prefect.runtime import task_run
+
+    return f"pull_data[{dataset_name(task_run.parameters['dataset'])}]"
+
+
+def _earlier_read(earlier, src: Source, version: Version):
     """(version, rows, columns) of the same data an earlier run read."""
     out = earlier.output(src.name)
     same = (
         out is not None
         and out["digest"] == src.read_digest(version)
         and version.read_md5 == version.md5
-        and earlier.params.get("format") in ("csv", "parquet")
+        and earlier.params.get("format") in ("csv", "parquet", "delta")
         and {"rows", "columns"} <= set(earlier.metrics)
     )
     if not same:
@@ -143,14 +167,14 @@ class Handoff:
 
     __slots__ = ("frame", "source")
 
-    def __init__(self, frame: pd.DataFrame | None, source: DvcFile | None = None):
+    def __init__(self, frame: pd.DataFrame | None, source=None):
         self.frame: pd.DataFrame | None = frame
-        self.source = source
+        self.source = source  # reads the frame when it was not read yet
 
     @classmethod
-    def later(cls, source: DvcFile) -> Handoff:
+    def later(cls, source: Source, version: Version) -> Handoff:
         """A table not read yet: whoever takes it reads it (if anyone does)."""
-        return cls(None, source)
+        return cls(None, lambda: source.read(version)[0])
 
     def drop(self) -> None:
         self.frame = self.source = None
@@ -159,7 +183,7 @@ class Handoff:
         frame, self.frame = self.frame, None
         source, self.source = self.source, None
         if frame is None and source is not None:
-            frame, _ = read_table(source.paths()[0])
+            frame = source()
         if frame is None:
             raise RuntimeError("this frame was already handed to a stage")
         return frame
@@ -172,7 +196,7 @@ def prepare(
     cfg: PrepareConfig,
     run: RunRef,
     task_setting: str = "auto",
-    data: list[DataVersion] | None = None,
+    data: list[Version] | None = None,
     evaluate: EvaluateConfig | None = None,
 ) -> Split:
     """Schema check, the task (given or inferred, with its reason) and the split;

@@ -8,7 +8,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from lineageflow.config import EvaluateConfig, RegisterConfig
-from lineageflow.data.dvc import DataVersion
+from lineageflow.data.source import Version
 from lineageflow.lineage.record import digest, flat_tags
 from lineageflow.model.ml import Split
 from lineageflow.registry import promotion
@@ -27,7 +27,7 @@ from tasks.model import TrainedModel
     retry_condition_fn=retry_unless_user_error,
     cache_policy=NO_CACHE,
 )
-def record_lineage(ctx: RunContext, run: RunRef, data: list[DataVersion]) -> dict:
+def record_lineage(ctx: RunContext, run: RunRef, data: list[Version]) -> dict:
     """The run's lineage record, once every stage has recorded its own: logged as
     ``lineage.json`` at the parent run's root and as flat ``lineage.*`` tags."""
     record = ctx.record(run, data)

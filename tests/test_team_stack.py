@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import subprocess
 import tempfile
 import warnings
 from pathlib import Path
@@ -259,3 +261,133 @@ def audit_from_stores(tracking_uri: str, bucket_client, name: str) -> None:
         )
         digest = hashlib.sha256(Path(pkl).read_bytes()).hexdigest()
     assert digest == model_out["digest"]
+
+
+def test_delta_on_the_stacks_s3_and_a_dvc_remote_set_in_config_local(team, tmp_path):
+    """A Delta table on the stack's S3: train, append, retrain, reproduce the
+    first after an overwrite (exact), keys never recorded. Then a DVC S3 remote
+    configured the DVC way (endpoint and keys in `.dvc/config.local`, nothing in
+    the environment): train, push, reproduce with an emptied cache."""
+    from deltalake import write_deltalake
+
+    from flows.demo import DemoPaths, add_data_version, dvc, init_workspace
+    from lineageflow.data.synthetic import make_customers
+    from tests.conftest import small_params
+
+    env = stack_env(team)  # endpoint and keys for the Delta table, as a user's shell
+    opts = {
+        "AWS_ENDPOINT_URL": team.s3_endpoint,
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_REGION": S3_KEYS["AWS_DEFAULT_REGION"],
+        "AWS_ACCESS_KEY_ID": S3_KEYS["AWS_ACCESS_KEY_ID"],
+        "AWS_SECRET_ACCESS_KEY": S3_KEYS["AWS_SECRET_ACCESS_KEY"],
+    }
+    table = f"s3://{BUCKET}/lake/customers-{tmp_path.name[-6:]}"
+    write_deltalake(table, make_customers(2500, 1, 0.0), storage_options=opts)
+    paths = DemoPaths(tmp_path / "delta")
+    paths.base.mkdir()
+    name = f"model-delta-{tmp_path.name[-6:]}"
+    init_workspace(
+        paths, params_text=small_params(name, **{"data.datasets": [{"delta": table}]})
+    )
+    ws = str(paths.workspace)
+    first = train_cli(ws, env)
+    write_deltalake(
+        table, make_customers(900, 2, 0.6), mode="append", storage_options=opts
+    )
+    second = train_cli(ws, env)
+    mlf = MlflowClient(team.mlflow_uri)
+    records = []
+    for s in (first, second):
+        with tempfile.TemporaryDirectory() as tmp:
+            text = Path(
+                mlf.download_artifacts(s["run_id"], "lineage.json", tmp)
+            ).read_text()
+        records.append(text)
+        (d,) = json.loads(text)["data"]
+        assert d["kind"] == "delta" and d["uri"] == table
+    assert [json.loads(r)["data"][0]["version"] for r in records] == [0, 1]
+    write_deltalake(
+        table, make_customers(400, 3, 0.0), mode="overwrite", storage_options=opts
+    )
+    out = cli(
+        [str(BIN / "lineageflow"), "reproduce", first["run_id"], "--workspace", ws], env
+    )
+    assert (
+        mlf.get_run(first["run_id"])
+        .data.tags["lineage.reproduction.verdict"]
+        .startswith("exact")
+    ), out.stdout[-2000:]
+    seen = [*records, out.stdout, out.stderr]
+    for s in (first, second):
+        run = mlf.get_run(s["run_id"])
+        for r in [run, *runs_of(mlf, s["run_id"])]:
+            seen += [json.dumps(r.data.tags), json.dumps(r.data.params)]
+        seen.append(
+            flow_run_logs(team.prefect_api, run.data.tags["prefect.flow_run_id"])
+        )
+    for secret in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert not [s for s in seen if S3_KEYS[secret] in s], secret
+
+    # unreachable S3: one line naming the endpoint (never a key), nothing registered
+    down = dict(env, AWS_ENDPOINT_URL_S3="http://127.0.0.1:9")
+    proc = subprocess.run(
+        [str(BIN / "lineageflow"), "train", ws],
+        env=down,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode != 0
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith(
+        f"error: Delta table {table}: S3 endpoint http://127.0.0.1:9 could not be reached"
+    ), proc.stderr[-2000:]
+    assert S3_KEYS["AWS_SECRET_ACCESS_KEY"] not in proc.stderr + proc.stdout
+
+    # DVC the DVC way: endpoint and keys in config.local only
+    no_aws = {k: v for k, v in env.items() if not k.startswith("AWS_")}
+    paths = DemoPaths(tmp_path / "dvc-local")
+    paths.base.mkdir()
+    name = f"model-dvclocal-{tmp_path.name[-6:]}"
+    init_workspace(
+        paths, params_text=small_params(name), remote=f"s3://{BUCKET}/dvc-local"
+    )
+    ws = paths.workspace
+    for key, value in (
+        ("endpointurl", team.s3_endpoint),
+        ("access_key_id", S3_KEYS["AWS_ACCESS_KEY_ID"]),
+        ("secret_access_key", S3_KEYS["AWS_SECRET_ACCESS_KEY"]),
+    ):
+        dvc("remote", "modify", "--local", "storage", key, value, cwd=ws)
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("AWS_")}
+    try:
+        add_data_version(ws, 0, 3000, seed=7, drift=0.0, message="data v1")
+    finally:
+        os.environ.update(saved)
+    run = train_cli(str(ws), no_aws)
+    assert run["stage"] == "Staging"
+    shutil.rmtree(ws / ".dvc" / "cache")  # the reproduction must pull from S3
+    cli(
+        [str(BIN / "lineageflow"), "reproduce", run["run_id"], "--workspace", str(ws)],
+        no_aws,
+        timeout=300,
+    )
+    tags = mlf.get_run(run["run_id"]).data.tags
+    assert tags["lineage.reproduction.verdict"].startswith("exact")
+    repro = tags["lineage.reproduced_by"]
+    (pull,) = [
+        r
+        for r in runs_of(mlf, repro)
+        if r.data.tags["lineageflow.stage"] == "pull_data"
+    ]
+    assert pull.data.params["action"] == "pulled"
+
+
+def train_cli(ws: str, env: dict) -> dict:
+    """`lineageflow train WS`: its run id and stage, from the summary line."""
+    out = cli([str(BIN / "lineageflow"), "train", ws], env, timeout=300).stdout
+    m = re.search(r"^run ([0-9a-f]{32}): \S+ v\d+ -> (\w+)", out, re.M)
+    assert m, out[-2000:]
+    return {"run_id": m.group(1), "stage": m.group(2)}

@@ -40,6 +40,10 @@ class DataVersion:
     action: str  # "present", "pulled" or "modified" (left as the user had it)
     format: str | None = None  # csv | parquet, once read
 
+    def params(self) -> dict:
+        """What pull_data logs as MLflow params."""
+        return {"dvc_md5": self.md5}
+
     def as_record(self) -> dict:
         d = asdict(self)
         d.pop("action")
@@ -80,8 +84,12 @@ class DvcFile:
         """The digest of what was read (DVC's md5 of the file as it is)."""
         return f"md5:{version.read_md5}"
 
-    def mlflow_source(self) -> str:
-        return str(self.paths()[0])
+    def validate(self) -> None:
+        self.paths()
+
+    def mlflow_dataset(self, version: DataVersion) -> tuple[str, str]:
+        """(name, source) of its MLflow dataset."""
+        return self.name, str(self.paths()[0])
 
     def pinned_md5(self) -> str | None:
         """The md5 the ``.dvc`` file names now (nothing pulled or hashed)."""
@@ -255,21 +263,32 @@ def restored_problem(entry: dict, version: DataVersion | None) -> str | None:
 def restore(tree: Path, entries: list[dict], main: Path | None) -> None:
     """Give a worktree or clone what its DVC needs to read the recorded data.
 
-    A worktree shares the main repo's cache (so nothing is pulled twice); a clone
-    keeps its own empty cache and pulls from the remote. Neither gets the
-    original's ``config.local``, so a local remote recorded as an absolute path
-    is written back, and DVC's site cache stays inside the tree.
+    A worktree shares the main repo's cache (so nothing is pulled twice) and,
+    being on the same machine, its remotes' local settings (``endpointurl``,
+    keys: ``.dvc/config.local``, which git does not carry; never recorded). A
+    clone keeps its own empty cache, pulls from the remote and takes those
+    settings from its machine's environment. A local remote recorded as an
+    absolute path is written back; DVC's site cache stays inside the tree.
     """
     main_cache = _cache_dir(main) if main is not None else None
+    main_remotes = _local_remotes(main) if main is not None else {}
     site = (main or tree) / ".dvc" / "tmp" / "site"
     with Repo(str(tree)) as repo, repo.config.edit("local") as conf:
         if main_cache:
             conf.setdefault("cache", {})["dir"] = main_cache
         conf.setdefault("core", {})["site_cache_dir"] = str(site)
+        for name, settings in main_remotes.items():
+            conf.setdefault("remote", {}).setdefault(name, {}).update(settings)
         for d in entries:
             url = d.get("remote_url")
             if d.get("remote") and url and "://" not in url:
                 conf.setdefault("remote", {}).setdefault(d["remote"], {})["url"] = url
+
+
+def _local_remotes(root: Path) -> dict[str, dict]:
+    """The remotes' settings in ``root``'s ``.dvc/config.local``."""
+    with Repo(str(root)) as repo:
+        return dict(repo.config.load_one("local").get("remote", {}))
 
 
 def _cache_dir(root: Path) -> str:

@@ -12,8 +12,9 @@ the remote, read as pinned), a reproduction's restore and its verification.
 The checks, ``lineageflow diff`` and reproduction reach data only through the
 functions below (``lineageflow diff`` its rows: ``data_diff_row``).
 
-DVC-tracked files (lineageflow.data.dvc) are the one kind today. A second kind
-is one module with the same names, added to ``KINDS``, plus its config.
+The kinds: DVC-tracked files (lineageflow.data.dvc) and Delta tables
+(lineageflow.data.delta). A further kind is one module with the same names,
+added to ``KINDS``, plus its entry in lineageflow.config.
 """
 
 from __future__ import annotations
@@ -21,16 +22,28 @@ from __future__ import annotations
 from pathlib import Path
 from types import ModuleType
 
-from lineageflow.data import dvc
+from lineageflow.config import DeltaEntry
+from lineageflow.data import delta, dvc
 from lineageflow.errors import DataError
 from lineageflow.workspace import Workspace
 
-KINDS: tuple[ModuleType, ...] = (dvc,)
+KINDS: tuple[ModuleType, ...] = (dvc, delta)
+Source = dvc.DvcFile | delta.DeltaTableSource
+Version = dvc.DataVersion | delta.DeltaVersion
 
 
-def open_source(ws: Workspace, name: str, remote: str | None) -> dvc.DvcFile:
-    """The source of one ``data.datasets`` entry."""
-    return dvc.DvcFile(ws, name, remote)
+def open_source(
+    ws: Workspace,
+    entry: str | DeltaEntry,
+    remote: str | None,
+    expect: dict | None = None,
+) -> Source:
+    """The source of one ``data.datasets`` entry. ``expect``: the recorded
+    ``data`` entry a reproduction must read (a Delta table is read at its
+    recorded version; DVC files are restored by their pointers)."""
+    if isinstance(entry, DeltaEntry):
+        return delta.DeltaTableSource(ws, entry, expect)
+    return dvc.DvcFile(ws, entry, remote)
 
 
 def kind_of(entry: dict) -> ModuleType:

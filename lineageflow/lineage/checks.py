@@ -67,6 +67,7 @@ class Evidence(Protocol):
 
     def commit_exists(self, commit: str) -> bool: ...
     def dvc_md5_at(self, commit: str, dvc_file: str) -> str | None: ...
+    def file_at(self, commit: str, path: str) -> str | None: ...
     def in_remote(self, entry: dict) -> bool: ...
 
 
@@ -144,14 +145,17 @@ def check_commit_exists(record: dict, ev: Evidence) -> Check:
 
 @declare(
     "data_matches_commit",
-    "a recorded md5 differs from the `.dvc` file at the recorded commit",
-    "commit the `.dvc` files the run used",
+    "a recorded md5 differs from the `.dvc` file at the recorded commit, or "
+    "`params.yaml` there does not name the Delta table (or pins another version)",
+    "commit the `.dvc` files and `params.yaml` the run used",
 )
 def check_data_matches_commit(record: dict, ev: Evidence) -> Check:
     bad = source.at_commit_mismatches(record, ev)
     if not bad:
         return Check(
-            "data_matches_commit", True, "every md5 matches its .dvc at commit"
+            "data_matches_commit",
+            True,
+            "every data version matches its pointer at commit",
         )
     return Check(
         "data_matches_commit",
@@ -162,13 +166,16 @@ def check_data_matches_commit(record: dict, ev: Evidence) -> Check:
 
 @declare(
     "data_in_remote",
-    "a data version is not in its DVC remote (nobody else could `dvc pull` it)",
-    "`dvc push`, then `lineageflow promote <model> <version>`",
+    "a data version is not in its DVC remote (nobody else could `dvc pull` it), or "
+    "a Delta version can no longer be read: `VACUUM` removed its files, its log "
+    "entry expired, or the table was deleted and re-created (another table id)",
+    "`dvc push`, then `lineageflow promote <model> <version>`; for Delta, keep "
+    "versions (`vacuum(keep_versions=...)`) or retrain",
 )
 def check_data_in_remote(record: dict, ev: Evidence) -> Check:
     missing = source.not_in_remote(record, ev)
     if not missing:
-        return Check("data_in_remote", True, "every data version is in its DVC remote")
+        return Check("data_in_remote", True, "every data version can be read again")
     d = missing[0]
     if d["remote"] is None:
         return Check("data_in_remote", False, source.not_pushed_fix(d))
@@ -183,13 +190,15 @@ def check_data_in_remote(record: dict, ev: Evidence) -> Check:
 @declare(
     "data_read_matches",
     "the data read differs from its `.dvc` md5 (edited without `dvc add`; your edit "
-    "is left as it is)",
+    "is left as it is), or a Delta version's files differ from its log",
     "`dvc add <path>` and commit, or `dvc checkout <path>`",
 )
 def check_data_read(record: dict) -> Check:
     bad = source.read_problems(record)
     if not bad:
-        return Check("data_read_matches", True, "the data read matched every .dvc md5")
+        return Check(
+            "data_read_matches", True, "the data read matched every recorded version"
+        )
     return Check("data_read_matches", False, bad[0])
 
 

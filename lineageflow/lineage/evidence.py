@@ -29,10 +29,15 @@ class LiveEvidence:
             return False
 
     def dvc_md5_at(self, commit: str, dvc_file: str) -> str | None:
-        if not self.commit_exists(commit) or not _safe_relpath(dvc_file):
+        text = self.file_at(commit, dvc_file)
+        return None if text is None else md5_in_dvc_text(text)
+
+    def file_at(self, commit: str, path: str) -> str | None:
+        """A workspace file's text at ``commit`` (None: absent)."""
+        if not self.commit_exists(commit) or not _safe_relpath(path):
             return None
         try:
-            return md5_in_dvc_text(self.git.git.show(f"{commit}:{dvc_file}"))
+            return self.git.git.show(f"{commit}:{path}")
         except git.GitCommandError:
             return None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import re
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -108,6 +109,12 @@ def verify_input(stage: str, name: str, got: str, want: str | None) -> None:
         )
 
 
+def data_tag(path: str, field: str) -> str:
+    """``lineage.data.<path>.<field>``; a URI's ``//`` collapsed, as MLflow refuses
+    a key that a path normalisation would change (``s3://b/t`` -> ``s3:/b/t``)."""
+    return f"lineage.data.{re.sub('/{2,}', '/', path)}.{field}"
+
+
 def flat_tags(record: dict) -> dict[str, str]:
     """The record's summary as MLflow tags (everything but the digest)."""
     ws, pipe = record["workspace"], record["pipeline"]
@@ -123,8 +130,8 @@ def flat_tags(record: dict) -> dict[str, str]:
         "lineage.params_sha256": record["params_sha256"],
     }
     for d in record["data"]:
-        tags[f"lineage.data.{d['path']}.md5"] = d["md5"]
-        tags[f"lineage.data.{d['path']}.in_remote"] = str(d["in_remote"]).lower()
+        tags[data_tag(d["path"], "md5")] = d["md5"]
+        tags[data_tag(d["path"], "in_remote")] = str(d["in_remote"]).lower()
     for u in record.get("user_code", []):
         tags[f"lineage.user_code.{u['role']}"] = (
             f"{u['file']}:{u['function']}@{str(u['blob'])[:12]}"

@@ -16,11 +16,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
-from lineageflow.config import PipelineConfig
+from lineageflow.config import PipelineConfig, dataset_name
 from lineageflow.data.source import open_source
 from lineageflow.errors import LineageError
 from lineageflow.lineage.code import pipeline_state
-from lineageflow.lineage.record import digest
+from lineageflow.lineage.record import data_tag, digest
 from lineageflow.runs.reuse import TAG_KEY
 from lineageflow.runs.store import (
     artifact_store_failure,
@@ -197,7 +197,9 @@ def unchanged_since_staging(
     mv = c.get_model_version(name, version)
     tags = c.get_run(mv.tags.get("lineage.run_id") or mv.run_id).data.tags
     pinned = {
-        f"lineage.data.{d}.md5": open_source(ws, d, cfg.data.remote).pinned_md5()
+        data_tag(dataset_name(d), "md5"): open_source(
+            ws, d, cfg.data.remote
+        ).pinned_md5()
         for d in cfg.data.datasets
     }
     code = pipeline_state()

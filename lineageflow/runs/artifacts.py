@@ -37,7 +37,7 @@ def log_dataset(
     name: str,
     digest: str,
     context: str,
-    source: str | None = None,
+    source=None,
     model_id: str | None = None,
     run_id: str | None = None,
     tracking_uri: str | None = None,
@@ -45,7 +45,8 @@ def log_dataset(
     """``mlflow.log_input`` of a frame (digest = ours) on the active run, or on
     ``run_id``; linked to a logged model when one is given, so MLflow's Datasets
     and Logged models panels show what produced what."""
-    source = dataset_source(source, tracking_uri) if source else source
+    if isinstance(source, str):  # a URI; else a DatasetSource (a Delta table's)
+        source = dataset_source(source, tracking_uri)
     with warnings.catch_warnings():
         # a local path matches two equivalent MLflow source types; either is fine
         # (and the integer-columns hint concerns serving, not a logged input)

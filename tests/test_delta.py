@@ -1,0 +1,218 @@
+"""Delta Lake tables as versioned data (lineageflow.data.delta), on real
+deltalake tables, git, DVC, MLflow (sqlite) and Prefect."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+import warnings
+from pathlib import Path
+
+import git
+import pytest
+from deltalake import DeltaTable, write_deltalake
+from mlflow import MlflowClient
+
+from flows.demo import DemoPaths, init_workspace
+from flows.promote import promote_model
+from flows.reproduce import reproduce_run
+from flows.training import training_pipeline
+from lineageflow.data.synthetic import make_customers
+from lineageflow.errors import ConfigError, DataError, PromotionRefused
+from lineageflow.reproduce.diff import collect, render
+from tests.conftest import small_params
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+
+def delta_workspace(tmp_path: Path, datasets: list, **overrides):
+    """A git + DVC workspace whose params.yaml lists ``datasets``; returns
+    (workspace, model name)."""
+    paths = DemoPaths(tmp_path / f"ws-{uuid.uuid4().hex[:6]}")
+    paths.base.mkdir()
+    name = f"model-{uuid.uuid4().hex[:8]}"
+    params = small_params(name, **{"data.datasets": datasets, **overrides})
+    init_workspace(paths, params_text=params)
+    return paths, name
+
+
+def log_files(table: Path) -> list[str]:
+    return sorted(p.name for p in (table / "_delta_log").iterdir())
+
+
+def versions(uri: str, name: str):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        found = MlflowClient(uri).search_model_versions(f"name = '{name}'")
+    return {str(mv.version): mv for mv in found}
+
+
+def lineage_of(uri: str, run_id: str) -> dict:
+    path = MlflowClient(uri).download_artifacts(run_id, "lineage.json")
+    return json.loads(Path(path).read_text())
+
+
+def test_train_append_retrain_then_reproduce_after_overwrite_and_vacuum(
+    tmp_path, tracking
+):
+    table = tmp_path / "lake" / "customers"
+    write_deltalake(table, make_customers(2500, seed=1, drift=0.0))
+    paths, name = delta_workspace(tmp_path, [{"delta": str(table)}])
+    ws = paths.workspace
+
+    first = training_pipeline(workspace=str(ws))
+    assert first["stage"] == "Staging"
+    rec = lineage_of(tracking, first["run_id"])
+    (d,) = rec["data"]
+    dt = DeltaTable(table)
+    assert d["kind"] == "delta" and d["version"] == 0 and d["path"] == str(table)
+    assert d["uri"] == table.as_uri() and d["table_id"] == dt.metadata().id
+    assert d["rows"] == 2500 and d["read_md5"] == d["md5"] and d["nfiles"] == 1
+    assert d["timestamp"].endswith("Z") and d["schema"]["churned"] == "int64"
+    # MLflow's dataset names the table and the version, 0 included
+    c = MlflowClient(tracking)
+    (ds,) = c.get_run(first["run_id"]).inputs.dataset_inputs
+    assert ds.dataset.name == f"{table}@v0"
+    assert ds.dataset.source_type == "delta_table"
+    assert json.loads(ds.dataset.source) == {
+        "path": table.as_uri(),
+        "delta_table_version": 0,
+        "delta_table_id": dt.metadata().id,
+    }
+
+    # an append is a new version: the nightly check sees it, the retrain records it
+    write_deltalake(table, make_customers(1000, seed=2, drift=0.6), mode="append")
+    second = training_pipeline(workspace=str(ws), skip_if_unchanged=True)
+    assert not second.get("skipped")
+    (d2,) = lineage_of(tracking, second["run_id"])["data"]
+    assert d2["version"] == 1 and d2["rows"] == 3500 and d2["md5"] != d["md5"]
+    assert training_pipeline(workspace=str(ws), skip_if_unchanged=True)["skipped"]
+    text = render(collect(tracking, first["run_id"], second["run_id"], str(ws)))
+    assert f"v0 {d['md5'][:8]}" in text and f"v1 {d2['md5'][:8]}" in text
+    assert "2500" in text and "3500" in text
+
+    # an overwrite that changes a column's type: time travel still reads v0
+    changed = make_customers(500, seed=3, drift=0.0).astype(
+        {"tenure_months": "float64"}
+    )
+    write_deltalake(table, changed, mode="overwrite", schema_mode="overwrite")
+    result = reproduce_run(first["run_id"], workspace=str(ws))
+    assert result["verdict"] == "exact", result
+
+    # VACUUM removes v0's files: one line naming the table, version and the fix
+    before = log_files(table)
+    DeltaTable(table).vacuum(
+        retention_hours=0, enforce_retention_duration=False, dry_run=False
+    )
+    with pytest.raises(DataError) as exc:
+        reproduce_run(first["run_id"], workspace=str(ws))
+    msg = str(exc.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"Delta table {table} version 0 cannot be read: VACUUM ")
+    assert "keep_versions" in msg
+    # lineageflow wrote nothing to the table (the vacuum above did, 2 entries)
+    assert len(log_files(table)) == len(before) + 2
+
+
+def test_a_recreated_table_and_a_vacuumed_version_are_refused_at_promotion(
+    tmp_path, tracking
+):
+    table = tmp_path / "customers"
+    write_deltalake(table, make_customers(2000, seed=1, drift=0.0))
+    # an unreachable threshold: the version stays in None, promotable later
+    paths, name = delta_workspace(
+        tmp_path, [{"delta": str(table)}], **{"evaluate.threshold": 0.999}
+    )
+    with pytest.raises(PromotionRefused, match="quality_threshold"):
+        training_pipeline(workspace=str(paths.workspace))
+    shutil.rmtree(table)
+    write_deltalake(table, make_customers(2000, seed=1, drift=0.0))
+    with pytest.raises(PromotionRefused) as exc:
+        promote_model(name, "1", str(paths.workspace))
+    tag = versions(tracking, name)["1"].tags["lineage.check.data_in_remote"]
+    assert tag.startswith(f"failed: Delta table {table} is not the recorded table")
+    assert "re-created" in tag and "data_in_remote" in str(exc.value)
+    assert versions(tracking, name)["1"].current_stage == "None"
+
+
+def test_a_run_may_mix_dvc_files_and_delta_tables(make_workspace, tmp_path, tracking):
+    table = tmp_path / "more-customers"
+    write_deltalake(table, make_customers(800, seed=9, drift=0.2))
+    paths = make_workspace(
+        **{"data.datasets": ["data/customers", {"delta": str(table), "version": 0}]}
+    )
+    write_deltalake(table, make_customers(300, seed=10, drift=0.2), mode="append")
+    summary = training_pipeline(workspace=str(paths.workspace))
+    assert summary["stage"] == "Staging"
+    kinds = {
+        d["path"]: d.get("kind", "dvc")
+        for d in lineage_of(tracking, summary["run_id"])["data"]
+    }
+    assert kinds == {"data/customers": "dvc", str(table): "delta"}
+    (d,) = [d for d in lineage_of(tracking, summary["run_id"])["data"] if "kind" in d]
+    assert d["version"] == 0 and d["rows"] == 800  # pinned, not the latest
+
+
+def refused_one_line(ws: Path, exc_type=DataError) -> str:
+    with pytest.raises(exc_type) as exc:
+        training_pipeline(workspace=str(ws))
+    msg = str(exc.value)
+    assert "\n" not in msg and "Traceback" not in msg
+    return msg
+
+
+def test_bad_delta_inputs_each_get_one_line_and_nothing_is_registered(
+    tmp_path, tracking
+):
+    table = tmp_path / "t"
+    write_deltalake(table, make_customers(1500, seed=1, drift=0.0))
+    write_deltalake(table, make_customers(200, seed=2, drift=0.0), mode="append")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    make_customers(100, seed=1, drift=0.0).to_csv(plain / "x.csv", index=False)
+    first_commit = DeltaTable(table).history()[-1]["timestamp"]
+    cases = [
+        ({"delta": str(plain)}, DataError, f"{plain} is not a Delta table"),
+        (
+            {"delta": str(tmp_path / "nope")},
+            DataError,
+            f"Delta table {tmp_path / 'nope'}: {tmp_path / 'nope'} does not exist",
+        ),
+        (
+            {"delta": str(table), "version": 9},
+            DataError,
+            f"Delta table {table} has no version 9 (latest is 1)",
+        ),
+        (
+            {"delta": str(table), "timestamp": "2001-01-01T00:00:00Z"},
+            DataError,
+            f"Delta table {table}: timestamp 2001-01-01T00:00:00Z is before its version 0",
+        ),
+        (
+            {"delta": str(table), "version": 0, "timestamp": "2026-01-01"},
+            ConfigError,
+            f"params.yaml: delta table '{table}': set version or timestamp, not both",
+        ),
+    ]
+    before = log_files(table)
+    for entry, kind, start in cases:
+        paths, name = delta_workspace(tmp_path, [entry])
+        msg = refused_one_line(paths.workspace, kind)
+        assert msg.startswith(start), msg
+        assert versions(tracking, name) == {}
+    assert log_files(table) == before
+    assert first_commit  # the table's own history is intact
+
+    # a table inside the workspace must be git-ignored (its files are not the commit's)
+    paths, name = delta_workspace(tmp_path, [{"delta": "lake/customers"}])
+    write_deltalake(
+        paths.workspace / "lake" / "customers", make_customers(1200, 4, 0.0)
+    )
+    msg = refused_one_line(paths.workspace)
+    assert msg.startswith("Delta table lake/customers is inside the workspace but not")
+    (paths.workspace / ".gitignore").write_text(".lineageflow/\nlake/\n")
+    repo = git.Repo(paths.workspace)
+    repo.git.add(".gitignore")
+    repo.index.commit("ignore the lake")
+    assert training_pipeline(workspace=str(paths.workspace))["stage"] == "Staging"

@@ -11,7 +11,7 @@ import atexit
 import json
 import os
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -243,7 +243,7 @@ def _default_workspace(workspace: Path | None) -> Path | None:
     return workspace
 
 
-class DemoSource(str, Enum):
+class DemoSource(StrEnum):
     dvc = "dvc"
     delta = "delta"
 

@@ -147,7 +147,8 @@ def short_tags(io: StageIO) -> dict[str, str]:
     out: dict[str, str] = {}
     for prefix, entries in (("lineage.in.", io.inputs), ("lineage.out.", io.outputs)):
         for e in entries:
-            name = re.sub(r"[^\w./ -]", "_", e["name"])[:200]
+            # MLflow refuses a key a path normalisation would change (s3://)
+            name = re.sub(r"/{2,}", "/", re.sub(r"[^\w./ -]", "_", e["name"]))[:200]
             out[prefix + name] = e["digest"]
             if e.get("uri"):
                 out[prefix + name + ".uri"] = e["uri"][:5000]

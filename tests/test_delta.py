@@ -4,7 +4,10 @@ deltalake tables, git, DVC, MLflow (sqlite) and Prefect."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import uuid
 import warnings
 from pathlib import Path
@@ -22,6 +25,7 @@ from lineageflow.data.synthetic import make_customers
 from lineageflow.errors import ConfigError, DataError, PromotionRefused
 from lineageflow.reproduce.diff import collect, render
 from tests.conftest import small_params
+from tests.test_e2e import clean_env
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -115,7 +119,7 @@ def test_train_append_retrain_then_reproduce_after_overwrite_and_vacuum(
     assert len(log_files(table)) == len(before) + 2
 
 
-def test_a_recreated_table_and_a_vacuumed_version_are_refused_at_promotion(
+def test_a_vacuumed_version_then_a_recreated_table_are_refused_at_promotion(
     tmp_path, tracking
 ):
     table = tmp_path / "customers"
@@ -124,16 +128,35 @@ def test_a_recreated_table_and_a_vacuumed_version_are_refused_at_promotion(
     paths, name = delta_workspace(
         tmp_path, [{"delta": str(table)}], **{"evaluate.threshold": 0.999}
     )
+    ws = str(paths.workspace)
     with pytest.raises(PromotionRefused, match="quality_threshold"):
-        training_pipeline(workspace=str(paths.workspace))
+        training_pipeline(workspace=ws)
+
+    def refused_by_data_in_remote() -> str:
+        with pytest.raises(PromotionRefused, match="data_in_remote"):
+            promote_model(name, "1", ws)
+        mv = versions(tracking, name)["1"]
+        assert mv.current_stage == "None"
+        return mv.tags["lineage.check.data_in_remote"]
+
+    # an overwrite, then VACUUM: the log still lists version 0, its file is gone
+    write_deltalake(table, make_customers(2000, seed=5, drift=0.0), mode="overwrite")
+    DeltaTable(table).vacuum(
+        retention_hours=0, enforce_retention_duration=False, dry_run=False
+    )
+    assert refused_by_data_in_remote() == (
+        f"failed: Delta table {table} version 0 cannot be read: VACUUM removed 1 of "
+        "its 1 files; keep the versions you may reproduce with "
+        "`vacuum(keep_versions=[...])` or a longer "
+        "`delta.deletedFileRetentionDuration`"
+    )
+
+    # deleted and re-created at the same path: another table, whatever its rows
     shutil.rmtree(table)
     write_deltalake(table, make_customers(2000, seed=1, drift=0.0))
-    with pytest.raises(PromotionRefused) as exc:
-        promote_model(name, "1", str(paths.workspace))
-    tag = versions(tracking, name)["1"].tags["lineage.check.data_in_remote"]
+    tag = refused_by_data_in_remote()
     assert tag.startswith(f"failed: Delta table {table} is not the recorded table")
-    assert "re-created" in tag and "data_in_remote" in str(exc.value)
-    assert versions(tracking, name)["1"].current_stage == "None"
+    assert "re-created" in tag
 
 
 def test_a_run_may_mix_dvc_files_and_delta_tables(make_workspace, tmp_path, tracking):
@@ -216,3 +239,75 @@ def test_bad_delta_inputs_each_get_one_line_and_nothing_is_registered(
     repo.git.add(".gitignore")
     repo.index.commit("ignore the lake")
     assert training_pipeline(workspace=str(paths.workspace))["stage"] == "Staging"
+
+
+def test_refused_s3_credentials_name_the_endpoint_not_the_key(
+    tmp_path, tracking, monkeypatch
+):
+    """A moto S3 that checks credentials (moto's IAM mode): one line naming the
+    endpoint; the key appears nowhere."""
+    from deployments.services import Proc
+    from lineageflow.ops.procs import free_port
+
+    port = free_port()
+    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0")
+    bin_dir = Path(sys.executable).parent
+    moto = Proc(
+        "moto-iam",
+        [str(bin_dir / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        env,
+        tmp_path,
+        tmp_path / "moto.log",
+    )
+    try:
+        moto.wait_http(f"http://127.0.0.1:{port}/moto-api/", timeout=60)
+        secret = "not-a-key-moto-knows-" + uuid.uuid4().hex
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAUNKNOWN")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{port}")
+        paths, name = delta_workspace(tmp_path, [{"delta": "s3://lake/customers"}])
+        msg = refused_one_line(paths.workspace)
+        assert msg.startswith(
+            f"Delta table s3://lake/customers: S3 endpoint http://127.0.0.1:{port} "
+            "refused the credentials"
+        ), msg
+        assert secret not in msg and "AKIAUNKNOWN" not in msg
+        assert versions(tracking, name) == {}
+    finally:
+        moto.stop()
+
+
+@pytest.mark.slow
+def test_the_delta_demo_trains_both_versions_and_reproduces_the_first(tmp_path):
+    """`lineageflow demo --source delta`, as README shows it, from a clean shell."""
+    env = clean_env(PREFECT_HOME=str(tmp_path / "prefect-home"))
+    lf = Path(sys.executable).parent / "lineageflow"
+    proc = subprocess.run(
+        [
+            str(lf),
+            "demo",
+            "--dir",
+            str(tmp_path / "d"),
+            "--rows",
+            "2000",
+            "--source",
+            "delta",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out = proc.stdout
+        assert f"Delta version 1 of {tmp_path / 'd' / 'lake' / 'customers'}" in out
+        assert out.count(" -> Staging") == 2
+        assert out.rstrip().endswith("verdict: exact"), out[-1500:]
+        assert DeltaTable(tmp_path / "d" / "lake" / "customers").version() == 1
+    finally:
+        subprocess.run(
+            [str(lf), "server", "stop"], env=env, capture_output=True, timeout=60
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,8 @@ from lineageflow.data.synthetic import make_customers
 from lineageflow.errors import ConfigError, DataError, PromotionRefused
 from lineageflow.reproduce.diff import collect, render
 from tests.conftest import small_params
+from tests.servers import Proc, free_port, loopback
+from tests.test_browser import CHROMIUM, rendered
 from tests.test_e2e import clean_env
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -306,8 +309,101 @@ def test_the_delta_demo_trains_both_versions_and_reproduces_the_first(tmp_path):
         assert f"Delta version 1 of {tmp_path / 'd' / 'lake' / 'customers'}" in out
         assert out.count(" -> Staging") == 2
         assert out.rstrip().endswith("verdict: exact"), out[-1500:]
-        assert DeltaTable(tmp_path / "d" / "lake" / "customers").version() == 1
+        table = tmp_path / "d" / "lake" / "customers"
+        assert DeltaTable(table).version() == 1
+        first = re.search(r"^  ([0-9a-f]{32})  ", out, re.M).group(1)
+        if CHROMIUM:  # MLflow's own run page names the table and its version
+            db = tmp_path / "d" / "workspace" / ".lineageflow" / "mlflow.db"
+            shown = mlflow_run_page(db, first, tmp_path, env, needle=f"{table}@v0")
+            (d,) = lineage_of(f"sqlite:///{db}", first)["data"]
+            assert f"Datasets {table}@v0 ({d['md5']}) training" in shown
     finally:
         subprocess.run(
             [str(lf), "server", "stop"], env=env, capture_output=True, timeout=60
         )
+
+
+def mlflow_run_page(db: Path, run_id: str, tmp: Path, env: dict, needle: str) -> str:
+    """A run's page in MLflow's own UI (`mlflow ui` on the store, headless Chromium)."""
+    port = free_port()
+    bin_dir = Path(sys.executable).parent
+    ui = Proc(
+        "mlflow ui",
+        [
+            str(bin_dir / "mlflow"),
+            "ui",
+            "--backend-store-uri",
+            f"sqlite:///{db}",
+            *loopback(port),
+        ],
+        dict(env, PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"),
+        tmp,
+        tmp / "mlflow-ui.log",
+    )
+    try:
+        ui.wait_http(f"http://127.0.0.1:{port}/health", timeout=120)
+        exp = MlflowClient(f"sqlite:///{db}").get_run(run_id).info.experiment_id
+        url = f"http://127.0.0.1:{port}/#/experiments/{exp}/runs/{run_id}"
+        return rendered(url, needle, tmp)
+    finally:
+        ui.stop()
+
+
+@pytest.mark.parametrize(
+    ("entry", "said"),
+    [
+        (
+            {"delta": "s3://AKIAX:sekrit@bucket/t"},
+            "params.yaml: delta table URI for 'bucket/t' carries credentials: put "
+            "them in the environment (AWS_* or LINEAGEFLOW_DELTA_STORAGE_OPTIONS), "
+            "never in params.yaml",
+        ),
+        (
+            {"delta": "gs://bucket/t"},
+            "params.yaml: 'data.datasets.0.delta' delta table 'gs://bucket/t': only "
+            "local paths, file:// and s3:// are read (got 'gs://bucket/t')",
+        ),
+        (
+            {"delta": "/lake/t", "timestamp": "yesterday"},
+            "params.yaml: 'data.datasets.0.timestamp' timestamp 'yesterday' is not ISO "
+            "8601 (e.g. 2026-11-01T00:00:00Z) (got 'yesterday')",
+        ),
+        (
+            {"delta": "/lake/t", "versoin": 2},
+            "params.yaml: unknown key 'data.datasets.0.versoin': remove it or fix its "
+            "spelling",
+        ),
+        (
+            {"delta": "../outside"},
+            "params.yaml: 'data.datasets.0.delta' delta table path '../outside' must "
+            "stay inside the workspace (got '../outside')",
+        ),
+    ],
+)
+def test_delta_entries_are_checked_when_params_are_read(entry, said):
+    from lineageflow.config import parse_params
+
+    with pytest.raises(ConfigError) as exc:
+        parse_params({"data": {"datasets": [entry]}})
+    assert str(exc.value) == said
+    assert "sekrit" not in str(exc.value)
+
+
+def test_a_plain_dvc_config_hashes_as_before_delta_existed():
+    """Adding the Delta kind changed no DVC-only params digest (nightly skips
+    and stage keys of earlier runs still match)."""
+    from lineageflow.config import parse_params
+
+    cfg = parse_params({"data": {"datasets": ["data/customers", "data/more"]}})
+    assert cfg.data.datasets == ["data/customers", "data/more"]
+    assert cfg.as_dict()["data"]["datasets"] == ["data/customers", "data/more"]
+
+
+def test_schema_change_names_the_first_changed_column():
+    from lineageflow.data.delta import schema_change
+
+    recorded = {"tenure_months": "int64", "plan": "string", "churned": "int64"}
+    assert schema_change(recorded, dict(recorded)) is None
+    assert schema_change(
+        recorded, {**recorded, "plan": "large_string", "x": "int8"}
+    ) == ("column 'plan' was string and is now large_string")

@@ -33,6 +33,7 @@ PACKAGES = (
     "xgboost",
     "pandas",
     "numpy",
+    "deltalake",
 )
 
 

@@ -88,6 +88,11 @@ def test_train_append_retrain_then_reproduce_after_overwrite_and_vacuum(
         "delta_table_id": dt.metadata().id,
     }
 
+    note = c.get_run(first["run_id"]).data.tags["mlflow.note.content"]
+    assert f"| `{table}` | `{d['md5']}` | {d['size']} | 1 | delta v0 | yes |" in note
+    described = c.get_model_version(name, "1").description
+    assert f"- data `{table}` v0 md5 `{d['md5']}` (delta)" in described
+
     # an append is a new version: the nightly check sees it, the retrain records it
     write_deltalake(table, make_customers(1000, seed=2, drift=0.6), mode="append")
     second = training_pipeline(workspace=str(ws), skip_if_unchanged=True)

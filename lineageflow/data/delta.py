@@ -515,6 +515,10 @@ def diff_fields(entry: dict) -> dict:
     }
 
 
+def version_name(entry: dict) -> str:
+    return f"v{entry['version']}"
+
+
 def pointer(entry: dict) -> str:
     return "params.yaml"
 

@@ -221,6 +221,10 @@ def diff_fields(entry: dict) -> dict:
     return {"md5": entry.get("md5"), "bytes": entry.get("size")}
 
 
+def version_name(entry: dict) -> None:
+    return None  # the md5 is the version
+
+
 def pointer(entry: dict) -> str:
     return entry["dvc_file"]
 

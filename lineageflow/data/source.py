@@ -97,6 +97,13 @@ def data_diff_row(a: dict | None, b: dict | None) -> dict:
     return {k: [side[0].get(k), side[1].get(k)] for k in ("md5", "bytes")}
 
 
+def version_of(entry: dict) -> str | None:
+    """A record entry's version name beside its md5 (a Delta table's ``v3``;
+    None for a DVC file, whose md5 is its version)."""
+    kind = next((k for k in KINDS if k.owns(entry)), None)
+    return kind.version_name(entry) if kind else None
+
+
 def _diff_fields(entry: dict) -> dict:
     # a diff shows what it can of an entry no kind here owns (a newer kind)
     kind = next((k for k in KINDS if k.owns(entry)), None)

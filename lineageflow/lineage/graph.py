@@ -13,6 +13,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from lineageflow.data.source import version_of
+
 # columns of the picture, left to right
 _COLS = ("source", "data", "pull_data", "prepare", "train", "evaluate", "model")
 
@@ -33,7 +35,8 @@ def nodes_and_edges(
     add("code", "source", f"lineageflow\n{str(code)[:10]}\nruns every stage", "#e8e0f3")
     for d in record.get("data", []):
         nid = f"data:{d['path']}"
-        add(nid, "data", f"{d['path']}\nmd5 {d['md5'][:10]}", "#fff2cc")
+        name = " ".join(filter(None, [version_of(d), f"md5 {d['md5'][:10]}"]))
+        add(nid, "data", f"{d['path']}\n{name}", "#fff2cc")
         edges.append(("commit", nid))
     stages = record.get("stages", [])
     for s in stages:

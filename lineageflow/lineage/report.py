@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from lineageflow.data.source import version_of
 from lineageflow.lineage.checks import Check
 from lineageflow.lineage.record import digest
 
@@ -27,6 +28,12 @@ def outcome_lines(outcome: str | None, metrics: dict[str, float] | None) -> str:
     return text
 
 
+def _where(entry: dict) -> str:
+    """Where a data version lives: a DVC remote, or a table's own version."""
+    version = version_of(entry)
+    return f"{entry.get('kind')} {version}" if version else str(entry.get("remote"))
+
+
 def markdown_summary(
     record: dict,
     checks: Iterable[Check],
@@ -41,7 +48,7 @@ def markdown_summary(
     )
     data = "\n".join(
         f"| `{d['path']}` | `{d['md5']}` | {d['size']} | {d['nfiles'] or 1} | "
-        f"{d['remote']} | {yes_no(d['in_remote'])} |"
+        f"{_where(d)} | {yes_no(d['in_remote'])} |"
         for d in record["data"]
     )
     return (
@@ -87,7 +94,9 @@ def version_description(record: dict, checks: Iterable[Check], promoted: bool) -
         + (" (uncommitted changes)" if pipe.get("dirty") else ""),
     ]
     lines += [
-        f"- data `{d['path']}` md5 `{d['md5']}`"
+        f"- data `{d['path']}` "
+        + (f"{v} " if (v := version_of(d)) else "")
+        + f"md5 `{d['md5']}`"
         + (f" ({d['format']})" if d.get("format") else "")
         for d in record.get("data", [])
     ]

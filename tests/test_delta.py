@@ -412,3 +412,28 @@ def test_schema_change_names_the_first_changed_column():
     assert schema_change(
         recorded, {**recorded, "plan": "large_string", "x": "int8"}
     ) == ("column 'plan' was string and is now large_string")
+
+
+def test_storage_options_come_from_the_environment_with_bounded_waits(monkeypatch):
+    from lineageflow.data.delta_store import OPTIONS_ENV, storage_options
+
+    for k in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", OPTIONS_ENV):
+        monkeypatch.delenv(k, raising=False)
+    assert storage_options("/lake/t") is None  # local tables need none
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9000")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    opts = storage_options("s3://b/t")
+    assert opts["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9000"
+    assert opts["AWS_ALLOW_HTTP"] == "true" and opts["AWS_REGION"] == "eu-west-1"
+    assert opts["max_retries"] == "2" and opts["connect_timeout"] == "5s"
+    monkeypatch.setenv(
+        OPTIONS_ENV, '{"AWS_ENDPOINT_URL": "https://s3.internal", "timeout": "9s"}'
+    )
+    opts = storage_options("s3://b/t")
+    assert opts["AWS_ENDPOINT_URL"] == "https://s3.internal" and opts["timeout"] == "9s"
+    assert "AWS_ALLOW_HTTP" not in opts
+    monkeypatch.setenv(OPTIONS_ENV, "endpoint=http://x")
+    with pytest.raises(
+        DataError, match=r"^\$LINEAGEFLOW_DELTA_STORAGE_OPTIONS is not a JSON"
+    ):
+        storage_options("s3://b/t")

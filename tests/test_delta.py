@@ -171,7 +171,10 @@ def test_a_run_may_mix_dvc_files_and_delta_tables(make_workspace, tmp_path, trac
     table = tmp_path / "more-customers"
     write_deltalake(table, make_customers(800, seed=9, drift=0.2))
     paths = make_workspace(
-        **{"data.datasets": ["data/customers", {"delta": str(table), "version": 0}]}
+        **{
+            "data.datasets": ["data/customers", {"delta": str(table), "version": 0}],
+            "evaluate.champion_tolerance": 1.0,
+        }
     )
     write_deltalake(table, make_customers(300, seed=10, drift=0.2), mode="append")
     summary = training_pipeline(workspace=str(paths.workspace))
@@ -183,6 +186,22 @@ def test_a_run_may_mix_dvc_files_and_delta_tables(make_workspace, tmp_path, trac
     assert kinds == {"data/customers": "dvc", str(table): "delta"}
     (d,) = [d for d in lineage_of(tracking, summary["run_id"])["data"] if "kind" in d]
     assert d["version"] == 0 and d["rows"] == 800  # pinned, not the latest
+
+    # the same versions again: every stage is reused (its key holds the table id,
+    # version and files digest); a new Delta version is not
+    again = training_pipeline(workspace=str(paths.workspace))
+    assert {r["stage"] for r in again["reused"]} == {"pull_data", "prepare", "train"}
+    (paths.workspace / "params.yaml").write_text(
+        (paths.workspace / "params.yaml")
+        .read_text()
+        .replace("version: 0", "version: 1")
+    )
+    repo = git.Repo(paths.workspace)
+    repo.git.add("params.yaml")
+    repo.index.commit("train on Delta version 1")
+    newer = training_pipeline(workspace=str(paths.workspace))
+    reused = {r["stage"]: r["from_run"] for r in newer["reused"]}
+    assert "prepare" not in reused and "train" not in reused
 
 
 def refused_one_line(ws: Path, exc_type=DataError) -> str:

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 import warnings
 from pathlib import Path
@@ -157,6 +158,19 @@ def test_a_vacuumed_version_then_a_recreated_table_are_refused_at_promotion(
         "its 1 files; keep the versions you may reproduce with "
         "`vacuum(keep_versions=[...])` or a longer "
         "`delta.deletedFileRetentionDuration`"
+    )
+
+    # the log entries of version 0 expire (a checkpoint, then the log cleaned up)
+    dt = DeltaTable(table)
+    dt.alter.set_table_properties({"delta.logRetentionDuration": "interval 0 seconds"})
+    DeltaTable(table).create_checkpoint()
+    time.sleep(0.05)
+    DeltaTable(table).cleanup_metadata()
+    assert "00000000000000000000.json" not in log_files(table)
+    assert refused_by_data_in_remote() == (
+        f"failed: Delta table {table} version 0 is no longer in its log (its entries "
+        "expired: delta.logRetentionDuration; latest is 4): it cannot be read again; "
+        "keep the log longer"
     )
 
     # deleted and re-created at the same path: another table, whatever its rows

@@ -19,7 +19,6 @@ import pandas as pd
 
 from lineageflow.config import DeltaEntry, parse_timestamp
 from lineageflow.data.delta_store import (
-    VACUUM_ADVICE,
     commit_time,
     iso,
     local_path,
@@ -173,37 +172,32 @@ class DeltaTableSource:
         from deltalake import DeltaTable
         from deltalake.exceptions import TableNotFoundError
 
-        name, opts = self.name, storage_options(uri)
-        if isinstance(exc, TableNotFoundError) or (
-            uri.startswith("file:") and not Path(local_path(uri)).exists()
-        ):
-            local = local_path(uri)
-            if uri.startswith("file:") and not Path(local).exists():
-                return DataError(
-                    f"Delta table {name}: {local} does not exist: check the path "
-                    "in params.yaml (data.datasets)"
-                )
-            if uri.startswith("file:") or "NotFound" in type(exc).__name__:
-                return DataError(
-                    f"{name} is not a Delta table (no _delta_log there): list a "
-                    "DVC-tracked path as a plain string, or write the table with deltalake"
-                )
-        if version is not None and not isinstance(exc, OSError):
-            try:
-                latest = DeltaTable(local_path(uri), storage_options=opts).version()
-            except Exception:  # noqa: BLE001
-                latest = None
-            if latest is not None and version > latest:
+        name, opts, where = self.name, storage_options(uri), local_path(uri)
+        if uri.startswith("file:") and not Path(where).exists():
+            return DataError(
+                f"Delta table {name}: {where} does not exist: check the path "
+                "in params.yaml (data.datasets)"
+            )
+        try:  # a log without the asked version also reads as "not found"
+            latest = DeltaTable(where, storage_options=opts).version()
+        except TableNotFoundError:
+            return DataError(
+                f"{name} is not a Delta table (no _delta_log there): list a "
+                "DVC-tracked path as a plain string, or write the table with deltalake"
+            )
+        except Exception:  # noqa: BLE001 - unreachable: said below
+            latest = None
+        if version is not None and latest is not None:
+            if version > latest:
                 return DataError(
                     f"Delta table {name} has no version {version} (latest is "
                     f"{latest}): set data.datasets version to one that exists"
                 )
-            if latest is not None:
-                return DataError(
-                    f"Delta table {name} version {version} is no longer in its log "
-                    f"(log retention expired; latest is {latest}): it cannot be read "
-                    f"again; {VACUUM_ADVICE} and a longer delta.logRetentionDuration"
-                )
+            return DataError(
+                f"Delta table {name} version {version} is no longer in its log "
+                f"(its entries expired: delta.logRetentionDuration; latest is "
+                f"{latest}): it cannot be read again; keep the log longer"
+            )
         return unreachable(name, uri, exc)
 
     def _open(self, uri: str):

@@ -167,7 +167,7 @@ def pull_dataset(
             except DvcException as exc:
                 raise DataError(
                     f"{rel} md5 {want} could not be pulled from DVC remote "
-                    f"'{remote}' ({url}): {str(exc).splitlines()[0]}: run `dvc push` "
+                    f"'{remote}' ({url}): {str(exc).splitlines()[0].rstrip(':')}: run `dvc push` "
                     "where the data was added"
                 ) from None
             action = "pulled"

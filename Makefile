@@ -34,8 +34,9 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: venv  ## benchmarks (not part of `make test`); writes bench/RESULTS.md
+bench: venv  ## benchmarks (not part of `make test`); writes bench/RESULTS.md, bench/DELTA.md
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/delta.py
 
 stack: venv  ## the team stack on 127.0.0.1: PostgreSQL, S3 (moto), MLflow, Prefect, 2 workers
 	$(BIN)/python -m deployments.stack up --dir .stack

@@ -169,23 +169,21 @@ def run_demo(
         return _delta_demo(paths, rows, echo)
     init_workspace(paths, remote=remote)
     ws = paths.workspace
-    summaries = []
-    for part, (n, drift, message) in enumerate(_versions(rows)):
-        commit = add_data_version(
+
+    def commit(part: int, n: int, drift: float, message: str) -> str:
+        sha = add_data_version(
             ws, part, n, seed=1000 + part, drift=drift, message=message
         )
-        echo(f"== {message} ({n} rows, commit {commit[:10]}): training")
-        try:
-            summaries.append(run_workspace(ws))
-        except PromotionRefused as exc:
-            echo(f"   not promoted: {exc}")
-    uri = Workspace(ws).tracking_uri()
-    echo(describe(uri, summaries, ws))
-    return summaries
+        return f"commit {sha[:10]}"
+
+    return _train_each_version(ws, rows, commit, echo)
 
 
-def _versions(rows: int) -> list[tuple[int, float, str]]:
-    return [
+def _train_each_version(ws: Path, rows: int, add_version, echo) -> list[dict]:
+    """Data v1 (``rows``) then v2 (40% more, drifted), each added by
+    ``add_version(part, rows, drift, message)`` (which says where it went) and
+    trained on; then the runs and versions, described."""
+    versions = [
         (rows, 0.0, "Data v1: customers snapshot"),
         (
             int(rows * 0.4),
@@ -193,6 +191,16 @@ def _versions(rows: int) -> list[tuple[int, float, str]]:
             "Data v2: new customers, prices and support load drifted",
         ),
     ]
+    summaries = []
+    for part, (n, drift, message) in enumerate(versions):
+        where = add_version(part, n, drift, message)
+        echo(f"== {message} ({n} rows, {where}): training")
+        try:
+            summaries.append(run_workspace(ws))
+        except PromotionRefused as exc:
+            echo(f"   not promoted: {exc}")
+    echo(describe(Workspace(ws).tracking_uri(), summaries, ws))
+    return summaries
 
 
 def _delta_demo(paths: DemoPaths, rows: int, echo) -> list[dict]:
@@ -210,17 +218,13 @@ def _delta_demo(paths: DemoPaths, rows: int, echo) -> list[dict]:
     )
     init_workspace(paths, params_text=params)
     ws = paths.workspace
-    summaries = []
-    for part, (n, drift, message) in enumerate(_versions(rows)):
+
+    def append(part: int, n: int, drift: float, message: str) -> str:
         frame = make_customers(n, seed=1000 + part, drift=drift)
         write_deltalake(table, frame, mode="append")
-        echo(f"== {message} ({n} rows, Delta version {part} of {table}): training")
-        try:
-            summaries.append(run_workspace(ws))
-        except PromotionRefused as exc:
-            echo(f"   not promoted: {exc}")
-    uri = Workspace(ws).tracking_uri()
-    echo(describe(uri, summaries, ws))
+        return f"Delta version {part} of {table}"
+
+    summaries = _train_each_version(ws, rows, append, echo)
     if summaries:
         first = summaries[0]["run_id"]
         echo(f"\n== reproducing run {first} (Delta version 0, by time travel)")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -11,7 +13,15 @@ import pytest
 from deployments.services import PG_BIN, Postgres, Proc, loopback
 from lineageflow.ops.procs import free_port
 
-__all__ = ["PG_BIN", "Proc", "free_port", "loopback", "needs_postgres", "postgres"]
+__all__ = [
+    "PG_BIN",
+    "Proc",
+    "free_port",
+    "loopback",
+    "mlflow_ui",
+    "needs_postgres",
+    "postgres",
+]
 
 needs_postgres = pytest.mark.skipif(
     not (PG_BIN / "initdb").exists(),
@@ -127,3 +137,23 @@ class TcpGate:
     def close(self) -> None:
         self.cut()
         self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+@contextlib.contextmanager
+def mlflow_ui(db: Path, tmp: Path, env: dict):
+    """`mlflow ui` on a sqlite store, on 127.0.0.1; yields its base URL."""
+    bin_dir = Path(sys.executable).parent
+    port = free_port()
+    ui = Proc(
+        "mlflow ui",
+        [str(bin_dir / "mlflow"), "ui", "--backend-store-uri", f"sqlite:///{db}"]
+        + loopback(port),
+        dict(env, PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"),
+        tmp,
+        tmp / "mlflow-ui.log",
+    )
+    try:
+        ui.wait_http(f"http://127.0.0.1:{port}/health", timeout=120)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        ui.stop()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import Proc, free_port, loopback
+from tests.servers import mlflow_ui
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -111,23 +111,8 @@ def test_mlflow_ui_shows_commit_datasets_and_the_version_lineage(tmp_path):
     ).fetchone()
     con.close()
 
-    port = free_port()
-    ui = Proc(
-        "mlflow ui",
-        [
-            str(BIN / "mlflow"),
-            "ui",
-            "--backend-store-uri",
-            f"sqlite:///{db}",
-            *loopback(port),
-        ],
-        dict(env, PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}"),
-        tmp_path,
-        tmp_path / "mlflow-ui.log",
-    )
-    try:
-        ui.wait_http(f"http://127.0.0.1:{port}/health", timeout=120)
-        base = f"http://127.0.0.1:{port}/#"
+    with mlflow_ui(db, tmp_path, env) as server:
+        base = f"{server}/#"
         run_page = visible_text(
             page_text(f"{base}/experiments/{exp_id}/runs/{run_id}", tmp_path)
         )
@@ -161,5 +146,3 @@ def test_mlflow_ui_shows_commit_datasets_and_the_version_lineage(tmp_path):
             page_text(f"{base}/models/{name}/versions/{archived}", tmp_path)
         )
         assert "promoted to Staging" not in old and "now Archived" in old, old[:500]
-    finally:
-        ui.stop()

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 import uuid
-import warnings
 from pathlib import Path
 
 import git
@@ -27,9 +26,10 @@ from lineageflow.data.synthetic import make_customers
 from lineageflow.errors import ConfigError, DataError, PromotionRefused
 from lineageflow.reproduce.diff import collect, render
 from tests.conftest import small_params
-from tests.servers import Proc, free_port, loopback
+from tests.servers import mlflow_ui
 from tests.test_browser import CHROMIUM, rendered
 from tests.test_e2e import clean_env
+from tests.test_pipeline import read_lineage, versions
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -49,18 +49,6 @@ def log_files(table: Path) -> list[str]:
     return sorted(p.name for p in (table / "_delta_log").iterdir())
 
 
-def versions(uri: str, name: str):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        found = MlflowClient(uri).search_model_versions(f"name = '{name}'")
-    return {str(mv.version): mv for mv in found}
-
-
-def lineage_of(uri: str, run_id: str) -> dict:
-    path = MlflowClient(uri).download_artifacts(run_id, "lineage.json")
-    return json.loads(Path(path).read_text())
-
-
 def test_train_append_retrain_then_reproduce_after_overwrite_and_vacuum(
     tmp_path, tracking
 ):
@@ -71,7 +59,7 @@ def test_train_append_retrain_then_reproduce_after_overwrite_and_vacuum(
 
     first = training_pipeline(workspace=str(ws))
     assert first["stage"] == "Staging"
-    rec = lineage_of(tracking, first["run_id"])
+    rec = read_lineage(tracking, first["run_id"])
     (d,) = rec["data"]
     dt = DeltaTable(table)
     assert d["kind"] == "delta" and d["version"] == 0 and d["path"] == str(table)
@@ -98,7 +86,7 @@ def test_train_append_retrain_then_reproduce_after_overwrite_and_vacuum(
     write_deltalake(table, make_customers(1000, seed=2, drift=0.6), mode="append")
     second = training_pipeline(workspace=str(ws), skip_if_unchanged=True)
     assert not second.get("skipped")
-    (d2,) = lineage_of(tracking, second["run_id"])["data"]
+    (d2,) = read_lineage(tracking, second["run_id"])["data"]
     assert d2["version"] == 1 and d2["rows"] == 3500 and d2["md5"] != d["md5"]
     assert training_pipeline(workspace=str(ws), skip_if_unchanged=True)["skipped"]
     text = render(collect(tracking, first["run_id"], second["run_id"], str(ws)))
@@ -195,10 +183,10 @@ def test_a_run_may_mix_dvc_files_and_delta_tables(make_workspace, tmp_path, trac
     assert summary["stage"] == "Staging"
     kinds = {
         d["path"]: d.get("kind", "dvc")
-        for d in lineage_of(tracking, summary["run_id"])["data"]
+        for d in read_lineage(tracking, summary["run_id"])["data"]
     }
     assert kinds == {"data/customers": "dvc", str(table): "delta"}
-    (d,) = [d for d in lineage_of(tracking, summary["run_id"])["data"] if "kind" in d]
+    (d,) = [d for d in read_lineage(tracking, summary["run_id"])["data"] if "kind" in d]
     assert d["version"] == 0 and d["rows"] == 800  # pinned, not the latest
 
     # the same versions again: every stage is reused (its key holds the table id,
@@ -353,7 +341,7 @@ def test_the_delta_demo_trains_both_versions_and_reproduces_the_first(tmp_path):
         if CHROMIUM:  # MLflow's own run page names the table and its version
             db = tmp_path / "d" / "workspace" / ".lineageflow" / "mlflow.db"
             shown = mlflow_run_page(db, first, tmp_path, env, needle=f"{table}@v0")
-            (d,) = lineage_of(f"sqlite:///{db}", first)["data"]
+            (d,) = read_lineage(f"sqlite:///{db}", first)["data"]
             assert f"Datasets {table}@v0 ({d['md5']}) training" in shown
     finally:
         subprocess.run(
@@ -363,28 +351,9 @@ def test_the_delta_demo_trains_both_versions_and_reproduces_the_first(tmp_path):
 
 def mlflow_run_page(db: Path, run_id: str, tmp: Path, env: dict, needle: str) -> str:
     """A run's page in MLflow's own UI (`mlflow ui` on the store, headless Chromium)."""
-    port = free_port()
-    bin_dir = Path(sys.executable).parent
-    ui = Proc(
-        "mlflow ui",
-        [
-            str(bin_dir / "mlflow"),
-            "ui",
-            "--backend-store-uri",
-            f"sqlite:///{db}",
-            *loopback(port),
-        ],
-        dict(env, PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"),
-        tmp,
-        tmp / "mlflow-ui.log",
-    )
-    try:
-        ui.wait_http(f"http://127.0.0.1:{port}/health", timeout=120)
-        exp = MlflowClient(f"sqlite:///{db}").get_run(run_id).info.experiment_id
-        url = f"http://127.0.0.1:{port}/#/experiments/{exp}/runs/{run_id}"
-        return rendered(url, needle, tmp)
-    finally:
-        ui.stop()
+    exp = MlflowClient(f"sqlite:///{db}").get_run(run_id).info.experiment_id
+    with mlflow_ui(db, tmp, env) as server:
+        return rendered(f"{server}/#/experiments/{exp}/runs/{run_id}", needle, tmp)
 
 
 @pytest.mark.parametrize(

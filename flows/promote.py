@@ -14,7 +14,7 @@ from prefect import flow
 
 from lineageflow.config import parse_params
 from lineageflow.errors import LineageError
-from lineageflow.registry import promotion
+from lineageflow.registry import champion, promotion
 from lineageflow.registry import versions as registry
 from lineageflow.runs.context import workspace_store
 from lineageflow.runs.orchestration import one_line_user_errors, run_logger
@@ -59,9 +59,9 @@ def promote_model(model_name: str, version: int | str, workspace: str = ".") -> 
         ws.root,
         mv.source,
         in_progress=False,
-        metrics=promotion.holdout_metrics(uri, run_id),
+        metrics=champion.holdout_metrics(uri, run_id),
         evaluate_cfg=cfg.evaluate,
-        champion=promotion.recorded_champion(uri, model_name, version),
+        champion=champion.recorded_champion(uri, model_name, version),
         promote=True,
     )
     logger.info(decision.message(model_name))

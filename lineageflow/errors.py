@@ -39,3 +39,11 @@ class PromotionRefused(LineageflowError):
 
 class UserCodeError(LineageflowError):
     """The workspace's own model code (train.factory / train.features) cannot be used."""
+
+
+class AttestationError(LineageflowError):
+    """A model's signature or signed statements do not verify (or are missing)."""
+
+
+class SigningKeyError(LineageflowError):
+    """A signing or verifying key cannot be used."""

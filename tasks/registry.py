@@ -11,7 +11,7 @@ from lineageflow.config import EvaluateConfig, RegisterConfig
 from lineageflow.data.source import Version
 from lineageflow.lineage.record import digest, flat_tags
 from lineageflow.model.ml import Split
-from lineageflow.registry import promotion
+from lineageflow.registry import champion, promotion
 from lineageflow.runs.context import RunContext
 from lineageflow.runs.stages import stage_run
 from lineageflow.runs.store import client
@@ -64,7 +64,7 @@ def register_model(
             in_progress=True,
             metrics=metrics,
             evaluate_cfg=evaluate_cfg.for_task(split.task),
-            champion=lambda: promotion.score_champion(uri, name, split),
+            champion=lambda: champion.score_champion(uri, name, split),
             promote=cfg.promote,
         )
         io.output("model_version", f"{name}/{decision.version}")

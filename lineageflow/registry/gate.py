@@ -1,6 +1,7 @@
-"""The quality gate: the two checks on a model's holdout metric, declared with
-the lineage checks (lineageflow.lineage.checks) and run by the promotion
-decision (lineageflow.registry.promotion) after them."""
+"""What a promotion needs beyond lineage: the quality gate (two checks on the
+model's holdout metric) and a key to sign it with, declared with the lineage
+checks (lineageflow.lineage.checks) and run by the promotion decision
+(lineageflow.registry.promotion) after them."""
 
 from __future__ import annotations
 
@@ -19,6 +20,20 @@ declare(
     "or only ties it (a tie keeps the champion and completes the run)",
     "keep the champion, or raise `evaluate.champion_tolerance`",
 )
+declare(
+    "signing_key",
+    "the promotion key cannot sign: unreadable, passphrase-protected, or not an EC "
+    "P-256/384/521 key (nothing is signed, nothing moves)",
+    "set `LINEAGEFLOW_SIGNING_KEY` to an unencrypted EC PEM key "
+    "(`lineageflow keygen DIR`), then `lineageflow promote <model> <version>`",
+)
+
+
+def check_signing_key(problem: str | None, keyid: str | None) -> Check:
+    """The promotion key, loaded before anything is signed or moved."""
+    if problem:
+        return Check("signing_key", False, problem)
+    return Check("signing_key", True, f"signs with key {keyid[:12]}")
 
 
 def quality_gate(

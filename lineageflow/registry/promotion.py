@@ -13,18 +13,25 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 
+from lineageflow.attest.sign import (
+    Signed,
+    previous_link,
+    sign_promotion,
+    signing_key_check,
+)
 from lineageflow.config import EvaluateConfig
-from lineageflow.errors import PromotionRefused
+from lineageflow.errors import LineageflowError, PromotionRefused
 from lineageflow.lineage import checks, report
 from lineageflow.lineage.checks import Check
 from lineageflow.lineage.evidence import LiveEvidence
-from lineageflow.model import ml
+from lineageflow.registry import champion, versions
 from lineageflow.registry import gate as quality
-from lineageflow.registry import versions
+from lineageflow.registry.champion import Champion
 from lineageflow.registry.locks import promotion_lock, promotion_slot
 from lineageflow.registry.versions import (
     STAGING_ALIAS,
@@ -35,7 +42,8 @@ from lineageflow.registry.versions import (
 from lineageflow.runs.store import client
 from lineageflow.runs.tracking import TAG_STAGE, child_runs
 
-Champion = Callable[[], tuple[dict[str, float] | None, str | None]]
+# (checks, versions it archives, link to the promotion before) -> where it is
+Sign = Callable[[list[Check], list[str], dict | None], Signed]
 
 
 @dataclass(frozen=True)
@@ -80,7 +88,9 @@ def register(
     is the same model (its digest, or a fit with the same train stage key);
     else a version in None carrying its lineage tags, then ``decide``."""
     _, train_key = versions.train_identity(tracking_uri, record)
-    same = identical_champion(tracking_uri, model_name, model_digest, train_key)
+    same = champion.identical_champion(
+        tracking_uri, model_name, model_digest, train_key
+    )
     if same is not None:
         return Decision(same, False, [], same, identical_to=same)
     tags = versions.version_tags(record, run_id)
@@ -118,6 +128,10 @@ def decide(
         evidence = LiveEvidence(workspace)
         found = checks.run_checks(record, tags, evidence, runs)
         found += gate(metrics, evaluate_cfg, champion)
+        key = None
+        if promote:
+            key, key_check = signing_key_check()
+            found.append(key_check)
         return apply_decision(
             tracking_uri,
             model_name,
@@ -126,6 +140,10 @@ def decide(
             promote,
             description=report.version_description,
             record=record,
+            sign=key
+            and partial(
+                sign_promotion, tracking_uri, model_name, version, record, key=key
+            ),
         )
 
 
@@ -173,14 +191,17 @@ def apply_decision(
     promote: bool,
     description=None,
     record: dict | None = None,
+    sign: Sign | None = None,
 ) -> Decision:
     """Write the checks onto the version, then promote only if every one passed.
 
     Order matters for "no half-promoted model": each check's tag first (so a
     version in Staging always says why), then stage, then alias, and only then
     ``lineage.checks=passed``: a version that did not reach Staging never says
-    it passed. ``description(record, checks, promoted)`` writes the markdown the
-    registry page shows.
+    it passed. ``sign`` signs the model and the promotion before the stage
+    moves; its tags are written once the stage and alias did.
+    ``description(record, checks, promoted)`` writes the markdown the registry
+    page shows.
     """
     c = client(tracking_uri)
     failed = [ch for ch in found if not ch.passed]
@@ -206,18 +227,54 @@ def apply_decision(
                 ",".join(ch.name for ch in failed),
             )
         return Decision(version, False, found, previous)
+    staged = _other_staging(c, model_name, keep=version)
+    signed = None
+    if sign is not None:
+        try:
+            signed = sign(
+                found, staged, previous_link(tracking_uri, model_name, previous)
+            )
+        except (LineageflowError, MlflowException, OSError, ValueError) as exc:
+            return _unsigned(c, model_name, version, found, previous, exc)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # stages are deprecated, still the UI's Staging
-        _archive_staging(c, model_name, keep=version)
+        _archive_staging(c, model_name, staged, keep=version)
         c.transition_model_version_stage(
             model_name, version, "Staging", archive_existing_versions=False
         )
     c.set_registered_model_alias(model_name, STAGING_ALIAS, version)
+    for k, v in (signed.tags() if signed else {}).items():
+        c.set_model_version_tag(model_name, version, k, v)
     c.set_model_version_tag(model_name, version, TAG_CHECKS, "passed")
     return Decision(version, True, found, previous)
 
 
-def _archive_staging(c, model_name: str, keep: str) -> None:
+def _unsigned(c, model_name, version, found, previous, exc) -> Decision:
+    """Signing failed: nothing moved; the version stays in None, saying why."""
+    detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    why = Check(
+        "signing_key", False, f"signing failed ({type(exc).__name__}: {detail})"
+    )
+    found = [ch for ch in found if ch.name != "signing_key"] + [why]
+    for k, v in (
+        (TAG_CHECK_PREFIX + why.name, why.tag_value()[:5000]),
+        (TAG_CHECKS, "failed"),
+        ("lineage.failed_checks", why.name),
+    ):
+        c.set_model_version_tag(model_name, version, k, v)
+    return Decision(version, False, found, previous)
+
+
+def _other_staging(c, model_name: str, keep: str) -> list[str]:
+    found = c.search_model_versions(f"name = '{model_name}'")
+    return [
+        str(mv.version)
+        for mv in found
+        if mv.current_stage == "Staging" and str(mv.version) != str(keep)
+    ]
+
+
+def _archive_staging(c, model_name: str, staged: list[str], keep: str) -> None:
     """Move every other Staging version to Archived, one by one.
 
     Not ``archive_existing_versions=True``: an MLflow 3.17 server on PostgreSQL
@@ -226,36 +283,12 @@ def _archive_staging(c, model_name: str, keep: str) -> None:
     https://github.com/mlflow/mlflow/issues/24592; reproduced here). Done under
     the promotion lock, so no other promotion interleaves.
     """
-    found = c.search_model_versions(f"name = '{model_name}'")
-    for mv in found:
-        if mv.current_stage == "Staging" and str(mv.version) != str(keep):
-            c.transition_model_version_stage(model_name, mv.version, "Archived")
-            c.update_model_version(
-                model_name,
-                mv.version,
-                description=report.archived_description(mv.description, keep),
-            )
-
-
-def identical_champion(
-    tracking_uri: str, model_name: str, digest: str, train_key: str | None = None
-) -> str | None:
-    """The Staging version this run's model is identical to, if any: the same
-    model file (digest), or a fit of the same train stage key (the same input
-    table, train params, code and libraries; a refit's pickle bytes may differ
-    while the model is the same function of its inputs).
-
-    A retrain on the same commit, data and params makes the very same model:
-    registering it again would add a duplicate version and, on a tie, archive
-    the champion for itself."""
-    version = current_staging(tracking_uri, model_name) if digest else None
-    if version is None:
-        return None
-    their_digest, their_key = versions.version_identity(
-        tracking_uri, model_name, version
-    )
-    same_fit = train_key is not None and their_key == train_key
-    return version if (their_digest == digest or same_fit) else None
+    for v in staged:
+        c.transition_model_version_stage(model_name, v, "Archived")
+        mv = c.get_model_version(model_name, v)
+        c.update_model_version(
+            model_name, v, description=report.archived_description(mv.description, keep)
+        )
 
 
 def refuse_if_failed(decision: Decision, model_name: str) -> None:
@@ -264,37 +297,3 @@ def refuse_if_failed(decision: Decision, model_name: str) -> None:
     if decision.failed and not all(c.tie for c in decision.failed):
         message = decision.message(model_name)
         raise PromotionRefused(message, version=decision.version)
-
-
-def score_champion(tracking_uri: str, model_name: str, split: ml.Split):
-    """Score the current Staging version on *this* holdout (same rows, same labels)."""
-    version = current_staging(tracking_uri, model_name)
-    if version is None:
-        return None, None
-    model = versions.load_native(f"models:/{model_name}/{version}", tracking_uri)
-    try:
-        return ml.score(model, split.X_test, split.y_test, split.task), version
-    except Exception as exc:  # e.g. the feature set changed between versions
-        raise ValueError(
-            f"Staging v{version} cannot score this holdout ({type(exc).__name__}: {exc})"
-        ) from exc
-
-
-def recorded_champion(tracking_uri: str, model_name: str, version: str) -> Champion:
-    """The champion as its own recorded holdout metrics (``promote-model``: the
-    holdout rows are not kept between runs), unless it is ``version`` itself."""
-
-    def champion():
-        champ = current_staging(tracking_uri, model_name)
-        if not champ or champ == version:
-            return None, None
-        champ_run = client(tracking_uri).get_model_version(model_name, champ).run_id
-        return holdout_metrics(tracking_uri, champ_run), champ
-
-    return champion
-
-
-def holdout_metrics(tracking_uri: str, run_id: str) -> dict[str, float]:
-    """A run's holdout metrics as the gate names them (``roc_auc``)."""
-    metrics = versions.recorded_metrics(tracking_uri, run_id)
-    return {k.removeprefix("test_"): v for k, v in metrics.items()}

@@ -262,6 +262,12 @@ def model_meta(model_uri: str, tracking_uri: str) -> Model:
         return Model.load(_download(f"{where.rstrip('/')}/MLmodel", tracking_uri, tmp))
 
 
+def download_model(model_uri: str, tracking_uri: str, dst: Path) -> Path:
+    """The model directory at ``model_uri`` as stored, downloaded into ``dst``."""
+    dst.mkdir(parents=True, exist_ok=True)
+    return Path(_download(model_uri, tracking_uri, str(dst)))
+
+
 def _download(uri: str, tracking_uri: str | None, dst: str) -> str:
     return mlflow.artifacts.download_artifacts(
         artifact_uri=uri,

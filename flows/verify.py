@@ -1,0 +1,65 @@
+"""``lineageflow keygen`` and ``lineageflow verify``: the signing key pair, and
+a registered version checked before anyone loads it (README "Verifying a model
+before you load it"). Registered on the ``lineageflow`` command by flows.cli."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def keygen(
+    directory: Annotated[
+        Path,
+        typer.Argument(help="Directory for signing.key (mode 600) and signing.pub."),
+    ],
+    curve: Annotated[
+        str, typer.Option(help="P-256, P-384 or P-521 (model signing's EC curves).")
+    ] = "P-256",
+) -> None:
+    """Write an EC signing key pair; promotions sign with it once
+    LINEAGEFLOW_SIGNING_KEY names the private key."""
+    from lineageflow.attest.keys import KEY_ENV
+    from lineageflow.attest.keys import keygen as make
+
+    priv, pub = make(directory, curve)
+    typer.echo(f"private key {priv} (mode 600): export {KEY_ENV}={priv.resolve()}")
+    typer.echo(f"public key  {pub}: hand it to whoever loads the models")
+
+
+def verify(
+    model_uri: Annotated[
+        str, typer.Argument(help="models:/NAME@staging or models:/NAME/VERSION.")
+    ],
+    key: Annotated[
+        Path, typer.Option("--key", help="The public key (PEM) promotions sign with.")
+    ],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the result as JSON.")
+    ] = False,
+    workspace: Annotated[
+        Path | None,
+        typer.Option(
+            help="Workspace whose local MLflow store holds the model (default: "
+            "MLFLOW_TRACKING_URI, else the current directory)."
+        ),
+    ] = None,
+) -> None:
+    """Check every model file against its signature and the signed lineage,
+    checks and promotion history; exit 0 only if everything verifies."""
+    from flows.cli import _default_workspace
+    from lineageflow.attest.verify import render
+    from lineageflow.attest.verify import verify as check
+    from lineageflow.runs.store import tracking_uri_for
+
+    uri = tracking_uri_for(_default_workspace(workspace))
+    with tempfile.TemporaryDirectory(prefix="lineageflow-verify-") as tmp:
+        found = check(model_uri, key, uri, Path(tmp))
+    out = found.to_json()
+    typer.echo(json.dumps(out, indent=2) if as_json else render(found))
+    if not found.ok:
+        raise typer.Exit(1)

@@ -1,0 +1,185 @@
+"""Sign a promotion: the model's files (OpenSSF model signing, the promotion key),
+and its lineage, checks and transition as in-toto statements (same key).
+
+Everything is written into a fresh folder ``attestation/<UTC stamp>/`` of the
+version's ``register_model`` run before the version is tagged with where it is
+(``lineage.attestation``): a failed upload leaves no tag pointing at half a
+signature. lineageflow.registry.promotion calls this before it moves the stage
+and the alias, so a version that reaches Staging is signed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import model_signing
+
+from lineageflow import __version__
+from lineageflow.attest import keys
+from lineageflow.attest import statements as st
+from lineageflow.attest.keys import SigningKey
+from lineageflow.errors import SigningKeyError
+from lineageflow.lineage.checks import DECLARED, Check
+from lineageflow.registry.gate import check_signing_key
+from lineageflow.registry.versions import download_model
+from lineageflow.runs.store import client
+from lineageflow.runs.tracking import TAG_STAGE, child_runs
+
+ATTEST_DIR = "attestation"
+SIGNATURE = "model.sig"
+LINEAGE = "lineage.intoto.jsonl"
+PROMOTION = "promotion.intoto.jsonl"
+# MLflow writes it into a models:/ download; it is not part of the stored model
+IGNORED = ["registered_model_meta"]
+TAG_ATTESTATION = "lineage.attestation"
+TAG_SIGNED_BY = "lineage.signed_by"
+TAG_MODEL_SHA = "lineage.signed_model_sha256"
+TAG_PROMOTION_SHA = "lineage.promotion_sha256"
+BUILDER = f"lineageflow/{__version__}"
+
+
+@dataclass(frozen=True)
+class Signed:
+    location: str  # runs:/<register run>/attestation/<stamp>
+    keyid: str
+    model_sha256: str
+    promotion_sha256: str
+
+    def tags(self) -> dict[str, str]:
+        return {
+            TAG_ATTESTATION: self.location,
+            TAG_SIGNED_BY: self.keyid,
+            TAG_MODEL_SHA: self.model_sha256,
+            TAG_PROMOTION_SHA: self.promotion_sha256,
+        }
+
+
+def hashing() -> model_signing.hashing.Config:
+    return model_signing.hashing.Config().set_ignored_paths(
+        paths=IGNORED, ignore_git_paths=True
+    )
+
+
+def signing_key_check() -> tuple[SigningKey | None, Check]:
+    """The promotion key and the ``signing_key`` check: a key that cannot sign
+    refuses the promotion (the version stays in None with the reason)."""
+    try:
+        key, made = keys.signing_key()
+    except SigningKeyError as exc:
+        return None, check_signing_key(str(exc), None)
+    if made:
+        print(
+            f"lineageflow: generated a signing key pair in {key.path.parent}; "
+            f"verify with its public key {key.path.with_name(keys.PUBLIC_NAME)}",
+            file=sys.stderr,
+        )
+    return key, check_signing_key(None, key.keyid)
+
+
+def policy_sha256() -> str:
+    """The policy's version: sha256 of the declared checks (name, refuses, fix)."""
+    return st.envelope_sha256(
+        {"checks": [[d.name, d.refuses, d.fix] for d in DECLARED]}
+    )
+
+
+def register_run_id(tracking_uri: str, record: dict) -> str:
+    """The ``register_model`` child run of the record's parent run: where the
+    version's attestations are stored (the latest, if it ran more than once)."""
+    mids = record["mlflow"]
+    runs = [
+        r
+        for r in child_runs(tracking_uri, mids["experiment_id"], mids["parent_run_id"])
+        if r.data.tags.get(TAG_STAGE) == "register_model"
+    ]
+    if not runs:  # a record from before stages: the parent run keeps them
+        return mids["parent_run_id"]
+    return max(runs, key=lambda r: r.info.start_time).info.run_id
+
+
+def previous_link(
+    tracking_uri: str, model_name: str, staging: str | None
+) -> dict | None:
+    """The link to the promotion before this one: the Staging version's latest
+    promotion statement (its sha256 and where it is), or None for the first."""
+    if staging is None:
+        return None
+    tags = client(tracking_uri).get_model_version(model_name, staging).tags
+    if not tags.get(TAG_PROMOTION_SHA):
+        return {"version": staging, "sha256": None, "location": None}  # unsigned
+    return {
+        "version": staging,
+        "sha256": tags[TAG_PROMOTION_SHA],
+        "location": f"{tags[TAG_ATTESTATION]}/{PROMOTION}",
+    }
+
+
+def sign_promotion(
+    tracking_uri: str,
+    model_name: str,
+    version: str,
+    record: dict,
+    found: list[Check],
+    key: SigningKey,
+    archived: list[str],
+    previous: dict | None,
+) -> Signed:
+    """Sign version ``version``'s files and statements; store them (not yet tagged)."""
+    when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    stamp = when.replace("-", "").replace(":", "").replace(".", "")
+    uri = f"models:/{model_name}/{version}"
+    with tempfile.TemporaryDirectory(prefix="lineageflow-sign-") as tmp:
+        model_dir = download_model(uri, tracking_uri, Path(tmp) / "model")
+        out = Path(tmp) / "out"
+        out.mkdir()
+        (
+            model_signing.signing.Config()
+            .use_elliptic_key_signer(private_key=key.path)
+            .set_hashing_config(hashing())
+            .sign(model_dir, out / SIGNATURE)
+        )
+        signed = st.bundle_subject(json.loads((out / SIGNATURE).read_text()))
+        sha = signed["digest"]["sha256"]
+        subject = st.subject(model_name, version, sha)
+        checks = [
+            {"name": c.name, "passed": c.passed, "reason": c.reason} for c in found
+        ]
+        lineage = [
+            st.statement(subject, st.PROVENANCE, st.provenance(record, BUILDER)),
+            st.statement(
+                subject,
+                st.VERIFICATION,
+                st.verification(checks, policy_sha256(), BUILDER, when, uri),
+            ),
+        ]
+        promotion = st.sign(
+            st.statement(
+                subject,
+                st.PROMOTION,
+                st.promotion(
+                    model_name,
+                    version,
+                    when,
+                    "every lineage check and the quality gate passed",
+                    archived,
+                    previous,
+                    BUILDER,
+                ),
+            ),
+            key.private,
+        )
+        (out / LINEAGE).write_text(st.jsonl([st.sign(s, key.private) for s in lineage]))
+        (out / PROMOTION).write_text(st.jsonl([promotion]))
+        run_id = register_run_id(tracking_uri, record)
+        client(tracking_uri).log_artifacts(run_id, str(out), f"{ATTEST_DIR}/{stamp}")
+    return Signed(
+        location=f"runs:/{run_id}/{ATTEST_DIR}/{stamp}",
+        keyid=key.keyid,
+        model_sha256=sha,
+        promotion_sha256=st.envelope_sha256(promotion),
+    )

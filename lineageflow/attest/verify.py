@@ -1,0 +1,295 @@
+"""Verify a registered version before loading it: every model file against its
+signature (model-signing), the signed statements (DSSE, the same key) and their
+subject, and the promotion history back to the first signed promotion.
+
+Offline and read-only: the model and its attestation are downloaded once into a
+directory; ``load_verified`` loads the pyfunc model from those very bytes.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from mlflow.exceptions import MlflowException
+
+from lineageflow.attest import statements as st
+from lineageflow.attest.files import verify_files
+from lineageflow.attest.keys import keyid, load_public
+from lineageflow.attest.sign import (
+    LINEAGE,
+    PROMOTION,
+    SIGNATURE,
+    TAG_ATTESTATION,
+)
+from lineageflow.errors import AttestationError
+from lineageflow.registry.versions import STAGING_ALIAS, download_model
+from lineageflow.runs.store import client, redact_uri
+
+URI_RE = re.compile(
+    r"^models:/([A-Za-z0-9][A-Za-z0-9._-]{0,127})(?:/([0-9]+)|@([\w-]+))$"
+)
+HISTORY_LIMIT = 200
+
+
+@dataclass
+class Verified:
+    model_uri: str
+    name: str
+    version: str
+    failures: list[str] = field(default_factory=list)
+    location: str | None = None
+    signed_by: str | None = None
+    model_sha256: str | None = None
+    provenance: dict | None = None
+    verification: dict | None = None
+    history: list[dict] = field(default_factory=list)
+    model_dir: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def to_json(self) -> dict:
+        where = self.location
+        return {
+            "model_uri": self.model_uri,
+            "version": f"models:/{self.name}/{self.version}",
+            "verified": self.ok,
+            "failures": self.failures,
+            "signed_by": self.signed_by,
+            "model_sha256": self.model_sha256,
+            "signature": f"{where}/{SIGNATURE}" if where else None,
+            "statement": f"{where}/{LINEAGE}" if where else None,
+            "promotion": f"{where}/{PROMOTION}" if where else None,
+            "provenance": self.provenance,
+            "verification": self.verification,
+            "history": self.history,
+        }
+
+
+def resolve(model_uri: str, tracking_uri: str) -> tuple[str, str]:
+    """``models:/NAME/N`` or ``models:/NAME@ALIAS`` -> (name, version)."""
+    m = URI_RE.match(model_uri or "")
+    if not m:
+        raise AttestationError(
+            f"{model_uri!r} is not a registered model version: pass "
+            f"models:/NAME@{STAGING_ALIAS} or models:/NAME/VERSION"
+        )
+    name, version, alias = m.groups()
+    c = client(tracking_uri)
+    try:
+        mv = (
+            c.get_model_version_by_alias(name, alias)
+            if alias
+            else c.get_model_version(name, version)
+        )
+    except MlflowException:
+        raise AttestationError(
+            f"{model_uri} is not in the MLflow registry at {redact_uri(tracking_uri)}"
+        ) from None
+    return name, str(mv.version)
+
+
+def verify(
+    model_uri: str,
+    public_key: str | Path | ec.EllipticCurvePublicKey,
+    tracking_uri: str,
+    into: Path,
+) -> Verified:
+    """Download ``model_uri`` and its attestation into ``into`` and verify both."""
+    pub = public_key if isinstance(public_key, ec.EllipticCurvePublicKey) else None
+    pub = pub or load_public(public_key)
+    name, version = resolve(model_uri, tracking_uri)
+    out = Verified(model_uri, name, version)
+    mv = client(tracking_uri).get_model_version(name, version)
+    out.location = mv.tags.get(TAG_ATTESTATION)
+    if not out.location:
+        out.failures.append(
+            f"models:/{name}/{version} is unsigned: it has no {TAG_ATTESTATION} tag "
+            "(promoted before signing, or never promoted)"
+        )
+        return out
+    att = _download_attestation(out.location, tracking_uri, into / "attestation", out)
+    if att is None:
+        return out
+    out.model_dir = download_model(
+        f"models:/{name}/{version}", tracking_uri, into / "model"
+    )
+    signed_sha = verify_files(out.model_dir, att / SIGNATURE, pub, out.failures)
+    subject = st.subject(name, version, signed_sha or "")[0]
+    lineage = _statements(att / LINEAGE, pub, subject, signed_sha, out)
+    out.provenance = lineage.get(st.PROVENANCE)
+    out.verification = lineage.get(st.VERIFICATION)
+    for kind, label in ((st.PROVENANCE, "provenance"), (st.VERIFICATION, "checks")):
+        if kind not in lineage and not out.failures:
+            out.failures.append(f"{LINEAGE} has no {label} statement ({kind})")
+    if out.verification and out.verification.get("verificationResult") != "PASSED":
+        out.failures.append(f"{LINEAGE}: the checks it records did not pass")
+    promo = _statements(att / PROMOTION, pub, subject, signed_sha, out)
+    if st.PROMOTION in promo:
+        out.signed_by = keyid(pub)
+        out.model_sha256 = signed_sha
+        _history(promo[st.PROMOTION], pub, tracking_uri, into / "history", out)
+    elif not out.failures:
+        out.failures.append(f"{PROMOTION} has no promotion statement")
+    return out
+
+
+def _download_attestation(
+    location: str, tracking_uri: str, dst: Path, out: Verified
+) -> Path | None:
+    import mlflow
+
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=location, dst_path=str(dst), tracking_uri=tracking_uri
+        )
+    except (MlflowException, OSError) as exc:
+        out.failures.append(
+            f"the attestation at {location} cannot be read ({type(exc).__name__}): "
+            "its artifacts were deleted, or the store does not answer"
+        )
+        return None
+    local = Path(local)
+    for f in (SIGNATURE, LINEAGE, PROMOTION):
+        if not (local / f).is_file():
+            out.failures.append(f"{f} is missing from the attestation at {location}")
+    return None if out.failures else local
+
+
+def _statements(
+    path: Path,
+    pub: ec.EllipticCurvePublicKey,
+    subject: dict,
+    signed_sha: str | None,
+    out: Verified,
+) -> dict[str, dict]:
+    """Each statement in ``path`` whose signature verifies, by predicate type;
+    a failure line for every one that does not, or is about another model."""
+    found: dict[str, dict] = {}
+    try:
+        envelopes = st.read_jsonl(path.read_text())
+    except ValueError:
+        out.failures.append(f"{path.name} is not JSON Lines")
+        return found
+    for i, env in enumerate(envelopes, 1):
+        where = f"{path.name} line {i}"
+        try:
+            doc = st.open_envelope(env, pub)
+        except ValueError as exc:
+            out.failures.append(f"{where} {exc}")
+            continue
+        subj = (doc.get("subject") or [{}])[0]
+        if subj.get("name") != subject["name"]:
+            out.failures.append(
+                f"{where} is a statement about {subj.get('name')}, not "
+                f"{subject['name']}: it was swapped in from another version"
+            )
+            continue
+        if signed_sha and subj.get("digest", {}).get("sha256") != signed_sha:
+            out.failures.append(
+                f"{where} names model sha256 "
+                f"{str(subj.get('digest', {}).get('sha256'))[:12]}, not the signed "
+                f"model's {signed_sha[:12]}: it was swapped in from another model"
+            )
+            continue
+        found[doc["predicateType"]] = doc["predicate"]
+    return found
+
+
+def _history(
+    head: dict, pub: ec.EllipticCurvePublicKey, tracking_uri: str, dst: Path, out
+) -> None:
+    """Follow each promotion's link to the one before it, verifying each link's
+    sha256 and signature; the chain ends at the first signed promotion."""
+    import mlflow
+
+    entry, seen = head, 0
+    while entry is not None and seen < HISTORY_LIMIT:
+        out.history.append(
+            {
+                "version": entry.get("version"),
+                "time": entry.get("time"),
+                "reason": entry.get("reason"),
+                "transitions": entry.get("transitions"),
+            }
+        )
+        link = entry.get("previous")
+        if not link or not link.get("sha256"):
+            return
+        seen += 1
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=link["location"],
+                dst_path=str(dst / str(seen)),
+                tracking_uri=tracking_uri,
+            )
+            env = st.read_jsonl(Path(local).read_text())[0]
+        except (MlflowException, OSError, ValueError, IndexError):
+            out.failures.append(
+                f"history: the promotion of v{link['version']} at {link['location']} "
+                "cannot be read"
+            )
+            return
+        if st.envelope_sha256(env) != link["sha256"]:
+            out.failures.append(
+                f"history: the promotion of v{link['version']} was edited (its sha256 "
+                "differs from the link that follows it)"
+            )
+            return
+        try:
+            entry = st.open_envelope(env, pub)["predicate"]
+        except ValueError as exc:
+            out.failures.append(f"history: the promotion of v{link['version']} {exc}")
+            return
+
+
+def load_verified(model_uri: str, public_key, tracking_uri: str | None = None):
+    """The pyfunc model at ``model_uri``, loaded from the very bytes that were
+    verified; AttestationError (one line per failure) when anything does not."""
+    import mlflow
+
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    with tempfile.TemporaryDirectory(prefix="lineageflow-verified-") as tmp:
+        found = verify(model_uri, public_key, uri, Path(tmp))
+        if not found.ok:
+            raise AttestationError(
+                f"{model_uri} does not verify: " + "; ".join(found.failures)
+            )
+        # sklearn and xgboost models are read whole: the directory may go after
+        return mlflow.pyfunc.load_model(str(found.model_dir))
+
+
+def render(v: Verified) -> str:
+    """What a person reads: the verdict, then what was verified, or each failure."""
+    head = f"models:/{v.name}/{v.version}"
+    if not v.ok:
+        return "\n".join(f"FAILED {head}: {f}" for f in v.failures)
+    lines = [
+        f"verified {head} ({v.model_uri}): every model file matches its signature; "
+        f"statements signed by key {v.signed_by[:12]}",
+        f"  model sha256 {v.model_sha256}",
+    ]
+    prov = v.provenance or {}
+    deps = prov.get("buildDefinition", {}).get("resolvedDependencies", [])
+    for d in deps:
+        digest = ", ".join(f"{k}:{val}" for k, val in d.get("digest", {}).items())
+        lines.append(f"  from {d.get('name')}: {digest}")
+    params = prov.get("buildDefinition", {}).get("externalParameters", {})
+    lines.append(f"  params sha256 {params.get('params_sha256')}")
+    outputs = prov.get("runDetails", {}).get("byproducts", [])
+    lines.append(f"  stage outputs: {len(outputs)} digests")
+    for c in (v.verification or {}).get("checks", []):
+        mark = "passed" if c.get("passed") else "FAILED"
+        lines.append(f"  check {c.get('name')}: {mark}: {c.get('reason')}")
+    for h in v.history:
+        moves = ", ".join(
+            f"v{t['version']} {t['from']} -> {t['to']}"
+            for t in h.get("transitions", [])
+        )
+        lines.append(f"  promotion {h.get('time')}: {moves} ({h.get('reason')})")
+    return "\n".join(lines)

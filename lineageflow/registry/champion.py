@@ -1,0 +1,70 @@
+"""The champion a challenger must beat: the Staging version, scored on this
+run's holdout (a training run), or its own recorded holdout metrics
+(``lineageflow promote``, where the holdout rows are not kept between runs)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from lineageflow.model import ml
+from lineageflow.registry import versions
+from lineageflow.registry.versions import current_staging
+from lineageflow.runs.store import client
+
+# () -> (the champion's metrics, its version); ValueError when it cannot be scored
+Champion = Callable[[], tuple[dict[str, float] | None, str | None]]
+
+
+def score_champion(tracking_uri: str, model_name: str, split: ml.Split):
+    """Score the current Staging version on *this* holdout (same rows, same labels)."""
+    version = current_staging(tracking_uri, model_name)
+    if version is None:
+        return None, None
+    model = versions.load_native(f"models:/{model_name}/{version}", tracking_uri)
+    try:
+        return ml.score(model, split.X_test, split.y_test, split.task), version
+    except Exception as exc:  # e.g. the feature set changed between versions
+        raise ValueError(
+            f"Staging v{version} cannot score this holdout ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def recorded_champion(tracking_uri: str, model_name: str, version: str) -> Champion:
+    """The champion as its own recorded holdout metrics (``promote-model``: the
+    holdout rows are not kept between runs), unless it is ``version`` itself."""
+
+    def champion():
+        champ = current_staging(tracking_uri, model_name)
+        if not champ or champ == version:
+            return None, None
+        champ_run = client(tracking_uri).get_model_version(model_name, champ).run_id
+        return holdout_metrics(tracking_uri, champ_run), champ
+
+    return champion
+
+
+def holdout_metrics(tracking_uri: str, run_id: str) -> dict[str, float]:
+    """A run's holdout metrics as the gate names them (``roc_auc``)."""
+    metrics = versions.recorded_metrics(tracking_uri, run_id)
+    return {k.removeprefix("test_"): v for k, v in metrics.items()}
+
+
+def identical_champion(
+    tracking_uri: str, model_name: str, digest: str, train_key: str | None = None
+) -> str | None:
+    """The Staging version this run's model is identical to, if any: the same
+    model file (digest), or a fit of the same train stage key (the same input
+    table, train params, code and libraries; a refit's pickle bytes may differ
+    while the model is the same function of its inputs).
+
+    A retrain on the same commit, data and params makes the very same model:
+    registering it again would add a duplicate version and, on a tie, archive
+    the champion for itself."""
+    version = current_staging(tracking_uri, model_name) if digest else None
+    if version is None:
+        return None
+    their_digest, their_key = versions.version_identity(
+        tracking_uri, model_name, version
+    )
+    same_fit = train_key is not None and their_key == train_key
+    return version if (their_digest == digest or same_fit) else None

@@ -23,6 +23,7 @@ import git
 from dvc.cli import main as dvc_main
 
 from flows.training import run_workspace
+from lineageflow.attest import keys
 from lineageflow.data.synthetic import make_customers
 from lineageflow.errors import LineageflowError, PromotionRefused, WorkspaceError
 from lineageflow.runs.store import client, redact_uri
@@ -263,8 +264,17 @@ def describe(tracking_uri: str, summaries: list[dict], ws: Path) -> str:
             lines.append(
                 f"  {name} v{mv.version}: stage={mv.current_stage:9s} aliases={aliases:8s} "
                 f"checks={mv.tags.get('lineage.checks')} "
-                f"commit={mv.tags.get('lineage.git_commit', '')[:10]}"
+                f"commit={mv.tags.get('lineage.git_commit', '')[:10]} "
+                f"signed_by={mv.tags.get('lineage.signed_by', '-')[:12]}"
             )
+        pub = keys.public_path()
+        if name and pub is not None and c.get_registered_model(name).aliases:
+            lines += [
+                "",
+                "verify the Staging model before you load it:",
+                f"  lineageflow verify models:/{name}@staging --key {pub} "
+                f"--workspace {ws}",
+            ]
     if tracking_uri.startswith("sqlite:"):
         lines += [
             "",

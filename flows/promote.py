@@ -12,8 +12,9 @@ from pathlib import Path
 from mlflow.exceptions import MlflowException
 from prefect import flow
 
+from lineageflow.attest.verify import attested
 from lineageflow.config import parse_params
-from lineageflow.errors import LineageError
+from lineageflow.errors import LineageError, PromotionRefused
 from lineageflow.registry import champion, promotion
 from lineageflow.registry import versions as registry
 from lineageflow.runs.context import workspace_store
@@ -49,6 +50,11 @@ def promote_model(model_name: str, version: int | str, workspace: str = ".") -> 
         ) from None
     run_id = mv.tags.get("lineage.run_id") or mv.run_id
     record, _ = registry.load_lineage(uri, run_id)
+    earlier = attested(uri, model_name, version)  # a signed version must still verify
+    if earlier is not None and not earlier.ok:
+        raise PromotionRefused(f"{model_name} v{version}: {earlier.line()}", version)
+    if earlier is not None:
+        logger.info(earlier.line())
     cfg = parse_params(record.get("params"), source=f"run {run_id} params")
 
     decision = promotion.decide(
@@ -64,9 +70,12 @@ def promote_model(model_name: str, version: int | str, workspace: str = ".") -> 
         champion=champion.recorded_champion(uri, model_name, version),
         promote=True,
     )
-    logger.info(decision.message(model_name))
+    message = decision.message(model_name)
+    if earlier is not None:
+        message += f" ({earlier.line()})"
+    logger.info(message)
     promotion.refuse_if_failed(decision, model_name)
-    return decision.message(model_name)
+    return message
 
 
 def promote_version(model_name: str, version: str, workspace: str | Path) -> str:

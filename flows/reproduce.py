@@ -17,6 +17,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.pinned import run_recorded_code
 from flows.training import run_stages
+from lineageflow.attest.verify import attested_versions
 from lineageflow.config import parse_params
 from lineageflow.data.source import restore
 from lineageflow.errors import LineageError, WorkspaceError
@@ -140,6 +141,9 @@ def reproduce_run(
     if not intact.passed:
         raise LineageError(f"run {run_id} cannot be reproduced: {intact.reason}")
     cfg = parse_params(record["params"], source=f"run {run_id} params")
+    signed = [v.line() for v in attested_versions(uri, run_id)]
+    for line in signed:
+        logger.info(line)
     local = _local_workspace(ws, record)
     commit = record["workspace"]["commit"]
     with tree_at(commit, local, record["workspace"]["repo"], "workspace") as tree:
@@ -172,7 +176,7 @@ def reproduce_run(
         "reproduction_run_id": new_id,
         "verdict": cmp.verdict,
         "metrics_verdict": cmp.metrics_verdict,
-        "notes": cmp.notes(),
+        "notes": signed + cmp.notes(),
         "code_note": "; ".join(cmp.causes),
         "environment": cmp.environment,
         "metrics": {k: (a, b) for k, a, b, _ in cmp.rows},

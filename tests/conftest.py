@@ -87,6 +87,8 @@ os.environ.update(
         # this mark, so the session stops every one of them; idle ones end sooner
         "LINEAGEFLOW_TEST_SESSION": uuid.uuid4().hex,
         "LINEAGEFLOW_SERVER_IDLE": "600",
+        # the default promotion signing key is generated here, not in ~/.local/state
+        "XDG_STATE_HOME": tempfile.mkdtemp(prefix="lineageflow-tests-state-"),
     }
 )
 

@@ -152,7 +152,7 @@ def test_edited_tag_or_record_breaks_the_digest(record):
     assert "edited after the run" in checks.check_digest(edited, tags).reason
 
 
-def test_runs_complete_requires_every_stage_and_a_signed_model():
+def test_runs_complete_requires_every_stage_and_a_model_with_its_schema():
     finished = {s: ["FINISHED"] for s in checks.REQUIRED_STAGES}
     assert checks.check_runs_complete("FINISHED", finished, True, True).passed
     assert checks.check_runs_complete(
@@ -166,7 +166,7 @@ def test_runs_complete_requires_every_stage_and_a_signed_model():
         in checks.check_runs_complete("FINISHED", partial, True, True).reason
     )
     assert (
-        "no signature"
+        "no input schema (MLflow signature)"
         in checks.check_runs_complete("FINISHED", finished, True, False).reason
     )
 

@@ -9,6 +9,7 @@ and the object store."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -391,3 +392,119 @@ def train_cli(ws: str, env: dict) -> dict:
     m = re.search(r"^run ([0-9a-f]{32}): \S+ v\d+ -> (\w+)", out, re.M)
     assert m, out[-2000:]
     return {"run_id": m.group(1), "stage": m.group(2)}
+
+
+def test_signed_promotions_verify_from_the_stacks_s3_artifacts(team, tmp_path):
+    """Two promotions by `lineageflow train` on the stack: the Staging model and
+    its history verify from S3 (lineageflow and the model_signing command); a
+    model file edited in the bucket is named, and load_verified refuses it."""
+    import lineageflow
+    from lineageflow.attest import keys
+
+    paths, name = workspace_with_origin(
+        tmp_path, team, rows=2000, **{"evaluate.champion_tolerance": 1.0}
+    )
+    env = stack_env(team)
+    ws = str(paths.workspace)
+    train_cli(ws, env)
+    from flows.demo import add_data_version
+
+    os.environ.update(S3_KEYS, AWS_ENDPOINT_URL_S3=team.s3_endpoint)
+    try:
+        add_data_version(paths.workspace, 1, 800, seed=8, drift=0.3, message="v2")
+    finally:
+        for key in (*S3_KEYS, "AWS_ENDPOINT_URL_S3"):
+            os.environ.pop(key, None)
+    assert train_cli(ws, env)["stage"] == "Staging"
+    pub = keys.state_dir() / keys.PUBLIC_NAME  # the default key, made at promotion
+    verify = [str(BIN / "lineageflow"), "verify", f"models:/{name}@staging"]
+    out = json.loads(cli([*verify, "--key", str(pub), "--json"], env).stdout)
+    assert out["verified"] and [h["version"] for h in out["history"]] == ["2", "1"]
+    assert out["signature"].startswith("runs:/")
+
+    mlf = MlflowClient(team.mlflow_uri)
+    mv = mlf.get_model_version(name, "2")
+    run_id, _, folder = out["signature"].removeprefix("runs:/").partition("/")
+    with _stack_env(team):
+        sig = mlf.download_artifacts(run_id, folder, str(tmp_path / "sig"))
+        model = mlflow_download(team, f"models:/{name}/2", tmp_path / "model")
+    proc = subprocess.run(
+        [
+            str(BIN / "model_signing"),
+            "verify",
+            "key",
+            model,
+            "--signature",
+            sig,
+            "--public_key",
+            str(pub),
+            "--ignore-paths",
+            "registered_model_meta",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    bucket = s3(team)
+    model_id = mv.source.removeprefix("models:/")
+    (key,) = [
+        o["Key"]
+        for o in bucket.list_objects_v2(Bucket=BUCKET)["Contents"]
+        if model_id in o["Key"] and o["Key"].endswith("/MLmodel")
+    ]
+    saved = bucket.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    try:
+        bucket.put_object(Bucket=BUCKET, Key=key, Body=saved + b"\n")
+        proc = subprocess.run(
+            [*verify, "--key", str(pub)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert proc.returncode == 1
+        assert proc.stdout.strip() == (
+            f"FAILED models:/{name}/2: model file MLmodel was changed after promotion"
+        )
+        with _stack_env(team), pytest.raises(Exception, match="MLmodel was changed"):
+            lineageflow.load_verified(
+                f"models:/{name}@staging", public_key=pub, tracking_uri=team.mlflow_uri
+            )
+    finally:
+        bucket.put_object(Bucket=BUCKET, Key=key, Body=saved)
+    with _stack_env(team):
+        model = lineageflow.load_verified(
+            f"models:/{name}@staging", public_key=pub, tracking_uri=team.mlflow_uri
+        )
+    import pandas as pd
+
+    rows = pd.read_csv(next((paths.workspace / "data" / "customers").glob("*.csv")))
+    assert len(model.predict(rows.drop(columns=["churned"]).head(10))) == 10
+
+
+def mlflow_download(team, uri: str, dst: Path) -> str:
+    import mlflow
+
+    dst.mkdir()
+    return mlflow.artifacts.download_artifacts(
+        artifact_uri=uri,
+        dst_path=str(dst),
+        tracking_uri=team.mlflow_uri,
+        registry_uri=team.mlflow_uri,
+    )
+
+
+@contextlib.contextmanager
+def _stack_env(team):
+    """The stack's client settings (MLflow's basic auth) in this process."""
+    saved = dict(os.environ)
+    os.environ.update(
+        {k: v for k, v in team.client_env().items() if k.startswith("MLFLOW_")}
+    )
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

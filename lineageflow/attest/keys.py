@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,6 +154,23 @@ def _in_git_tree(path: Path) -> Path | None:
     return None
 
 
+def _generate_once(d: Path) -> bool:
+    """Make the default pair in ``d`` atomically (workers may start promotions
+    at the same moment): a pair is written beside it, then renamed into place;
+    the loser of a race keeps the winner's pair. True when this call made it."""
+    d.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".signing-", dir=d.parent))
+    try:
+        keygen(tmp)
+        tmp.chmod(0o700)
+        os.rename(tmp, d)  # fails when d exists (non-empty): another process won
+        return True
+    except OSError:
+        return False
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def signing_key() -> tuple[SigningKey, bool]:
     """The key promotions sign with, and whether it was generated just now:
     ``$LINEAGEFLOW_SIGNING_KEY``, else the local-state default (made once)."""
@@ -167,6 +186,23 @@ def signing_key() -> tuple[SigningKey, bool]:
         )
     made = False
     if not (d / PRIVATE_NAME).exists():
-        keygen(d)
-        made = True
+        made = _generate_once(d)
     return load_private(d / PRIVATE_NAME), made
+
+
+def configured_key() -> SigningKey | None:
+    """The promotion key if one is configured or was generated; never makes one."""
+    named = os.environ.get(KEY_ENV, "").strip()
+    if named:
+        return load_private(named)
+    default = state_dir() / PRIVATE_NAME
+    return load_private(default) if default.exists() else None
+
+
+def public_path() -> Path | None:
+    """Where the configured key's public half is (``signing.pub`` beside it, as
+    ``lineageflow keygen`` and the default write it), if it is there."""
+    named = os.environ.get(KEY_ENV, "").strip()
+    priv = Path(named).expanduser() if named else state_dir() / PRIVATE_NAME
+    pub = priv.with_name(PUBLIC_NAME)
+    return pub if pub.exists() else None

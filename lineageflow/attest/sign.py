@@ -125,9 +125,10 @@ def sign_promotion(
     version: str,
     record: dict,
     found: list[Check],
-    key: SigningKey,
     archived: list[str],
     previous: dict | None,
+    *,
+    key: SigningKey,
 ) -> Signed:
     """Sign version ``version``'s files and statements; store them (not yet tagged)."""
     when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -18,12 +18,14 @@ JSON Lines (``*.intoto.jsonl``), one envelope per line. Pure functions only.
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import json
+from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from securesystemslib.dsse import Envelope
-from securesystemslib.exceptions import VerificationError
+from securesystemslib.exceptions import FormatError, VerificationError
 from securesystemslib.signer import CryptoSigner, SSlibKey
 
 from lineageflow.attest.keys import keyid
@@ -182,8 +184,9 @@ def open_envelope(env: dict, public: ec.EllipticCurvePublicKey) -> dict:
     """The statement inside ``env`` if ``public`` signed it; ValueError (one
     line) when it did not, or when the envelope is not a statement."""
     try:
-        envelope = Envelope.from_dict(dict(env))
-    except (KeyError, TypeError, ValueError):
+        # from_dict rewrites the signature dicts it is given: hand it a copy
+        envelope = Envelope.from_dict(copy.deepcopy(env))
+    except (KeyError, TypeError, ValueError, FormatError):
         raise ValueError("is not a DSSE envelope") from None
     if envelope.payload_type != PAYLOAD_TYPE:
         raise ValueError(f"has payload type {envelope.payload_type}, not in-toto")
@@ -220,3 +223,43 @@ def bundle_subject(bundle: dict) -> dict:
     """The subject (name, sha256) inside a model-signing signature bundle."""
     payload = bundle["dsseEnvelope"]["payload"]
     return json.loads(base64.b64decode(payload))["subject"][0]
+
+
+def verified_statements(
+    path: Path,
+    pub: ec.EllipticCurvePublicKey,
+    subject: dict,
+    signed_sha: str | None,
+    failures: list[str],
+) -> dict[str, dict]:
+    """Each statement in ``path`` whose signature verifies, by predicate type;
+    a failure line for every one that does not, or is about another model."""
+    found: dict[str, dict] = {}
+    try:
+        envelopes = read_jsonl(path.read_text())
+    except ValueError:
+        failures.append(f"{path.name} is not JSON Lines")
+        return found
+    for i, env in enumerate(envelopes, 1):
+        where = f"{path.name} line {i}"
+        try:
+            doc = open_envelope(env, pub)
+        except ValueError as exc:
+            failures.append(f"{where} {exc}")
+            continue
+        subj = (doc.get("subject") or [{}])[0]
+        if subj.get("name") != subject["name"]:
+            failures.append(
+                f"{where} is a statement about {subj.get('name')}, not "
+                f"{subject['name']}: it was swapped in from another version"
+            )
+            continue
+        if signed_sha and subj.get("digest", {}).get("sha256") != signed_sha:
+            failures.append(
+                f"{where} names model sha256 "
+                f"{str(subj.get('digest', {}).get('sha256'))[:12]}, not the signed "
+                f"model's {signed_sha[:12]}: it was swapped in from another model"
+            )
+            continue
+        found[doc["predicateType"]] = doc["predicate"]
+    return found

@@ -18,21 +18,21 @@ from mlflow.exceptions import MlflowException
 
 from lineageflow.attest import statements as st
 from lineageflow.attest.files import verify_files
-from lineageflow.attest.keys import keyid, load_public
+from lineageflow.attest.history import follow
+from lineageflow.attest.keys import KEY_ENV, configured_key, keyid, load_public
 from lineageflow.attest.sign import (
     LINEAGE,
     PROMOTION,
     SIGNATURE,
     TAG_ATTESTATION,
 )
-from lineageflow.errors import AttestationError
+from lineageflow.errors import AttestationError, SigningKeyError
 from lineageflow.registry.versions import STAGING_ALIAS, download_model
 from lineageflow.runs.store import client, redact_uri
 
 URI_RE = re.compile(
     r"^models:/([A-Za-z0-9][A-Za-z0-9._-]{0,127})(?:/([0-9]+)|@([\w-]+))$"
 )
-HISTORY_LIMIT = 200
 
 
 @dataclass
@@ -52,6 +52,18 @@ class Verified:
     @property
     def ok(self) -> bool:
         return not self.failures
+
+    def line(self) -> str:
+        """One line for a command's output."""
+        if self.ok:
+            return (
+                f"attestation of models:/{self.name}/{self.version} verified (every "
+                f"model file and statement, key {self.signed_by[:12]})"
+            )
+        return (
+            f"attestation of models:/{self.name}/{self.version} does not verify: "
+            + "; ".join(self.failures)
+        )
 
     def to_json(self) -> dict:
         where = self.location
@@ -116,12 +128,21 @@ def verify(
     att = _download_attestation(out.location, tracking_uri, into / "attestation", out)
     if att is None:
         return out
-    out.model_dir = download_model(
-        f"models:/{name}/{version}", tracking_uri, into / "model"
-    )
+    try:
+        out.model_dir = download_model(
+            f"models:/{name}/{version}", tracking_uri, into / "model"
+        )
+    except (MlflowException, OSError) as exc:
+        out.failures.append(
+            f"the model files of models:/{name}/{version} cannot be read "
+            f"({type(exc).__name__}): they were deleted, or the store does not answer"
+        )
+        return out
     signed_sha = verify_files(out.model_dir, att / SIGNATURE, pub, out.failures)
     subject = st.subject(name, version, signed_sha or "")[0]
-    lineage = _statements(att / LINEAGE, pub, subject, signed_sha, out)
+    lineage = st.verified_statements(
+        att / LINEAGE, pub, subject, signed_sha, out.failures
+    )
     out.provenance = lineage.get(st.PROVENANCE)
     out.verification = lineage.get(st.VERIFICATION)
     for kind, label in ((st.PROVENANCE, "provenance"), (st.VERIFICATION, "checks")):
@@ -129,11 +150,15 @@ def verify(
             out.failures.append(f"{LINEAGE} has no {label} statement ({kind})")
     if out.verification and out.verification.get("verificationResult") != "PASSED":
         out.failures.append(f"{LINEAGE}: the checks it records did not pass")
-    promo = _statements(att / PROMOTION, pub, subject, signed_sha, out)
+    promo = st.verified_statements(
+        att / PROMOTION, pub, subject, signed_sha, out.failures
+    )
     if st.PROMOTION in promo:
         out.signed_by = keyid(pub)
         out.model_sha256 = signed_sha
-        _history(promo[st.PROMOTION], pub, tracking_uri, into / "history", out)
+        out.history = follow(
+            promo[st.PROMOTION], pub, tracking_uri, into / "history", out.failures
+        )
     elif not out.failures:
         out.failures.append(f"{PROMOTION} has no promotion statement")
     return out
@@ -161,91 +186,29 @@ def _download_attestation(
     return None if out.failures else local
 
 
-def _statements(
-    path: Path,
-    pub: ec.EllipticCurvePublicKey,
-    subject: dict,
-    signed_sha: str | None,
-    out: Verified,
-) -> dict[str, dict]:
-    """Each statement in ``path`` whose signature verifies, by predicate type;
-    a failure line for every one that does not, or is about another model."""
-    found: dict[str, dict] = {}
+def attested(tracking_uri: str, name: str, version: str) -> Verified | None:
+    """lineageflow's own gate (promote, reproduce): a version's attestation
+    verified with the promotion key's public half; None when it has none."""
+    mv = client(tracking_uri).get_model_version(name, version)
+    if not mv.tags.get(TAG_ATTESTATION):
+        return None
+    uri = f"models:/{name}/{version}"
     try:
-        envelopes = st.read_jsonl(path.read_text())
-    except ValueError:
-        out.failures.append(f"{path.name} is not JSON Lines")
-        return found
-    for i, env in enumerate(envelopes, 1):
-        where = f"{path.name} line {i}"
-        try:
-            doc = st.open_envelope(env, pub)
-        except ValueError as exc:
-            out.failures.append(f"{where} {exc}")
-            continue
-        subj = (doc.get("subject") or [{}])[0]
-        if subj.get("name") != subject["name"]:
-            out.failures.append(
-                f"{where} is a statement about {subj.get('name')}, not "
-                f"{subject['name']}: it was swapped in from another version"
-            )
-            continue
-        if signed_sha and subj.get("digest", {}).get("sha256") != signed_sha:
-            out.failures.append(
-                f"{where} names model sha256 "
-                f"{str(subj.get('digest', {}).get('sha256'))[:12]}, not the signed "
-                f"model's {signed_sha[:12]}: it was swapped in from another model"
-            )
-            continue
-        found[doc["predicateType"]] = doc["predicate"]
-    return found
+        key = configured_key()
+    except SigningKeyError as exc:
+        return Verified(uri, name, version, failures=[str(exc)])
+    if key is None:
+        why = f"no signing key here to verify it with: set {KEY_ENV}"
+        return Verified(uri, name, version, failures=[why])
+    with tempfile.TemporaryDirectory(prefix="lineageflow-verify-") as tmp:
+        return verify(uri, key.private.public_key(), tracking_uri, Path(tmp))
 
 
-def _history(
-    head: dict, pub: ec.EllipticCurvePublicKey, tracking_uri: str, dst: Path, out
-) -> None:
-    """Follow each promotion's link to the one before it, verifying each link's
-    sha256 and signature; the chain ends at the first signed promotion."""
-    import mlflow
-
-    entry, seen = head, 0
-    while entry is not None and seen < HISTORY_LIMIT:
-        out.history.append(
-            {
-                "version": entry.get("version"),
-                "time": entry.get("time"),
-                "reason": entry.get("reason"),
-                "transitions": entry.get("transitions"),
-            }
-        )
-        link = entry.get("previous")
-        if not link or not link.get("sha256"):
-            return
-        seen += 1
-        try:
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=link["location"],
-                dst_path=str(dst / str(seen)),
-                tracking_uri=tracking_uri,
-            )
-            env = st.read_jsonl(Path(local).read_text())[0]
-        except (MlflowException, OSError, ValueError, IndexError):
-            out.failures.append(
-                f"history: the promotion of v{link['version']} at {link['location']} "
-                "cannot be read"
-            )
-            return
-        if st.envelope_sha256(env) != link["sha256"]:
-            out.failures.append(
-                f"history: the promotion of v{link['version']} was edited (its sha256 "
-                "differs from the link that follows it)"
-            )
-            return
-        try:
-            entry = st.open_envelope(env, pub)["predicate"]
-        except ValueError as exc:
-            out.failures.append(f"history: the promotion of v{link['version']} {exc}")
-            return
+def attested_versions(tracking_uri: str, run_id: str) -> list[Verified]:
+    """Each signed version registered from run ``run_id``, verified."""
+    found = client(tracking_uri).search_model_versions(f"run_id = '{run_id}'")
+    checked = (attested(tracking_uri, mv.name, str(mv.version)) for mv in found)
+    return [v for v in checked if v is not None]
 
 
 def load_verified(model_uri: str, public_key, tracking_uri: str | None = None):
@@ -273,6 +236,7 @@ def render(v: Verified) -> str:
         f"verified {head} ({v.model_uri}): every model file matches its signature; "
         f"statements signed by key {v.signed_by[:12]}",
         f"  model sha256 {v.model_sha256}",
+        f"  stored at {v.location} ({SIGNATURE}, {LINEAGE}, {PROMOTION})",
     ]
     prov = v.provenance or {}
     deps = prov.get("buildDefinition", {}).get("resolvedDependencies", [])

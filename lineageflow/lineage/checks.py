@@ -234,7 +234,8 @@ def check_digest(record: dict, tags: dict[str, str]) -> Check:
 
 @declare(
     "runs_complete",
-    "a stage's child run did not finish, or the model or its signature is missing",
+    "a stage's child run did not finish, or the model or its input schema (MLflow "
+    "signature) is missing",
     "retrain",
 )
 def check_runs_complete(
@@ -257,10 +258,12 @@ def check_runs_complete(
     if not has_model:
         problems.append("no model artifact")
     elif not has_signature:
-        problems.append("model has no signature")
+        problems.append("model has no input schema (MLflow signature)")
     if not problems:
         return Check(
-            "runs_complete", True, "parent and child runs finished; model signed"
+            "runs_complete",
+            True,
+            "parent and child runs finished; model and its schema logged",
         )
     return Check(
         "runs_complete", False, "; ".join(problems) + ": retrain to get a complete run"

@@ -263,9 +263,15 @@ def model_meta(model_uri: str, tracking_uri: str) -> Model:
 
 
 def download_model(model_uri: str, tracking_uri: str, dst: Path) -> Path:
-    """The model directory at ``model_uri`` as stored, downloaded into ``dst``."""
+    """The model directory at ``model_uri`` as stored, downloaded into ``dst``:
+    a ``models:/NAME/N`` from its storage location, read from ``tracking_uri``'s
+    registry (MLflow's models:/ download would ask the process-wide one)."""
+    where = model_uri
+    if model_uri.startswith("models:/") and not model_uri.startswith("models:/m-"):
+        name, _, version = model_uri.removeprefix("models:/").rpartition("/")
+        where = client(tracking_uri).get_model_version_download_uri(name, version)
     dst.mkdir(parents=True, exist_ok=True)
-    return Path(_download(model_uri, tracking_uri, str(dst)))
+    return Path(_download(where, tracking_uri, str(dst)))
 
 
 def _download(uri: str, tracking_uri: str | None, dst: str) -> str:

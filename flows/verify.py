@@ -36,8 +36,17 @@ def verify(
         str, typer.Argument(help="models:/NAME@staging or models:/NAME/VERSION.")
     ],
     key: Annotated[
-        Path, typer.Option("--key", help="The public key (PEM) promotions sign with.")
-    ],
+        Path | None,
+        typer.Option("--key", help="The public key (PEM) promotions sign with."),
+    ] = None,
+    cert_chain: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--cert-chain",
+            help="For certificate-signed promotions: the CA certificate(s) (PEM) "
+            "the signing certificate must chain to; repeat for several.",
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the result as JSON.")
     ] = False,
@@ -58,7 +67,7 @@ def verify(
 
     uri = tracking_uri_for(_default_workspace(workspace))
     with tempfile.TemporaryDirectory(prefix="lineageflow-verify-") as tmp:
-        found = check(model_uri, key, uri, Path(tmp))
+        found = check(model_uri, key, uri, Path(tmp), cert_chain or None)
     out = found.to_json()
     typer.echo(json.dumps(out, indent=2) if as_json else render(found))
     if not found.ok:

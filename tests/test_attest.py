@@ -425,3 +425,114 @@ def test_a_passphrase_key_refuses_the_promotion_and_signs_nothing(
         for r in c.search_runs([c.get_run(mv.run_id).info.experiment_id])
         for a in c.list_artifacts(r.info.run_id)
     )
+
+
+def make_ca(tmp: Path, cn: str = "lineageflow test CA"):
+    """A CA (self-signed) and a code-signing leaf certificate it issued."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    day = datetime.timedelta(days=1)
+
+    def name(text):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+    def usage(**on):
+        flags = dict.fromkeys(
+            [
+                "digital_signature",
+                "content_commitment",
+                "key_encipherment",
+                "data_encipherment",
+                "key_agreement",
+                "key_cert_sign",
+                "crl_sign",
+                "encipher_only",
+                "decipher_only",
+            ],
+            False,
+        )
+        return x509.KeyUsage(**(flags | on))
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name(cn))
+        .issuer_name(name(cn))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - day)
+        .not_valid_after(now + 30 * day)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(usage(key_cert_sign=True, crl_sign=True), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(name("lineageflow promotions"))
+        .issuer_name(name(cn))
+        .public_key(leaf_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - day)
+        .not_valid_after(now + 30 * day)
+        .add_extension(usage(digital_signature=True), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (tmp / "leaf.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    return write_key(tmp / "leaf.key", leaf_key), tmp / "leaf.pem", tmp / "ca.pem"
+
+
+def test_a_certificate_signed_promotion_verifies_against_its_ca(
+    make_workspace, tmp_path, monkeypatch
+):
+    from flows.training import training_pipeline
+
+    key, leaf, ca = make_ca(tmp_path / "pki")
+    _, _, other_ca = make_ca(tmp_path / "other", cn="another CA")
+    monkeypatch.setenv(keys.KEY_ENV, str(key))
+    monkeypatch.setenv(keys.CERT_ENV, str(leaf))
+    monkeypatch.setenv(keys.CHAIN_ENV, str(ca))
+    ws = make_workspace(rows=1500).workspace
+    training_pipeline(workspace=str(ws))
+    uri = f"models:/{make_workspace.model_name}@staging"
+
+    def run(*args):
+        return subprocess.run(
+            [LF, "verify", uri, "--workspace", str(ws), *args],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+        )
+
+    ok = run("--cert-chain", str(ca))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.startswith(f"verified models:/{make_workspace.model_name}/1 ")
+    wrong = run("--cert-chain", str(other_ca))
+    assert wrong.returncode == 1
+    assert "model.sig does not verify against the certificate chain ca.pem" in (
+        wrong.stdout
+    )
+    # the certificate's key is no substitute for the chain: a bare key refuses it
+    pub = tmp_path / "leaf.pub"
+    pub.write_bytes(keys.public_pem(keys.load_private(key).private.public_key()))
+    assert run("--key", str(pub)).returncode == 1
+
+
+def test_a_certificate_for_another_key_is_refused(tmp_path, monkeypatch):
+    key, _, _ = make_ca(tmp_path / "a")
+    _, leaf_b, _ = make_ca(tmp_path / "b")
+    monkeypatch.setenv(keys.KEY_ENV, str(key))
+    monkeypatch.setenv(keys.CERT_ENV, str(leaf_b))
+    with pytest.raises(SigningKeyError, match="is not for the signing key"):
+        keys.signing_key()

@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -23,6 +24,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from lineageflow.errors import SigningKeyError
 
 KEY_ENV = "LINEAGEFLOW_SIGNING_KEY"
+# a certificate for that key (PEM), and the intermediates up to your CA (PEM
+# paths, os.pathsep-separated): model-signing's certificate signer
+CERT_ENV = "LINEAGEFLOW_SIGNING_CERT"
+CHAIN_ENV = "LINEAGEFLOW_SIGNING_CERT_CHAIN"
 CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 PRIVATE_NAME, PUBLIC_NAME = "signing.key", "signing.pub"
 FIX = f"set {KEY_ENV} to an unencrypted EC P-256 PEM key (lineageflow keygen DIR)"
@@ -32,6 +37,8 @@ FIX = f"set {KEY_ENV} to an unencrypted EC P-256 PEM key (lineageflow keygen DIR
 class SigningKey:
     path: Path
     private: ec.EllipticCurvePrivateKey
+    certificate: Path | None = None
+    chain: tuple[Path, ...] = ()
 
     @property
     def public_pem(self) -> bytes:
@@ -171,12 +178,42 @@ def _generate_once(d: Path) -> bool:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def with_certificate(key: SigningKey) -> SigningKey:
+    """``key`` with the certificate ``$LINEAGEFLOW_SIGNING_CERT`` (which must be
+    for this very key) and its chain, when one is configured."""
+    cert_path = os.environ.get(CERT_ENV, "").strip()
+    if not cert_path:
+        return key
+    cert = Path(cert_path).expanduser()
+    try:
+        issued = x509.load_pem_x509_certificate(_read(cert, "signing certificate"))
+    except ValueError:
+        raise SigningKeyError(
+            f"signing certificate {cert} is not a PEM certificate"
+        ) from None
+    if public_pem(issued.public_key()) != key.public_pem:
+        raise SigningKeyError(
+            f"signing certificate {cert} is not for the signing key {key.path}: "
+            f"set {CERT_ENV} to the certificate issued for that key"
+        )
+    chain = tuple(
+        Path(p).expanduser()
+        for p in os.environ.get(CHAIN_ENV, "").split(os.pathsep)
+        if p.strip()
+    )
+    for p in chain:
+        _read(p, "certificate chain file")
+    return SigningKey(key.path, key.private, cert, chain)
+
+
 def signing_key() -> tuple[SigningKey, bool]:
     """The key promotions sign with, and whether it was generated just now:
     ``$LINEAGEFLOW_SIGNING_KEY``, else the local-state default (made once)."""
     named = os.environ.get(KEY_ENV, "").strip()
     if named:
-        return load_private(named), False
+        return with_certificate(load_private(named)), False
+    if os.environ.get(CERT_ENV, "").strip():
+        raise SigningKeyError(f"{CERT_ENV} is set but {KEY_ENV} is not: name its key")
     d = state_dir()
     repo = _in_git_tree(d)
     if repo is not None:
@@ -194,7 +231,7 @@ def configured_key() -> SigningKey | None:
     """The promotion key if one is configured or was generated; never makes one."""
     named = os.environ.get(KEY_ENV, "").strip()
     if named:
-        return load_private(named)
+        return with_certificate(load_private(named))
     default = state_dir() / PRIVATE_NAME
     return load_private(default) if default.exists() else None
 

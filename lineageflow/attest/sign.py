@@ -81,6 +81,19 @@ def signing_key_check() -> tuple[SigningKey | None, Check]:
     return key, check_signing_key(None, key.keyid)
 
 
+def signer(key: SigningKey) -> model_signing.signing.Config:
+    """model-signing's key signer, or its certificate signer when the key has a
+    certificate; never its default (Sigstore: network and an OIDC login)."""
+    cfg = model_signing.signing.Config()
+    if key.certificate is not None:
+        return cfg.use_certificate_signer(
+            private_key=key.path,
+            signing_certificate=key.certificate,
+            certificate_chain=key.chain,
+        )
+    return cfg.use_elliptic_key_signer(private_key=key.path)
+
+
 def policy_sha256() -> str:
     """The policy's version: sha256 of the declared checks (name, refuses, fix)."""
     return st.envelope_sha256(
@@ -138,12 +151,7 @@ def sign_promotion(
         model_dir = download_model(uri, tracking_uri, Path(tmp) / "model")
         out = Path(tmp) / "out"
         out.mkdir()
-        (
-            model_signing.signing.Config()
-            .use_elliptic_key_signer(private_key=key.path)
-            .set_hashing_config(hashing())
-            .sign(model_dir, out / SIGNATURE)
-        )
+        signer(key).set_hashing_config(hashing()).sign(model_dir, out / SIGNATURE)
         signed = st.bundle_subject(json.loads((out / SIGNATURE).read_text()))
         sha = signed["digest"]["sha256"]
         subject = st.subject(model_name, version, sha)

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from mlflow.exceptions import MlflowException
 
 from lineageflow.attest import statements as st
-from lineageflow.attest.files import verify_files
+from lineageflow.attest.files import Trust, verify_files
 from lineageflow.attest.history import follow
 from lineageflow.attest.keys import KEY_ENV, configured_key, keyid, load_public
 from lineageflow.attest.sign import (
@@ -108,13 +108,15 @@ def resolve(model_uri: str, tracking_uri: str) -> tuple[str, str]:
 
 def verify(
     model_uri: str,
-    public_key: str | Path | ec.EllipticCurvePublicKey,
+    public_key: str | Path | ec.EllipticCurvePublicKey | None,
     tracking_uri: str,
     into: Path,
+    certificate_chain: list[str | Path] | None = None,
 ) -> Verified:
-    """Download ``model_uri`` and its attestation into ``into`` and verify both."""
-    pub = public_key if isinstance(public_key, ec.EllipticCurvePublicKey) else None
-    pub = pub or load_public(public_key)
+    """Download ``model_uri`` and its attestation into ``into`` and verify both,
+    against ``public_key`` (a PEM path or key), or for a certificate-signed
+    promotion against ``certificate_chain`` (the CA certificates, PEM paths)."""
+    trust = _trust(public_key, certificate_chain)
     name, version = resolve(model_uri, tracking_uri)
     out = Verified(model_uri, name, version)
     mv = client(tracking_uri).get_model_version(name, version)
@@ -138,7 +140,9 @@ def verify(
             f"({type(exc).__name__}): they were deleted, or the store does not answer"
         )
         return out
-    signed_sha = verify_files(out.model_dir, att / SIGNATURE, pub, out.failures)
+    signed_sha, pub = verify_files(out.model_dir, att / SIGNATURE, trust, out.failures)
+    if pub is None:  # a certificate that did not verify vouches for no statement
+        return out
     subject = st.subject(name, version, signed_sha or "")[0]
     lineage = st.verified_statements(
         att / LINEAGE, pub, subject, signed_sha, out.failures
@@ -162,6 +166,21 @@ def verify(
     elif not out.failures:
         out.failures.append(f"{PROMOTION} has no promotion statement")
     return out
+
+
+def _trust(public_key, certificate_chain) -> Trust:
+    if certificate_chain:
+        for p in map(Path, certificate_chain):
+            if not p.is_file():
+                raise SigningKeyError(f"certificate chain file {p} does not exist")
+        return Trust(chain=tuple(Path(p) for p in certificate_chain))
+    if public_key is None:
+        raise SigningKeyError(
+            "pass the public key (--key) or the CA chain (--cert-chain)"
+        )
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return Trust(public_key=public_key)
+    return Trust(public_key=load_public(public_key))
 
 
 def _download_attestation(
@@ -200,8 +219,9 @@ def attested(tracking_uri: str, name: str, version: str) -> Verified | None:
     if key is None:
         why = f"no signing key here to verify it with: set {KEY_ENV}"
         return Verified(uri, name, version, failures=[why])
+    chain = list(key.chain) if key.certificate else None  # its CA, for a certificate
     with tempfile.TemporaryDirectory(prefix="lineageflow-verify-") as tmp:
-        return verify(uri, key.private.public_key(), tracking_uri, Path(tmp))
+        return verify(uri, key.private.public_key(), tracking_uri, Path(tmp), chain)
 
 
 def attested_versions(tracking_uri: str, run_id: str) -> list[Verified]:
@@ -211,14 +231,19 @@ def attested_versions(tracking_uri: str, run_id: str) -> list[Verified]:
     return [v for v in checked if v is not None]
 
 
-def load_verified(model_uri: str, public_key, tracking_uri: str | None = None):
+def load_verified(
+    model_uri: str,
+    public_key=None,
+    tracking_uri: str | None = None,
+    certificate_chain: list[str | Path] | None = None,
+):
     """The pyfunc model at ``model_uri``, loaded from the very bytes that were
     verified; AttestationError (one line per failure) when anything does not."""
     import mlflow
 
     uri = tracking_uri or mlflow.get_tracking_uri()
     with tempfile.TemporaryDirectory(prefix="lineageflow-verified-") as tmp:
-        found = verify(model_uri, public_key, uri, Path(tmp))
+        found = verify(model_uri, public_key, uri, Path(tmp), certificate_chain)
         if not found.ok:
             raise AttestationError(
                 f"{model_uri} does not verify: " + "; ".join(found.failures)

@@ -8,9 +8,7 @@ MLflow, DVC, scikit-learn, xgboost) takes 4-5 s here (measured), and
 from __future__ import annotations
 
 import atexit
-import functools
 import json
-import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -24,7 +22,7 @@ from lineageflow.errors import LineageflowError
 from lineageflow.ops import localserver
 from lineageflow.ops.procs import exit_now, quiet_libraries, telemetry_off
 from lineageflow.runs.orchestration import one_line_user_errors
-from lineageflow.workspace import open_workspace
+from lineageflow.workspace import default_workspace, open_workspace
 
 app = typer.Typer(
     help="Retrain tabular models under Prefect with git + DVC lineage, promoting to "
@@ -187,7 +185,7 @@ def reproduce(
     from flows.reproduce import reproduce_run  # lazy
 
     one_line_user_errors()
-    workspace = _default_workspace(workspace)
+    workspace = default_workspace(workspace)
     out = _run(
         _on_prefect(reproduce_run),
         run_id=run_id,
@@ -226,23 +224,11 @@ def diff(
     from lineageflow.runs.store import tracking_uri_for  # lazy
 
     def run():
-        ws = _default_workspace(workspace)
+        ws = default_workspace(workspace)
         return collect(tracking_uri_for(ws), run_a, run_b, workspace=ws)
 
     out = _run(run)
     typer.echo(json.dumps(out, indent=2, default=str) if as_json else render(out))
-
-
-def _default_workspace(workspace: Path | None) -> Path | None:
-    """No --workspace: the current directory when it is a workspace and
-    MLFLOW_TRACKING_URI is unset (its local store is the one meant)."""
-    if (
-        workspace is None
-        and not os.environ.get("MLFLOW_TRACKING_URI")
-        and (Path(".dvc").is_dir() and Path(".git").exists())
-    ):
-        return Path(".")
-    return workspace
 
 
 class DemoSource(StrEnum):
@@ -291,18 +277,8 @@ def demo(
     )
 
 
-def _guarded(fn):
-    """A command defined elsewhere, with this module's one-line errors."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        return _run(fn, *args, **kwargs)
-
-    return wrapper
-
-
-app.command("keygen")(_guarded(attest_commands.keygen))
-app.command("verify")(_guarded(attest_commands.verify))
+app.command("keygen")(attest_commands.keygen)
+app.command("verify")(attest_commands.verify)
 
 
 def main() -> None:

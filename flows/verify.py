@@ -4,6 +4,7 @@ before you load it"). Registered on the ``lineageflow`` command by flows.cli."""
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 from pathlib import Path
@@ -11,7 +12,25 @@ from typing import Annotated
 
 import typer
 
+from lineageflow.errors import LineageflowError
 
+
+def _one_line(fn):
+    """A bad key, URI or path is one line on stderr and exit code 2 (as every
+    ``lineageflow`` command); a model that does not verify is exit code 1."""
+
+    @functools.wraps(fn)
+    def command(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except LineageflowError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return command
+
+
+@_one_line
 def keygen(
     directory: Annotated[
         Path,
@@ -31,6 +50,7 @@ def keygen(
     typer.echo(f"public key  {pub}: hand it to whoever loads the models")
 
 
+@_one_line
 def verify(
     model_uri: Annotated[
         str, typer.Argument(help="models:/NAME@staging or models:/NAME/VERSION.")
@@ -43,6 +63,7 @@ def verify(
         list[Path] | None,
         typer.Option(
             "--cert-chain",
+            metavar="CA.pem",
             help="For certificate-signed promotions: the CA certificate(s) (PEM) "
             "the signing certificate must chain to; repeat for several.",
         ),
@@ -60,12 +81,12 @@ def verify(
 ) -> None:
     """Check every model file against its signature and the signed lineage,
     checks and promotion history; exit 0 only if everything verifies."""
-    from flows.cli import _default_workspace
     from lineageflow.attest.verify import render
     from lineageflow.attest.verify import verify as check
     from lineageflow.runs.store import tracking_uri_for
+    from lineageflow.workspace import default_workspace
 
-    uri = tracking_uri_for(_default_workspace(workspace))
+    uri = tracking_uri_for(default_workspace(workspace))
     with tempfile.TemporaryDirectory(prefix="lineageflow-verify-") as tmp:
         found = check(model_uri, key, uri, Path(tmp), cert_chain or None)
     out = found.to_json()

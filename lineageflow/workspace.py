@@ -157,3 +157,15 @@ def check_commit_sha(value: str) -> str:
     if not isinstance(value, str) or not SHA_RE.match(value):
         raise WorkspaceError(f"recorded commit {value!r} is not a 40-character git sha")
     return value
+
+
+def default_workspace(workspace: Path | None) -> Path | None:
+    """A command given no --workspace: the current directory when it is a workspace and
+    MLFLOW_TRACKING_URI is unset (its local store is the one meant)."""
+    if (
+        workspace is None
+        and not os.environ.get("MLFLOW_TRACKING_URI")
+        and (Path(".dvc").is_dir() and Path(".git").exists())
+    ):
+        return Path(".")
+    return workspace

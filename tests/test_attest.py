@@ -368,6 +368,22 @@ def test_the_wrong_public_key_and_an_unsigned_version_exit_1(signed, tmp_path):
     assert "is not a registered model version: pass models:/NAME@staging" in proc.stderr
 
 
+def test_an_alias_moved_outside_lineageflow_is_refused(signed):
+    s = signed
+    c = MlflowClient(s["uri"], registry_uri=s["uri"])
+    try:  # v1 verifies on its own, but lineageflow's last promotion made v2 Staging
+        c.set_registered_model_alias(s["name"], "staging", "1")
+        proc = verify_cli(s, f"models:/{s['name']}@staging")
+        assert proc.returncode == 1
+        assert (
+            "alias staging points at v1, but the latest signed promotion" in proc.stdout
+        )
+        assert "made v2 Staging: the alias was moved outside lineageflow" in proc.stdout
+        assert verify_cli(s, f"models:/{s['name']}/1").returncode == 0
+    finally:
+        c.set_registered_model_alias(s["name"], "staging", "2")
+
+
 def test_promote_and_reproduce_verify_an_existing_attestation(signed, monkeypatch):
     from flows.promote import promote_model
     from flows.reproduce import reproduce_run

@@ -128,6 +128,8 @@ def test_mlflow_ui_shows_commit_datasets_and_the_version_lineage(tmp_path):
         )
         assert "Lineage" in mv_page and commit[:12] in mv_page
         assert "code_committed" in mv_page and "✅" in mv_page
+        # where its signature is, and the check that the key could sign
+        assert "Signed by key" in mv_page and "signing_key" in mv_page, mv_page[:800]
         # the logged model knows its version and what it was scored on (it said
         # "Not registered" and "Datasets used: None" for versions made with
         # create_model_version)

@@ -68,11 +68,23 @@ def verify_independently(record: dict, tags: dict) -> None:
 
 def test_make_demo_leaves_a_verifiable_staging_version(tmp_path):
     demo_dir = tmp_path / "demo"
-    proc = run(
-        ["make", "demo", f"DEMO_DIR={demo_dir}"],
-        clean_env(PREFECT_HOME=str(tmp_path / "prefect-home")),
+    state = tmp_path / "state"  # a fresh machine: no signing key yet
+    env = clean_env(
+        PREFECT_HOME=str(tmp_path / "prefect-home"), XDG_STATE_HOME=str(state)
     )
+    proc = run(["make", "demo", f"DEMO_DIR={demo_dir}"], env)
     assert "open the MLflow UI with:" in proc.stdout
+    # the default key was made once, for the first promotion, and said where
+    key = state / "lineageflow" / "signing" / "signing.key"
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    assert proc.stderr.count("generated a signing key pair") == 1
+    assert "FutureWarning" not in proc.stdout + proc.stderr  # stages are deprecated
+    # the verify command the demo prints, run as printed
+    (line,) = [ln for ln in proc.stdout.splitlines() if " verify models:/" in ln]
+    verified = run(
+        [str(Path(sys.executable).parent / "lineageflow")] + line.split()[1:], env
+    )
+    assert verified.stdout.startswith("verified models:/churn-classifier/2 ")
     db = demo_dir / "workspace" / ".lineageflow" / "mlflow.db"
     assert db.is_file()
     con = sqlite3.connect(db)

@@ -9,7 +9,6 @@ and the object store."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -400,6 +399,7 @@ def test_signed_promotions_verify_from_the_stacks_s3_artifacts(team, tmp_path):
     model file edited in the bucket is named, and load_verified refuses it."""
     import lineageflow
     from lineageflow.attest import keys
+    from lineageflow.attest.files import download_model
 
     paths, name = workspace_with_origin(
         tmp_path, team, rows=2000, **{"evaluate.champion_tolerance": 1.0}
@@ -425,9 +425,10 @@ def test_signed_promotions_verify_from_the_stacks_s3_artifacts(team, tmp_path):
     mlf = MlflowClient(team.mlflow_uri)
     mv = mlf.get_model_version(name, "2")
     run_id, _, folder = out["signature"].removeprefix("runs:/").partition("/")
-    with _stack_env(team):
-        sig = mlf.download_artifacts(run_id, folder, str(tmp_path / "sig"))
-        model = mlflow_download(team, f"models:/{name}/2", tmp_path / "model")
+    sig = mlf.download_artifacts(run_id, folder, str(tmp_path / "sig"))
+    # (MLflow's own models:/ download asks the process-wide registry, whichever
+    # store an earlier test left there: lineageflow resolves it on this one)
+    model = download_model(f"models:/{name}/2", team.mlflow_uri, tmp_path / "model")
     proc = subprocess.run(
         [
             str(BIN / "model_signing"),
@@ -468,43 +469,16 @@ def test_signed_promotions_verify_from_the_stacks_s3_artifacts(team, tmp_path):
         assert proc.stdout.strip() == (
             f"FAILED models:/{name}/2: model file MLmodel was changed after promotion"
         )
-        with _stack_env(team), pytest.raises(Exception, match="MLmodel was changed"):
+        with pytest.raises(Exception, match="MLmodel was changed"):
             lineageflow.load_verified(
                 f"models:/{name}@staging", public_key=pub, tracking_uri=team.mlflow_uri
             )
     finally:
         bucket.put_object(Bucket=BUCKET, Key=key, Body=saved)
-    with _stack_env(team):
-        model = lineageflow.load_verified(
-            f"models:/{name}@staging", public_key=pub, tracking_uri=team.mlflow_uri
-        )
+    model = lineageflow.load_verified(
+        f"models:/{name}@staging", public_key=pub, tracking_uri=team.mlflow_uri
+    )
     import pandas as pd
 
     rows = pd.read_csv(next((paths.workspace / "data" / "customers").glob("*.csv")))
     assert len(model.predict(rows.drop(columns=["churned"]).head(10))) == 10
-
-
-def mlflow_download(team, uri: str, dst: Path) -> str:
-    import mlflow
-
-    dst.mkdir()
-    return mlflow.artifacts.download_artifacts(
-        artifact_uri=uri,
-        dst_path=str(dst),
-        tracking_uri=team.mlflow_uri,
-        registry_uri=team.mlflow_uri,
-    )
-
-
-@contextlib.contextmanager
-def _stack_env(team):
-    """The stack's client settings (MLflow's basic auth) in this process."""
-    saved = dict(os.environ)
-    os.environ.update(
-        {k: v for k, v in team.client_env().items() if k.startswith("MLFLOW_")}
-    )
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import mlflow
 from cryptography.hazmat.primitives.asymmetric import ec
 from mlflow.exceptions import MlflowException
 
 from lineageflow.attest import statements as st
+from lineageflow.attest.files import download
+from lineageflow.runs.store import client
 
 HISTORY_LIMIT = 200
+PROMOTION_FILE = "promotion.intoto.jsonl"
 
 
 def follow(
@@ -39,11 +41,7 @@ def follow(
             return history
         seen += 1
         try:
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=link["location"],
-                dst_path=str(dst / str(seen)),
-                tracking_uri=tracking_uri,
-            )
+            local = download(link["location"], tracking_uri, dst / str(seen))
             env = st.read_jsonl(Path(local).read_text())[0]
         except (MlflowException, OSError, ValueError, IndexError):
             failures.append(
@@ -63,3 +61,31 @@ def follow(
             failures.append(f"history: the promotion of v{link['version']} {exc}")
             return history
     return history
+
+
+def latest_promotion(
+    tracking_uri: str,
+    name: str,
+    pub: ec.EllipticCurvePublicKey,
+    location_tag: str,
+    dst: Path,
+) -> dict | None:
+    """The newest signed promotion among all versions of ``name`` (each one's
+    statement, verified): whom lineageflow last made ``@staging``. An alias
+    that points elsewhere was moved outside lineageflow."""
+    newest = None
+    for mv in client(tracking_uri).search_model_versions(f"name = '{name}'"):
+        where = mv.tags.get(location_tag)
+        if not where:
+            continue
+        try:
+            local = download(
+                f"{where}/{PROMOTION_FILE}", tracking_uri, dst / str(mv.version)
+            )
+            promo = st.open_envelope(st.read_jsonl(Path(local).read_text())[0], pub)
+        except (MlflowException, OSError, ValueError, IndexError):
+            continue  # unreadable or not ours: it cannot claim to be newer
+        p = promo["predicate"]
+        if newest is None or str(p.get("time")) > str(newest.get("time")):
+            newest = p
+    return newest

@@ -11,7 +11,6 @@ and the alias, so a version that reaches Staging is signed.
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,22 +19,18 @@ from pathlib import Path
 import model_signing
 
 from lineageflow import __version__
-from lineageflow.attest import keys
+from lineageflow.attest import files
 from lineageflow.attest import statements as st
+from lineageflow.attest.files import SIGNATURE, hashing
+from lineageflow.attest.history import PROMOTION_FILE
 from lineageflow.attest.keys import SigningKey
-from lineageflow.errors import SigningKeyError
 from lineageflow.lineage.checks import DECLARED, Check
-from lineageflow.registry.gate import check_signing_key
-from lineageflow.registry.versions import download_model
 from lineageflow.runs.store import client
 from lineageflow.runs.tracking import TAG_STAGE, child_runs
 
 ATTEST_DIR = "attestation"
-SIGNATURE = "model.sig"
 LINEAGE = "lineage.intoto.jsonl"
-PROMOTION = "promotion.intoto.jsonl"
-# MLflow writes it into a models:/ download; it is not part of the stored model
-IGNORED = ["registered_model_meta"]
+PROMOTION = PROMOTION_FILE
 TAG_ATTESTATION = "lineage.attestation"
 TAG_SIGNED_BY = "lineage.signed_by"
 TAG_MODEL_SHA = "lineage.signed_model_sha256"
@@ -57,28 +52,6 @@ class Signed:
             TAG_MODEL_SHA: self.model_sha256,
             TAG_PROMOTION_SHA: self.promotion_sha256,
         }
-
-
-def hashing() -> model_signing.hashing.Config:
-    return model_signing.hashing.Config().set_ignored_paths(
-        paths=IGNORED, ignore_git_paths=True
-    )
-
-
-def signing_key_check() -> tuple[SigningKey | None, Check]:
-    """The promotion key and the ``signing_key`` check: a key that cannot sign
-    refuses the promotion (the version stays in None with the reason)."""
-    try:
-        key, made = keys.signing_key()
-    except SigningKeyError as exc:
-        return None, check_signing_key(str(exc), None)
-    if made:
-        print(
-            f"lineageflow: generated a signing key pair in {key.path.parent}; "
-            f"verify with its public key {key.path.with_name(keys.PUBLIC_NAME)}",
-            file=sys.stderr,
-        )
-    return key, check_signing_key(None, key.keyid)
 
 
 def signer(key: SigningKey) -> model_signing.signing.Config:
@@ -148,7 +121,7 @@ def sign_promotion(
     stamp = when.replace("-", "").replace(":", "").replace(".", "")
     uri = f"models:/{model_name}/{version}"
     with tempfile.TemporaryDirectory(prefix="lineageflow-sign-") as tmp:
-        model_dir = download_model(uri, tracking_uri, Path(tmp) / "model")
+        model_dir = files.download_model(uri, tracking_uri, Path(tmp) / "model")
         out = Path(tmp) / "out"
         out.mkdir()
         signer(key).set_hashing_config(hashing()).sign(model_dir, out / SIGNATURE)

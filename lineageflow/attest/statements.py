@@ -38,6 +38,7 @@ VERIFICATION = "https://slsa.dev/verification_summary/v1"
 PROMOTION = "https://lineageflow.dev/promotion/v1"
 BUILD_TYPE = "https://lineageflow.dev/training-pipeline/v1"
 POLICY_URI = "https://lineageflow.dev/checks/v1"
+ALIAS = "staging"  # the registry alias a promotion moves
 
 
 def subject(model_name: str, version: str, sha256: str) -> list[dict]:
@@ -148,7 +149,7 @@ def promotion(
     return {
         "model": model_name,
         "version": version,
-        "alias": "staging",
+        "alias": ALIAS,
         "time": when,
         "by": by,
         "reason": reason,

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from mlflow.exceptions import MlflowException
 
 from lineageflow.attest import statements as st
-from lineageflow.attest.files import Trust, verify_files
-from lineageflow.attest.history import follow
+from lineageflow.attest.files import Trust, download, download_model, verify_files
+from lineageflow.attest.history import follow, latest_promotion
 from lineageflow.attest.keys import KEY_ENV, configured_key, keyid, load_public
 from lineageflow.attest.sign import (
     LINEAGE,
@@ -27,7 +27,6 @@ from lineageflow.attest.sign import (
     TAG_ATTESTATION,
 )
 from lineageflow.errors import AttestationError, SigningKeyError
-from lineageflow.registry.versions import STAGING_ALIAS, download_model
 from lineageflow.runs.store import client, redact_uri
 
 URI_RE = re.compile(
@@ -83,13 +82,13 @@ class Verified:
         }
 
 
-def resolve(model_uri: str, tracking_uri: str) -> tuple[str, str]:
-    """``models:/NAME/N`` or ``models:/NAME@ALIAS`` -> (name, version)."""
+def resolve(model_uri: str, tracking_uri: str) -> tuple[str, str, str | None]:
+    """``models:/NAME/N`` or ``models:/NAME@ALIAS`` -> (name, version, alias)."""
     m = URI_RE.match(model_uri or "")
     if not m:
         raise AttestationError(
             f"{model_uri!r} is not a registered model version: pass "
-            f"models:/NAME@{STAGING_ALIAS} or models:/NAME/VERSION"
+            f"models:/NAME@{st.ALIAS} or models:/NAME/VERSION"
         )
     name, version, alias = m.groups()
     c = client(tracking_uri)
@@ -103,7 +102,7 @@ def resolve(model_uri: str, tracking_uri: str) -> tuple[str, str]:
         raise AttestationError(
             f"{model_uri} is not in the MLflow registry at {redact_uri(tracking_uri)}"
         ) from None
-    return name, str(mv.version)
+    return name, str(mv.version), alias
 
 
 def verify(
@@ -117,7 +116,7 @@ def verify(
     against ``public_key`` (a PEM path or key), or for a certificate-signed
     promotion against ``certificate_chain`` (the CA certificates, PEM paths)."""
     trust = _trust(public_key, certificate_chain)
-    name, version = resolve(model_uri, tracking_uri)
+    name, version, alias = resolve(model_uri, tracking_uri)
     out = Verified(model_uri, name, version)
     mv = client(tracking_uri).get_model_version(name, version)
     out.location = mv.tags.get(TAG_ATTESTATION)
@@ -163,9 +162,22 @@ def verify(
         out.history = follow(
             promo[st.PROMOTION], pub, tracking_uri, into / "history", out.failures
         )
+        if alias == st.ALIAS:
+            _alias_is_the_latest_promotion(out, pub, tracking_uri, into / "latest")
     elif not out.failures:
         out.failures.append(f"{PROMOTION} has no promotion statement")
     return out
+
+
+def _alias_is_the_latest_promotion(out: Verified, pub, tracking_uri, dst) -> None:
+    """``@staging`` must be where lineageflow's newest signed promotion put it."""
+    newest = latest_promotion(tracking_uri, out.name, pub, TAG_ATTESTATION, dst)
+    if newest is not None and str(newest.get("version")) != out.version:
+        out.failures.append(
+            f"alias {st.ALIAS} points at v{out.version}, but the latest signed "
+            f"promotion ({newest.get('time')}) made v{newest.get('version')} Staging: "
+            "the alias was moved outside lineageflow"
+        )
 
 
 def _trust(public_key, certificate_chain) -> Trust:
@@ -186,19 +198,14 @@ def _trust(public_key, certificate_chain) -> Trust:
 def _download_attestation(
     location: str, tracking_uri: str, dst: Path, out: Verified
 ) -> Path | None:
-    import mlflow
-
     try:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=location, dst_path=str(dst), tracking_uri=tracking_uri
-        )
+        local = download(location, tracking_uri, dst)
     except (MlflowException, OSError) as exc:
         out.failures.append(
             f"the attestation at {location} cannot be read ({type(exc).__name__}): "
             "its artifacts were deleted, or the store does not answer"
         )
         return None
-    local = Path(local)
     for f in (SIGNATURE, LINEAGE, PROMOTION):
         if not (local / f).is_file():
             out.failures.append(f"{f} is missing from the attestation at {location}")

@@ -80,8 +80,14 @@ def markdown_summary(
     )
 
 
-def version_description(record: dict, checks: Iterable[Check], promoted: bool) -> str:
-    """Short markdown for the registry page: commit, data, checks with marks."""
+def version_description(
+    record: dict,
+    checks: Iterable[Check],
+    promoted: bool,
+    signed: dict[str, str] | None = None,
+) -> str:
+    """Short markdown for the registry page: commit, data, checks with marks,
+    and where the signature is (``signed``: the attestation's version tags)."""
     ws, pipe = record["workspace"], record.get("pipeline", {})
     checks = list(checks)
     state = "promoted to **Staging**" if promoted else "left in **None**"
@@ -109,6 +115,14 @@ def version_description(record: dict, checks: Iterable[Check], promoted: bool) -
     lines += [
         f"| {'✅' if c.passed else '❌'} | `{c.name}` | {c.reason} |" for c in checks
     ]
+    if signed:
+        lines += [
+            "",
+            f"**Signed** by key `{signed['lineage.signed_by'][:12]}`: model sha256 "
+            f"`{signed['lineage.signed_model_sha256'][:16]}`, attestation "
+            f"`{signed['lineage.attestation']}`. Verify before loading: "
+            "`lineageflow verify models:/NAME@staging --key <public key>`",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -5,7 +5,12 @@ checks (lineageflow.lineage.checks) and run by the promotion decision
 
 from __future__ import annotations
 
+import sys
+
+from lineageflow.attest import keys
+from lineageflow.attest.keys import SigningKey
 from lineageflow.config import EvaluateConfig
+from lineageflow.errors import SigningKeyError
 from lineageflow.lineage.checks import Check, declare
 from lineageflow.model.ml import HIGHER_IS_BETTER
 
@@ -97,3 +102,19 @@ def quality_gate(
         )
     results.append(Check("champion", bool(beats), why, tie=bool(tie)))
     return results
+
+
+def signing_key_check() -> tuple[SigningKey | None, Check]:
+    """The promotion key and the ``signing_key`` check: a key that cannot sign
+    refuses the promotion (the version stays in None with the reason)."""
+    try:
+        key, made = keys.signing_key()
+    except SigningKeyError as exc:
+        return None, check_signing_key(str(exc), None)
+    if made:
+        print(
+            f"lineageflow: generated a signing key pair in {key.path.parent}; "
+            f"verify with its public key {key.path.with_name(keys.PUBLIC_NAME)}",
+            file=sys.stderr,
+        )
+    return key, check_signing_key(None, key.keyid)

@@ -22,7 +22,6 @@ from lineageflow.attest.sign import (
     Signed,
     previous_link,
     sign_promotion,
-    signing_key_check,
 )
 from lineageflow.config import EvaluateConfig
 from lineageflow.errors import LineageflowError, PromotionRefused
@@ -130,7 +129,7 @@ def decide(
         found += gate(metrics, evaluate_cfg, champion)
         key = None
         if promote:
-            key, key_check = signing_key_check()
+            key, key_check = quality.signing_key_check()
             found.append(key_check)
         return apply_decision(
             tracking_uri,
@@ -198,12 +197,21 @@ def apply_decision(
     Order matters for "no half-promoted model": each check's tag first (so a
     version in Staging always says why), then stage, then alias, and only then
     ``lineage.checks=passed``: a version that did not reach Staging never says
-    it passed. ``sign`` signs the model and the promotion before the stage
-    moves; its tags are written once the stage and alias did.
-    ``description(record, checks, promoted)`` writes the markdown the registry
-    page shows.
+    it passed. ``sign`` signs the model and the promotion before anything is
+    written (a failure is the ``signing_key`` check's); its tags are written
+    once the stage and alias moved. ``description(record, checks, promoted,
+    signed)`` writes the markdown the registry page shows.
     """
     c = client(tracking_uri)
+    previous = current_staging(tracking_uri, model_name)
+    staged, signed = _other_staging(c, model_name, keep=version), None
+    if promote and sign is not None and all(ch.passed for ch in found):
+        try:
+            signed = sign(
+                found, staged, previous_link(tracking_uri, model_name, previous)
+            )
+        except (LineageflowError, MlflowException, OSError, ValueError) as exc:
+            found = _signing_failed(found, exc)
     failed = [ch for ch in found if not ch.passed]
     for ch in found:
         c.set_model_version_tag(
@@ -211,11 +219,9 @@ def apply_decision(
         )
     will_promote = promote and not failed
     if description is not None and record is not None:
-        c.update_model_version(
-            model_name, version, description=description(record, found, will_promote)
-        )
-    previous = current_staging(tracking_uri, model_name)
-    if failed or not promote:
+        text = description(record, found, will_promote, signed and signed.tags())
+        c.update_model_version(model_name, version, description=text)
+    if not will_promote:
         c.set_model_version_tag(
             model_name, version, TAG_CHECKS, "failed" if failed else "passed"
         )
@@ -227,15 +233,6 @@ def apply_decision(
                 ",".join(ch.name for ch in failed),
             )
         return Decision(version, False, found, previous)
-    staged = _other_staging(c, model_name, keep=version)
-    signed = None
-    if sign is not None:
-        try:
-            signed = sign(
-                found, staged, previous_link(tracking_uri, model_name, previous)
-            )
-        except (LineageflowError, MlflowException, OSError, ValueError) as exc:
-            return _unsigned(c, model_name, version, found, previous, exc)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # stages are deprecated, still the UI's Staging
         _archive_staging(c, model_name, staged, keep=version)
@@ -249,20 +246,13 @@ def apply_decision(
     return Decision(version, True, found, previous)
 
 
-def _unsigned(c, model_name, version, found, previous, exc) -> Decision:
-    """Signing failed: nothing moved; the version stays in None, saying why."""
+def _signing_failed(found: list[Check], exc: Exception) -> list[Check]:
+    """Signing failed: nothing is moved; check ``signing_key`` says why."""
     detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-    why = Check(
-        "signing_key", False, f"signing failed ({type(exc).__name__}: {detail})"
-    )
-    found = [ch for ch in found if ch.name != "signing_key"] + [why]
-    for k, v in (
-        (TAG_CHECK_PREFIX + why.name, why.tag_value()[:5000]),
-        (TAG_CHECKS, "failed"),
-        ("lineage.failed_checks", why.name),
-    ):
-        c.set_model_version_tag(model_name, version, k, v)
-    return Decision(version, False, found, previous)
+    why = f"signing failed ({type(exc).__name__}: {detail})"
+    return [ch for ch in found if ch.name != "signing_key"] + [
+        Check("signing_key", False, why)
+    ]
 
 
 def _other_staging(c, model_name: str, keep: str) -> list[str]:

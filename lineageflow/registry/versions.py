@@ -16,6 +16,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
+from lineageflow.attest.statements import ALIAS
 from lineageflow.config import PipelineConfig, dataset_name
 from lineageflow.data.source import open_source
 from lineageflow.errors import LineageError
@@ -30,7 +31,7 @@ from lineageflow.runs.store import (
 )
 from lineageflow.workspace import Workspace, git_state
 
-STAGING_ALIAS = "staging"
+STAGING_ALIAS = ALIAS  # the alias that is the promotion
 TAG_CHECKS = "lineage.checks"
 TAG_CHECK_PREFIX = "lineage.check."
 
@@ -260,18 +261,6 @@ def model_meta(model_uri: str, tracking_uri: str) -> Model:
         where = client(tracking_uri).get_logged_model(model_id).artifact_location
     with tempfile.TemporaryDirectory() as tmp:
         return Model.load(_download(f"{where.rstrip('/')}/MLmodel", tracking_uri, tmp))
-
-
-def download_model(model_uri: str, tracking_uri: str, dst: Path) -> Path:
-    """The model directory at ``model_uri`` as stored, downloaded into ``dst``:
-    a ``models:/NAME/N`` from its storage location, read from ``tracking_uri``'s
-    registry (MLflow's models:/ download would ask the process-wide one)."""
-    where = model_uri
-    if model_uri.startswith("models:/") and not model_uri.startswith("models:/m-"):
-        name, _, version = model_uri.removeprefix("models:/").rpartition("/")
-        where = client(tracking_uri).get_model_version_download_uri(name, version)
-    dst.mkdir(parents=True, exist_ok=True)
-    return Path(_download(where, tracking_uri, str(dst)))
 
 
 def _download(uri: str, tracking_uri: str | None, dst: str) -> str:

@@ -162,6 +162,10 @@ def reproduce_run(
         (run_id, "lineage.reproduced_by", new_id),
         (run_id, "lineage.reproduction.verdict", cmp.line()[:5000]),
         (new_id, "lineage.reproduction.verdict", cmp.line()[:5000]),
+        *(
+            (rid, "lineage.reproduction.first_divergence", cmp.divergence[:5000])
+            for rid in ((run_id, new_id) if cmp.divergence else ())
+        ),
     ):
         c.set_tag(rid, key, value)
     exp_id = reproduced["mlflow"]["experiment_id"]
@@ -178,6 +182,7 @@ def reproduce_run(
         "metrics_verdict": cmp.metrics_verdict,
         "notes": signed + cmp.notes(),
         "code_note": "; ".join(cmp.causes),
+        "first_divergence": cmp.divergence,
         "environment": cmp.environment,
         "metrics": {k: (a, b) for k, a, b, _ in cmp.rows},
     }

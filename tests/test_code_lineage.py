@@ -53,6 +53,12 @@ def build_model(max_iter=40, max_depth=3):
     return ShallowBoost(max_iter=max_iter, max_depth=max_depth)
 
 
+def build_unseeded(n_estimators=25):
+    from sklearn.ensemble import RandomForestClassifier
+
+    return RandomForestClassifier(n_estimators=n_estimators, max_depth=6)  # no seed
+
+
 def not_an_estimator(**kw):
     return "a string"
 
@@ -417,3 +423,46 @@ def test_run_id_is_validated_before_anything_else(monkeypatch, tmp_path):
         WorkspaceError, match=r"no MLflow store .* set MLFLOW_TRACKING_URI"
     ):
         reproduce_run(run_id="0" * 32)
+
+
+def test_a_reproduction_of_an_unseeded_fit_names_train_as_where_it_diverged(
+    make_workspace, tracking
+):
+    """The factory has no random_state: the data, the split and the params come
+    back the same, the model does not; the verdict says where, and why."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.reproduce import reproduce_run
+
+    ws = custom_workspace(
+        make_workspace,
+        **{"train.factory": "models.py:build_unseeded", "train.custom": {}},
+    ).workspace
+    first = training_pipeline(workspace=str(ws))
+    out = reproduce_run(run_id=first["run_id"], workspace=str(ws))
+    assert out["verdict"] == "diverged", out
+    want = (
+        "first diverged at train: same train_table and params, different model: "
+        "the fit is not deterministic"
+    )
+    assert out["first_divergence"].startswith(want)
+    assert any(n.startswith(want) for n in out["notes"]), out["notes"]
+    c = MlflowClient(tracking)
+    for rid in (first["run_id"], out["reproduction_run_id"]):
+        tags = c.get_run(rid).data.tags
+        assert tags["lineage.reproduction.first_divergence"].startswith(want)
+        assert tags["lineage.reproduction.verdict"].startswith(f"diverged ({want}")
+
+    async def markdown():
+        async with get_client() as client:
+            found = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(any_=["reproduction"])
+                )
+            )
+        return [a.data for a in found]
+
+    assert any(want in str(text) for text in asyncio.run(markdown()))

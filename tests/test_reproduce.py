@@ -226,3 +226,46 @@ def test_verdict_is_exact_only_for_pinned_code_and_names_every_difference():
     assert (
         "models.py differs from blob 1111" in judge(blob_then, blob_now, m, m, 0).line()
     )
+
+
+def test_first_divergence_names_the_first_stage_that_split():
+    from lineageflow.reproduce.divergence import first_divergence
+
+    def stage(name, ins, outs, params="p"):
+        return {
+            "name": name,
+            "params_sha256": params,
+            "inputs": [{"name": k, "digest": v} for k, v in ins.items()],
+            "outputs": [{"name": k, "digest": v} for k, v in outs.items()],
+        }
+
+    def rec(model="m1", table="t1", params="p", pulled="d1"):
+        return {
+            "stages": [
+                stage("pull_data", {"a.dvc": "x"}, {"a": "d1"}),
+                stage("pull_data", {"b.dvc": "y"}, {"b": pulled}),
+                stage("prepare", {"a": "d1", "b": pulled}, {"train_table": table}),
+                stage("train", {"train_table": table}, {"model": model}, params),
+                stage("evaluate", {"model": model}, {"metrics": "z" + model}),
+            ]
+        }
+
+    assert first_divergence(rec(), rec(), []) is None
+    assert first_divergence(rec(), rec(model="m2"), ["xgboost 3.2.0 -> 3.1.0"]) == (
+        "first diverged at train: same train_table and params, different model: "
+        "the fit is not deterministic, or xgboost 3.2.0 -> 3.1.0"
+    )
+    # the second pull_data (by occurrence, not by name) read other data
+    assert first_divergence(rec(), rec(pulled="d2"), []) == (
+        "first diverged at pull_data: same b.dvc and params, different b: "
+        "pull_data is not deterministic"
+    )
+    assert first_divergence(rec(), rec(table="t2"), []).startswith(
+        "first diverged at prepare: same a and b and params, different train_table"
+    )
+    assert first_divergence(rec(), rec(params="q"), []) == (
+        "first differed at train's params"
+    )
+    assert first_divergence(rec(), {"stages": rec()["stages"][:3]}, []) == (
+        "first diverged at train: the reproduction has no train stage"
+    )

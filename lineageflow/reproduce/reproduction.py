@@ -27,6 +27,7 @@ import git
 from mlflow.exceptions import MlflowException
 
 from lineageflow.errors import LineageError, WorkspaceError
+from lineageflow.reproduce.divergence import first_divergence
 from lineageflow.runs.store import client
 from lineageflow.workspace import check_commit_sha
 
@@ -207,9 +208,11 @@ class Comparison:
     rows: list[tuple[str, float | None, float | None, float | None]]
     causes: list[str] = field(default_factory=list)  # code not pinned
     environment: list[str] = field(default_factory=list)  # named differences
+    divergence: str | None = None  # where a reproduction that is not exact split
 
     def notes(self) -> list[str]:
-        out = list(self.causes)
+        out = [self.divergence] if self.divergence else []
+        out += self.causes
         if self.causes:
             out.append(f"metrics {self.metrics_verdict}")
         if self.environment:
@@ -240,10 +243,6 @@ def judge(
     if data_then != data_now:
         causes.append("data read differs from the recorded versions")
     verdict = "unpinned" if causes else metrics_verdict
-    return Comparison(
-        verdict,
-        metrics_verdict,
-        rows,
-        causes,
-        environment_differences(original, reproduced),
-    )
+    env = environment_differences(original, reproduced)
+    split = None if verdict == "exact" else first_divergence(original, reproduced, env)
+    return Comparison(verdict, metrics_verdict, rows, causes, env, split)

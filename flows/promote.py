@@ -20,6 +20,7 @@ from lineageflow.registry import versions as registry
 from lineageflow.runs.context import workspace_store
 from lineageflow.runs.orchestration import one_line_user_errors, run_logger
 from lineageflow.runs.store import bounded_http_retries, client
+from tasks.registry import explain
 
 
 @flow(name="promote-model", log_prints=True)
@@ -70,6 +71,8 @@ def promote_model(model_name: str, version: int | str, workspace: str = ".") -> 
         champion=champion.recorded_champion(uri, model_name, version),
         promote=True,
     )
+    if decision.previous and decision.previous != version:
+        explain(uri, model_name, decision, run_id, str(ws.root))
     message = decision.message(model_name)
     if earlier is not None:
         message += f" ({earlier.line()})"

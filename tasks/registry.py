@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import task
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from lineageflow.config import EvaluateConfig, RegisterConfig
@@ -12,6 +13,7 @@ from lineageflow.data.source import Version
 from lineageflow.lineage.record import digest, flat_tags
 from lineageflow.model.ml import Split
 from lineageflow.registry import champion, promotion
+from lineageflow.reproduce.why import why_it_changed, with_why
 from lineageflow.runs.context import RunContext
 from lineageflow.runs.stages import stage_run
 from lineageflow.runs.store import client
@@ -68,6 +70,8 @@ def register_model(
             promote=cfg.promote,
         )
         io.output("model_version", f"{name}/{decision.version}")
+    if decision.previous and not decision.identical_to:
+        explain(uri, name, decision, run.run_id, workspace)
     if decision.identical_to:
         tags = {"lineage.identical_to": f"{name}/{decision.identical_to}"}
     else:
@@ -77,3 +81,26 @@ def register_model(
         }
     log_tags(run, tags)
     return decision
+
+
+def explain(uri: str, name: str, decision, run_id: str, workspace: str) -> None:
+    """Why this version differs from the champion it was measured against: a
+    Prefect artifact on the flow run and a section of the version's description."""
+    try:
+        why = why_it_changed(
+            uri, name, decision.version, decision.previous, run_id, Path(workspace)
+        )
+    except Exception as exc:  # an explanation never undoes the decision made
+        get_run_logger().warning("why-it-changed not written: %s", exc)
+        return
+    create_markdown_artifact(
+        why,
+        key="why-it-changed",
+        description=f"{name} v{decision.version} against the champion "
+        f"v{decision.previous}",
+    )
+    c = client(uri)
+    mv = c.get_model_version(name, decision.version)
+    c.update_model_version(
+        name, decision.version, description=with_why(mv.description, why)
+    )

@@ -201,6 +201,28 @@ def test_second_data_version_challenges_the_champion(make_workspace, tracking):
     if second:
         assert vs[first["version"]].current_stage == "Archived"
         assert str(staged[0].version) == str(second["version"])
+    # promoted or refused, v2 says why it differs from the champion v1: in MLflow
+    # (its description) and in Prefect (an artifact of the flow run)
+    why = vs["2"].description.split("### Why it differs from the champion (v1)", 1)
+    assert len(why) == 2, vs["2"].description
+    assert f"champion **v1** (A, run `{first['run_id']}`)" in why[1]
+    assert "data/customers" in why[1] and "test_roc_auc" in why[1]
+    assert "metrics (holdout)" in why[1] and "B - A" in why[1]
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def artifacts():
+        async with get_client() as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(any_=["why-it-changed"])
+                )
+            )
+
+    texts = [str(a.data) for a in asyncio.run(artifacts())]
+    assert any(f"run `{first['run_id']}`" in t for t in texts)
 
 
 @pytest.mark.parametrize("model", ["random_forest", "logistic_regression"])

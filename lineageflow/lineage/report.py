@@ -121,12 +121,17 @@ def version_description(
             f"**Signed** by key `{signed['lineage.signed_by'][:12]}`: model sha256 "
             f"`{signed['lineage.signed_model_sha256'][:16]}`, attestation "
             f"`{signed['lineage.attestation']}`. Verify before loading: "
-            "`lineageflow verify models:/NAME@staging --key <public key>`",
+            f"`lineageflow verify models:/{_model_name(record)}@staging "
+            "--key <public key>`",
         ]
     return "\n".join(lines) + "\n"
 
 
 ARCHIVED_NOTE = "\n_Archived: Staging moved to v{by}._\n"
+
+
+def _model_name(record: dict) -> str:
+    return record.get("params", {}).get("register", {}).get("model_name") or "NAME"
 
 
 def archived_description(description: str | None, by: str) -> str:

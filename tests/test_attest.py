@@ -174,6 +174,19 @@ def verify_cli(s, uri: str, *extra: str, key: Path | None = None):
     )
 
 
+def model_signing_verifies(model: Path, signature: str, public_key: Path) -> None:
+    """model-signing's own command accepts the signature, with nothing of ours."""
+    proc = subprocess.run(
+        [MODEL_SIGNING, "verify", "key", str(model), "--signature", str(signature)]
+        + ["--public_key", str(public_key), "--ignore-paths", "registered_model_meta"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "succeeded" in (proc.stdout + proc.stderr).lower()
+
+
 def model_dir(s, version: str) -> Path:
     c = MlflowClient(s["uri"], registry_uri=s["uri"])
     where = c.get_model_version_download_uri(s["name"], version)
@@ -215,25 +228,7 @@ def test_the_model_signing_command_verifies_the_stored_model(signed, tmp_path):
     location = c.get_model_version(s["name"], "2").tags["lineage.attestation"]
     run_id, _, path = location.removeprefix("runs:/").partition("/")
     sig = c.download_artifacts(run_id, f"{path}/model.sig", str(tmp_path))
-    proc = subprocess.run(
-        [
-            MODEL_SIGNING,
-            "verify",
-            "key",
-            str(model_dir(s, "2")),
-            "--signature",
-            sig,
-            "--public_key",
-            str(s["pub"]),
-            "--ignore-paths",
-            "registered_model_meta",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "succeeded" in (proc.stdout + proc.stderr).lower()
+    model_signing_verifies(model_dir(s, "2"), sig, s["pub"])
 
 
 def test_load_verified_predicts_on_raw_rows(signed, monkeypatch):

@@ -400,6 +400,7 @@ def test_signed_promotions_verify_from_the_stacks_s3_artifacts(team, tmp_path):
     import lineageflow
     from lineageflow.attest import keys
     from lineageflow.attest.files import download_model
+    from tests.test_attest import model_signing_verifies
 
     paths, name = workspace_with_origin(
         tmp_path, team, rows=2000, **{"evaluate.champion_tolerance": 1.0}
@@ -429,24 +430,7 @@ def test_signed_promotions_verify_from_the_stacks_s3_artifacts(team, tmp_path):
     # (MLflow's own models:/ download asks the process-wide registry, whichever
     # store an earlier test left there: lineageflow resolves it on this one)
     model = download_model(f"models:/{name}/2", team.mlflow_uri, tmp_path / "model")
-    proc = subprocess.run(
-        [
-            str(BIN / "model_signing"),
-            "verify",
-            "key",
-            model,
-            "--signature",
-            sig,
-            "--public_key",
-            str(pub),
-            "--ignore-paths",
-            "registered_model_meta",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    model_signing_verifies(model, sig, pub)
 
     bucket = s3(team)
     model_id = mv.source.removeprefix("models:/")

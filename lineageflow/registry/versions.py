@@ -100,7 +100,11 @@ def register_version(
     try:
         c.get_registered_model(model_name)
     except MlflowException:
-        c.create_registered_model(model_name, tags={"lineageflow.managed": "true"})
+        try:
+            c.create_registered_model(model_name, tags={"lineageflow.managed": "true"})
+        except MlflowException as exc:  # a concurrent first run made it meanwhile
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
     # MLflow 3 logged models live at models:/m-<id>; a tracking *server* refuses
     # that source unless model_id names it too (a sqlite store does not check).
     model_id = (

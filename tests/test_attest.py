@@ -431,10 +431,15 @@ def test_a_passphrase_key_refuses_the_promotion_and_signs_nothing(
     assert mv.tags["lineage.failed_checks"] == "signing_key"
     assert mv.tags["lineage.checks"] == "failed"
     assert "lineage.attestation" not in mv.tags
+    # nothing half-signed: no attestation in this run or any of its stages' runs
+    # (the session's store holds other tests' signed runs)
+    exp = c.get_run(mv.run_id).info.experiment_id
+    mine = c.search_runs([exp], f"tags.mlflow.parentRunId = '{mv.run_id}'")
+    assert len(mine) == 5
     assert not any(
         a.path == "attestation"
-        for r in c.search_runs([c.get_run(mv.run_id).info.experiment_id])
-        for a in c.list_artifacts(r.info.run_id)
+        for run_id in [mv.run_id, *(r.info.run_id for r in mine)]
+        for a in c.list_artifacts(run_id)
     )
 
 

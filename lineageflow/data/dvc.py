@@ -9,18 +9,22 @@ diff and a reproduction read them through lineageflow.data.source.
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pandas as pd
-import yaml
-from dvc.exceptions import DvcException, NotDvcRepoError
+from dvc.exceptions import DvcException
 from dvc.repo import Repo
 
+from lineageflow.data.dvc_pointer import (
+    _repo,
+    in_remote_now,
+    md5_in_dvc_text,
+    remote_has,
+    resolve_remote,
+)
 from lineageflow.data.tabular import read_table
-from lineageflow.errors import DataError, WorkspaceError
+from lineageflow.errors import DataError
 from lineageflow.workspace import Workspace
 
 KIND = "dvc"
@@ -96,47 +100,6 @@ class DvcFile:
         return md5_in_dvc_text(self.paths()[1].read_text())
 
 
-def _repo(root: Path):
-    try:
-        return Repo(str(root))
-    except NotDvcRepoError:
-        raise WorkspaceError(f"{root} has no DVC: run `dvc init` there") from None
-
-
-def resolve_remote(repo, name: str | None) -> tuple[str | None, str | None]:
-    """(remote name, URL) for ``name`` or the repo's default remote."""
-    remotes = repo.config.get("remote", {})
-    name = name or repo.config.get("core", {}).get("remote")
-    if name is None:
-        return None, None
-    if name not in remotes:
-        known = ", ".join(sorted(remotes)) or "none"
-        raise DataError(
-            f"DVC remote '{name}' does not exist (configured: {known}): "
-            f"`dvc remote add {name} <url>` or set data.remote in params.yaml"
-        )
-    url = remotes[name].get("url")
-    if url and "://" not in url and not os.path.isabs(url):
-        # DVC resolves a relative local URL against the config file's directory
-        url = os.path.normpath(os.path.join(repo.dvc_dir, url))
-    return name, url
-
-
-def remote_has(repo, remote: str | None, md5: str) -> bool:
-    """True when the object (and, for a directory, every file in it) is in the remote."""
-    if remote is None:
-        return False
-    odb = repo.cloud.get_remote_odb(remote)
-    if not odb.exists(md5):
-        return False
-    if not md5.endswith(".dir"):
-        return True
-    with odb.fs.open(odb.oid_to_path(md5), "r") as fh:
-        entries = json.load(fh)
-    oids = {e["md5"] for e in entries}
-    return set(odb.oids_exist(oids)) == oids
-
-
 def dvc_out(repo, dvc_file: Path):
     stages = repo.stage.collect(str(dvc_file))
     if not stages or not stages[0].outs:
@@ -188,20 +151,6 @@ def pull_dataset(
             read_md5=got,
             action=action,
         )
-
-
-def md5_in_dvc_text(text: str) -> str | None:
-    """The md5 of the first output of a ``.dvc`` file's text."""
-    try:
-        doc = yaml.safe_load(text) or {}
-        return doc["outs"][0]["md5"]
-    except (yaml.YAMLError, KeyError, IndexError, TypeError):
-        return None
-
-
-def in_remote_now(root: Path, remote: str | None, md5: str) -> bool:
-    with _repo(root) as repo:
-        return remote_has(repo, remote, md5)
 
 
 # ---------------------------------------------------------------- record side

@@ -4,7 +4,7 @@ A *source* is one configured input of a run: it pins its version (``pin``),
 reads it (``read``), names its part of a stage key (``key_input``) and the
 digest of what was read (``read_digest``), its MLflow dataset source, and the
 version the workspace names now (``pinned_md5``, for the nightly "nothing
-changed" check).
+changed" check) or a commit names (``named_at``, for the watch).
 
 A *kind* answers for the ``data`` entries its sources wrote into lineage
 records: the checks that concern data (the version at the recorded commit, in
@@ -19,11 +19,12 @@ added to ``KINDS``, plus its entry in lineageflow.config.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 from lineageflow.config import DeltaEntry
-from lineageflow.data import delta, dvc
+from lineageflow.data import delta, dvc, dvc_pointer
 from lineageflow.errors import DataError
 from lineageflow.workspace import Workspace
 
@@ -44,6 +45,31 @@ def open_source(
     if isinstance(entry, DeltaEntry):
         return delta.DeltaTableSource(ws, entry, expect)
     return dvc.DvcFile(ws, entry, remote)
+
+
+@dataclass(frozen=True)
+class Named:
+    """The version a commit names for one dataset, and whether its remote has it."""
+
+    name: str
+    md5: str
+    version: int | None = None  # a Delta table's; None for DVC (the md5 is it)
+    pushed: bool = True
+
+
+def named_at(
+    ws: Workspace, entry: str | DeltaEntry, remote: str | None, commit: str
+) -> Named:
+    """The version ``entry`` names at ``commit`` (git and the remote only,
+    nothing pulled); a Delta table, which git does not hold: its version now."""
+    if isinstance(entry, DeltaEntry):
+        try:
+            v = delta.DeltaTableSource(ws, entry, None).pin()
+        except DataError as exc:
+            raise DataError(f"{entry.name} at {commit[:12]}: {exc}") from None
+        return Named(entry.name, v.md5, v.version)
+    md5, pushed = dvc_pointer.named_at(ws, entry, remote, commit)
+    return Named(entry, md5, None, pushed)
 
 
 def kind_of(entry: dict) -> ModuleType:
@@ -119,6 +145,12 @@ def restore(tree: Path, record: dict, main: Path | None) -> None:
         entries = [d for d in record["data"] if kind.owns(d)]
         if entries:
             kind.restore(tree, entries, main)
+
+
+def share_data(tree: Path, main: Path) -> None:
+    """Let a worktree of the workspace at another commit read its data through
+    the main repo's DVC cache and remote settings (nothing pulled twice)."""
+    dvc.restore(tree, [], main)
 
 
 def verify_restored(expected: list[dict], got) -> None:

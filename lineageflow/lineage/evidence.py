@@ -8,7 +8,7 @@ from pathlib import Path
 import git
 
 from lineageflow.data import source
-from lineageflow.data.dvc import md5_in_dvc_text
+from lineageflow.data.dvc_pointer import md5_in_dvc_text
 from lineageflow.workspace import SHA_RE
 
 

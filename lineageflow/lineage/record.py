@@ -116,6 +116,20 @@ def data_tag(path: str, field: str) -> str:
     return f"lineage.data.{re.sub('/{2,}', '/', path)}.{field}"
 
 
+TAG_CHANGE_KEY = "lineage.change_key"
+
+
+def change_key(commit: str, data: dict[str, str], params_sha256: str) -> str:
+    """What a run trains on, as one id: the commit, each dataset's version (md5)
+    and the params' sha256. A change with a run of this key was trained."""
+    doc = {
+        "commit": commit,
+        "data": dict(sorted(data.items())),
+        "params": params_sha256,
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
 def flat_tags(record: dict) -> dict[str, str]:
     """The record's summary as MLflow tags (everything but the digest)."""
     ws, pipe = record["workspace"], record["pipeline"]
@@ -130,6 +144,9 @@ def flat_tags(record: dict) -> dict[str, str]:
         "lineage.pipeline_dirty": str(pipe.get("dirty")).lower(),
         "lineage.params_sha256": record["params_sha256"],
     }
+    if not ws["dirty"]:  # uncommitted work trained no commit
+        data = {d["path"]: d["md5"] for d in record["data"]}
+        tags[TAG_CHANGE_KEY] = change_key(ws["commit"], data, record["params_sha256"])
     for d in record["data"]:
         tags[data_tag(d["path"], "md5")] = d["md5"]
         tags[data_tag(d["path"], "in_remote")] = str(d["in_remote"]).lower()

@@ -1,0 +1,87 @@
+"""What a DVC pointer names and whether a remote holds it: read from git and
+the remote alone, nothing pulled (lineageflow.data.dvc pulls and reads)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import git
+import yaml
+from dvc.exceptions import NotDvcRepoError
+from dvc.repo import Repo
+
+from lineageflow.errors import DataError, WorkspaceError
+from lineageflow.workspace import Workspace
+
+
+def _repo(root: Path):
+    try:
+        return Repo(str(root))
+    except NotDvcRepoError:
+        raise WorkspaceError(f"{root} has no DVC: run `dvc init` there") from None
+
+
+def resolve_remote(repo, name: str | None) -> tuple[str | None, str | None]:
+    """(remote name, URL) for ``name`` or the repo's default remote."""
+    remotes = repo.config.get("remote", {})
+    name = name or repo.config.get("core", {}).get("remote")
+    if name is None:
+        return None, None
+    if name not in remotes:
+        known = ", ".join(sorted(remotes)) or "none"
+        raise DataError(
+            f"DVC remote '{name}' does not exist (configured: {known}): "
+            f"`dvc remote add {name} <url>` or set data.remote in params.yaml"
+        )
+    url = remotes[name].get("url")
+    if url and "://" not in url and not os.path.isabs(url):
+        # DVC resolves a relative local URL against the config file's directory
+        url = os.path.normpath(os.path.join(repo.dvc_dir, url))
+    return name, url
+
+
+def remote_has(repo, remote: str | None, md5: str) -> bool:
+    """True when the object (and, for a directory, every file in it) is in the remote."""
+    if remote is None:
+        return False
+    odb = repo.cloud.get_remote_odb(remote)
+    if not odb.exists(md5):
+        return False
+    if not md5.endswith(".dir"):
+        return True
+    with odb.fs.open(odb.oid_to_path(md5), "r") as fh:
+        entries = json.load(fh)
+    oids = {e["md5"] for e in entries}
+    return set(odb.oids_exist(oids)) == oids
+
+
+def md5_in_dvc_text(text: str) -> str | None:
+    """The md5 of the first output of a ``.dvc`` file's text."""
+    try:
+        doc = yaml.safe_load(text) or {}
+        return doc["outs"][0]["md5"]
+    except (yaml.YAMLError, KeyError, IndexError, TypeError):
+        return None
+
+
+def named_at(ws: Workspace, name: str, remote: str | None, commit: str):
+    """(md5, pushed): the md5 ``<name>.dvc`` names at ``commit``, and whether
+    the remote (``remote``, else the repo's default) holds it."""
+    try:
+        md5 = md5_in_dvc_text(ws.git().git.show(f"{commit}:{name}.dvc"))
+    except git.GitCommandError:
+        md5 = None
+    if md5 is None:
+        raise DataError(
+            f"{name}.dvc at {commit[:12]} is missing or names no md5: "
+            f"`dvc add {name}` and commit the .dvc file"
+        )
+    with _repo(ws.root) as repo:
+        return md5, remote_has(repo, resolve_remote(repo, remote)[0], md5)
+
+
+def in_remote_now(root: Path, remote: str | None, md5: str) -> bool:
+    with _repo(root) as repo:
+        return remote_has(repo, remote, md5)

@@ -1,0 +1,72 @@
+"""What MLflow already holds for a change: the Staging version's lineage, and
+any parent run that trained the same commit, data and params, whatever its
+outcome (the durable "already trained" check; Prefect's event dedupe lasts
+about half an hour)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlflow.exceptions import MlflowException
+
+from lineageflow.lineage.record import data_tag
+from lineageflow.registry.versions import current_staging
+from lineageflow.retrain.changes import TAG_CHANGE_KEY, Staged
+from lineageflow.runs.store import client
+from lineageflow.runs.tracking import TAG_ERROR
+
+
+@dataclass(frozen=True)
+class Trained:
+    run_id: str
+    status: str  # MLflow's: RUNNING, FINISHED, FAILED, KILLED
+    outcome: str  # what the run's tags say it ended with
+
+    def line(self) -> str:
+        return f"run {self.run_id} ({self.status.lower()}: {self.outcome})"
+
+
+def staged(tracking_uri: str, model: str, names: list[str]) -> Staged | None:
+    """The current Staging version's commit, data md5s and params sha256."""
+    try:
+        version = current_staging(tracking_uri, model)
+    except MlflowException:
+        return None
+    if version is None:
+        return None
+    c = client(tracking_uri)
+    mv = c.get_model_version(model, version)
+    run_id = mv.tags.get("lineage.run_id") or mv.run_id
+    tags = c.get_run(run_id).data.tags
+    return Staged(
+        version=version,
+        run_id=run_id,
+        commit=tags.get("lineage.git_commit", ""),
+        data={n: tags[data_tag(n, "md5")] for n in names if data_tag(n, "md5") in tags},
+        params_sha256=tags.get("lineage.params_sha256", ""),
+    )
+
+
+def already_trained(tracking_uri: str, experiment: str, key: str) -> Trained | None:
+    """The newest parent run that trained this change (TAG_CHANGE_KEY), if any."""
+    c = client(tracking_uri)
+    exp = c.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = c.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`{TAG_CHANGE_KEY}` = '{key}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        return None
+    run = runs[0]
+    tags = run.data.tags
+    checks = tags.get("lineage.checks")
+    outcome = (
+        tags.get(TAG_ERROR)
+        or (f"lineage checks {checks}" if checks else None)
+        or "no outcome recorded"
+    )
+    return Trained(run.info.run_id, run.info.status, outcome.splitlines()[0][:200])

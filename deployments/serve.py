@@ -1,9 +1,9 @@
-"""Serve train, nightly-retrain and reproduce from this process (no work pool):
+"""Serve train, nightly-retrain, reproduce and watch from this process (no work pool):
 
     LINEAGEFLOW_WORKSPACE=/path/to/workspace python -m deployments.serve
 
-The same names, parameters and schedule as prefect.yaml; flow runs execute in
-subprocesses of this one, with this checkout's code.
+The same names, parameters, schedules, concurrency and trigger as prefect.yaml;
+flow runs execute in subprocesses of this one, with this checkout's code.
 """
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ from pathlib import Path
 
 import yaml
 from prefect import serve
-from prefect.schedules import Cron
+from prefect.client.schemas.objects import ConcurrencyLimitConfig
+from prefect.events import DeploymentEventTrigger
+from prefect.schedules import Cron, Interval
 
 from flows.reproduce import reproduce_run
 from flows.training import training_pipeline
+from flows.watch import watch_workspace
 from lineageflow.runs.context import resolve_workspace
 
 PREFECT_YAML = Path(__file__).resolve().parents[1] / "prefect.yaml"
@@ -27,27 +30,45 @@ def load_specs(path: Path = PREFECT_YAML) -> list[dict]:
     return yaml.safe_load(path.read_text())["deployments"]
 
 
+def _fill(value, workspace: str):
+    """prefect.yaml's ``{{ $LINEAGEFLOW_WORKSPACE }}``, wherever it is, filled in."""
+    if isinstance(value, dict):
+        return {k: _fill(v, workspace) for k, v in value.items()}
+    if isinstance(value, str) and "LINEAGEFLOW_WORKSPACE" in value:
+        return workspace
+    return value
+
+
+def _schedule(s: dict):
+    if "interval" in s:
+        return Interval(s["interval"])
+    return Cron(s["cron"], timezone=s.get("timezone", "UTC"))
+
+
+def _concurrency(limit):
+    return ConcurrencyLimitConfig(**limit) if isinstance(limit, dict) else limit
+
+
 def build_deployments(workspace: str, path: Path = PREFECT_YAML) -> list:
     flows = {
         "flows/training.py:training_pipeline": training_pipeline,
         "flows/reproduce.py:reproduce_run": reproduce_run,
+        "flows/watch.py:watch_workspace": watch_workspace,
     }
     built = []
     for spec in load_specs(path):
-        params = {
-            k: (workspace if isinstance(v, str) and "LINEAGEFLOW_WORKSPACE" in v else v)
-            for k, v in (spec.get("parameters") or {}).items()
-        }
-        schedules = [
-            Cron(s["cron"], timezone=s.get("timezone", "UTC"))
-            for s in spec.get("schedules") or []
+        schedules = [_schedule(s) for s in spec.get("schedules") or []]
+        triggers = [
+            DeploymentEventTrigger(**_fill(t, workspace))
+            for t in spec.get("triggers") or []
         ]
         built.append(
             flows[spec["entrypoint"]].to_deployment(
                 name=spec["name"],
-                parameters=params,
+                parameters=_fill(spec.get("parameters") or {}, workspace),
                 schedules=schedules or None,
-                concurrency_limit=spec.get("concurrency_limit"),
+                concurrency_limit=_concurrency(spec.get("concurrency_limit")),
+                triggers=triggers or None,
                 description=spec.get("description"),
                 tags=spec.get("tags"),
             )

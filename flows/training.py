@@ -9,6 +9,7 @@ from prefect import flow
 from lineageflow.config import PipelineConfig
 from lineageflow.registry.promotion import refuse_if_failed
 from lineageflow.registry.versions import unchanged_since_staging
+from lineageflow.retrain.commit import commit_run
 from lineageflow.runs.context import RunContext, settings
 from lineageflow.runs.orchestration import one_line_user_errors, run_logger
 from lineageflow.runs.publish import Clock, PipelineResult, finish
@@ -84,9 +85,31 @@ def run_stages(
     return result
 
 
+def train_commit(workspace: str | None, rev: str, reuse: bool) -> dict:
+    """Train ``rev`` in a worktree (the user's tree and branch untouched), once:
+    a run of the same commit, data and params, whatever its outcome, ends this
+    one at once (lineageflow.retrain.commit)."""
+    with commit_run(workspace, rev) as job:
+        if job.done is not None:
+            skipped = job.skipped()
+            run_logger().info(skipped["message"])
+            return skipped
+        return run_stages(
+            job.ws,
+            job.cfg,
+            job.tracking_uri,
+            reuse=reuse,
+            extra_tags=job.tags(),
+            origin=job.origin,
+        ).summary()
+
+
 @flow(name="training-pipeline", log_prints=True)
 def training_pipeline(
-    workspace: str | None = None, skip_if_unchanged: bool = False, reuse: bool = True
+    workspace: str | None = None,
+    skip_if_unchanged: bool = False,
+    reuse: bool = True,
+    commit: str | None = None,
 ) -> dict:
     """Pull the workspace's DVC data, train, evaluate, register; promote to Staging
     only when every lineage check and the quality gate pass.
@@ -99,8 +122,13 @@ def training_pipeline(
         reuse: take the verified outputs of earlier stages whose inputs, params
             section, code and libraries are unchanged (no refit when only the
             evaluation or registration settings changed); False recomputes all.
+        commit: train this commit (its data pointers and params) in a worktree,
+            once: set by the `lineageflow.data.changed` trigger. Empty: the
+            workspace as it is.
     """
     one_line_user_errors()  # a refusal reaches Prefect's UI as its one line
+    if commit:
+        return train_commit(workspace, commit, reuse)
     ws, cfg, uri = settings(workspace)
     if skip_if_unchanged:
         check_reachable(uri)

@@ -1,11 +1,19 @@
-"""prefect.yaml and deployments.serve describe the same three deployments."""
+"""prefect.yaml and deployments.serve describe the same four deployments."""
 
 from deployments.serve import build_deployments, load_specs
 
 
-def test_prefect_yaml_declares_the_three_deployments():
+def test_prefect_yaml_declares_the_four_deployments():
     specs = {s["name"]: s for s in load_specs()}
-    assert set(specs) == {"train", "nightly-retrain", "reproduce"}
+    assert set(specs) == {"train", "nightly-retrain", "reproduce", "watch"}
+    assert specs["watch"]["schedules"] == [{"interval": 600, "active": True}]
+    (trigger,) = specs["train"]["triggers"]
+    assert trigger["expect"] == ["lineageflow.data.changed"]
+    assert trigger["match"]["lineageflow.workspace"] == "{{ $LINEAGEFLOW_WORKSPACE }}"
+    assert trigger["parameters"] == {"commit": "{{ event.payload.commit }}"}
+    # triggered runs queue on a per-workspace limit (lineageflow.retrain.queue),
+    # not a deployment limit a killed worker would hold for 5 minutes
+    assert "concurrency_limit" not in specs["train"]
     assert specs["nightly-retrain"]["schedules"][0] == {
         "cron": "0 3 * * *",
         "timezone": "UTC",
@@ -20,8 +28,13 @@ def test_prefect_yaml_declares_the_three_deployments():
 
 def test_serve_builds_the_same_deployments(tmp_path):
     built = {d.name: d for d in build_deployments(str(tmp_path))}
-    assert set(built) == {"train", "nightly-retrain", "reproduce"}
+    assert set(built) == {"train", "nightly-retrain", "reproduce", "watch"}
     assert built["train"].parameters == {"workspace": str(tmp_path)}
+    (trigger,) = built["train"].triggers
+    assert trigger.match.root["lineageflow.workspace"] == str(tmp_path)
+    assert trigger.parameters == {"commit": "{{ event.payload.commit }}"}
+    (watch,) = built["watch"].schedules
+    assert watch.schedule.interval.total_seconds() == 600
     assert built["nightly-retrain"].parameters == {
         "workspace": str(tmp_path),
         "skip_if_unchanged": True,

@@ -452,6 +452,21 @@ def test_deployed_watch_triggers_one_retrain_per_change_and_never_loops(
     time.sleep(10)
     assert len(train_runs(api, train["id"], 6)) == 6
 
+    # 6. Prefect's UI, in a real browser: the trigger, and what the watch sent
+    from tests.test_browser import CHROMIUM, rendered
+
+    if CHROMIUM is not None:
+        ui, tmp = api.removesuffix("/api"), prefect_server["tmp"]
+        rendered(f"{ui}/automations", "retrain when the data changes", tmp)
+        latest = rest(
+            "POST",
+            f"{api}/artifacts/latest/filter",
+            json={"artifacts": {"key": {"any_": ["data-changed"]}}},
+        ).json()
+        (art,) = latest
+        page = rendered(f"{ui}/artifacts/artifact/{art['latest_id']}", v4[:12], tmp)
+        assert "lineageflow.params" in page and "(Staging v3:" in page
+
     worker.stop(interrupts=2)
     assert service_errors(prefect_server["log"]) == []
 

@@ -16,6 +16,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from lineageflow.config import dataset_name
+from lineageflow.errors import WorkspaceError
 from lineageflow.retrain.changes import EVENT, Change, detect
 from lineageflow.retrain.events import api_url, send
 from lineageflow.retrain.head import (
@@ -60,6 +61,11 @@ def watch_workspace(workspace: str | None = None) -> dict:
         )
     fetch(repo, up)
     commit = resolve_commit(repo, up.ref)
+    if commit is None:
+        raise WorkspaceError(
+            f"{up.describe()} names no commit (branch deleted upstream?): push the "
+            f"branch, or `git branch --set-upstream-to` another for {up.branch}"
+        )
     cfg = params_at(repo, commit)
     uri = ws.tracking_uri()
     check_reachable(uri)

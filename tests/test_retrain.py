@@ -228,6 +228,14 @@ def test_an_upstream_that_does_not_answer_fails_the_watch_in_one_line(make_works
     assert line.endswith("the next watch run tries again") and "\n" not in line
 
 
+def test_an_upstream_branch_deleted_is_one_line(make_workspace):
+    ws = make_workspace(rows=1500).workspace
+    bare = with_upstream(ws)
+    git.Repo(bare).git.branch("-m", "main", "renamed")
+    with pytest.raises(WorkspaceError, match=r"^origin/main \(.*\) names no commit"):
+        watch_workspace(workspace=str(ws))
+
+
 def test_an_event_naming_a_commit_not_in_the_repo_is_one_line(make_workspace):
     ws = make_workspace(rows=1500).workspace
     for bad in ("0" * 40, "--upload-pack=touch /tmp/x", "no-such-branch"):

@@ -49,12 +49,15 @@ def upstream_of(repo: git.Repo) -> Upstream:
 
 
 def fetch(repo: git.Repo, up: Upstream, timeout: float = FETCH_TIMEOUT) -> None:
-    """``git fetch`` the upstream's remote; one line when it does not answer."""
+    """``git fetch --prune`` the upstream's remote (a branch deleted there stops
+    being watched, not watched stale); one line when it does not answer."""
     if up.remote is None:
         return
     env = dict(os.environ, GIT_TERMINAL_PROMPT="0")
     try:
-        repo.git.fetch("--quiet", "--", up.remote, kill_after_timeout=timeout, env=env)
+        repo.git.fetch(
+            "--quiet", "--prune", "--", up.remote, kill_after_timeout=timeout, env=env
+        )
     except git.GitCommandError as exc:
         why = last_line(exc.stderr) or f"no answer within {timeout:.0f} s"
         raise WorkspaceError(

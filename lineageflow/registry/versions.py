@@ -147,6 +147,20 @@ def current_staging(tracking_uri: str, model_name: str) -> str | None:
     return str(max(int(mv.version) for mv in staged)) if staged else None
 
 
+def staging_run(tracking_uri: str, model: str) -> tuple[str, str, dict] | None:
+    """(version, its parent run id, that run's tags) of the Staging version."""
+    try:
+        version = current_staging(tracking_uri, model)
+    except MlflowException:
+        return None
+    if version is None:
+        return None
+    c = client(tracking_uri)
+    mv = c.get_model_version(model, version)
+    run_id = mv.tags.get("lineage.run_id") or mv.run_id
+    return version, run_id, dict(c.get_run(run_id).data.tags)
+
+
 def train_identity(tracking_uri: str, record: dict) -> tuple[str | None, str | None]:
     """(model digest, train stage key) of a run's lineage record: the model file's
     sha256, and the key of everything the fit was a function of (its input table,
@@ -191,16 +205,10 @@ def unchanged_since_staging(
     nightly retrain with nothing new must cost seconds, not a training run. A
     dirty tree is never "unchanged", and neither is a new lineageflow commit.
     """
-    name = cfg.registration.model_name
-    try:
-        version = current_staging(tracking_uri, name)
-    except MlflowException:
+    staged = staging_run(tracking_uri, cfg.registration.model_name)
+    if staged is None:
         return None
-    if version is None:
-        return None
-    c = client(tracking_uri)
-    mv = c.get_model_version(name, version)
-    tags = c.get_run(mv.tags.get("lineage.run_id") or mv.run_id).data.tags
+    version, _, tags = staged
     pinned = {
         data_tag(dataset_name(d), "md5"): open_source(
             ws, d, cfg.data.remote

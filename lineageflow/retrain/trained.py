@@ -7,10 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlflow.exceptions import MlflowException
-
 from lineageflow.lineage.record import data_tag
-from lineageflow.registry.versions import current_staging
+from lineageflow.registry.versions import staging_run
 from lineageflow.retrain.changes import TAG_CHANGE_KEY, Staged
 from lineageflow.runs.store import client
 from lineageflow.runs.tracking import TAG_ERROR
@@ -28,16 +26,10 @@ class Trained:
 
 def staged(tracking_uri: str, model: str, names: list[str]) -> Staged | None:
     """The current Staging version's commit, data md5s and params sha256."""
-    try:
-        version = current_staging(tracking_uri, model)
-    except MlflowException:
+    found = staging_run(tracking_uri, model)
+    if found is None:
         return None
-    if version is None:
-        return None
-    c = client(tracking_uri)
-    mv = c.get_model_version(model, version)
-    run_id = mv.tags.get("lineage.run_id") or mv.run_id
-    tags = c.get_run(run_id).data.tags
+    version, run_id, tags = found
     return Staged(
         version=version,
         run_id=run_id,

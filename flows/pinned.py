@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 
 from lineageflow import errors
+from lineageflow.checkouts import last_line
 from lineageflow.errors import LineageError
-from lineageflow.reproduce.reproduction import last_line
 
 # Runs inside the recorded code: keep it to the API every commit since
 # reproduction exists has (run_stages with these keyword arguments).

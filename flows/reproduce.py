@@ -18,6 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 from flows.pinned import run_recorded_code
 from flows.training import run_stages
 from lineageflow.attest.verify import attested_versions
+from lineageflow.checkouts import has_commit, tree_at
 from lineageflow.config import parse_params
 from lineageflow.data.source import restore
 from lineageflow.errors import LineageError, WorkspaceError
@@ -26,10 +27,8 @@ from lineageflow.lineage.code import pipeline_state
 from lineageflow.registry.versions import load_lineage, recorded_metrics
 from lineageflow.reproduce.reproduction import (
     Comparison,
-    has_commit,
     judge,
     resolve_run_id,
-    tree_at,
     validate_ref,
 )
 from lineageflow.runs.context import resolve_workspace

@@ -11,12 +11,12 @@ from typing import Any
 
 import git
 
+from lineageflow.checkouts import has_commit
 from lineageflow.data.source import data_diff_row
 from lineageflow.lineage.code import pipeline_state
 from lineageflow.registry.versions import load_lineage
 from lineageflow.reproduce.reproduction import (
     environment_differences,
-    has_commit,
     resolve_run_id,
     validate_ref,
 )

@@ -15,12 +15,12 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from lineageflow.checkouts import tree_at
 from lineageflow.config import PipelineConfig
 from lineageflow.data.source import share_data
 from lineageflow.errors import DataError
 from lineageflow.lineage.record import TAG_CHANGE_KEY
-from lineageflow.reproduce.reproduction import tree_at
-from lineageflow.retrain.head import head_state, locate, params_at
+from lineageflow.retrain.head import locate
 from lineageflow.retrain.queue import one_at_a_time
 from lineageflow.retrain.trained import Trained, already_trained
 from lineageflow.runs.context import experiment, workspace_store
@@ -63,9 +63,8 @@ class CommitRun:
 @contextlib.contextmanager
 def commit_run(workspace: str | None, rev: str) -> Iterator[CommitRun]:
     ws, uri = workspace_store(workspace)
-    sha, origin = locate(ws, rev)
-    cfg = params_at(ws.git(), sha)
-    head, waiting = head_state(ws, sha, cfg, None)
+    head, cfg, waiting, origin = locate(ws, rev)
+    sha = head.commit
     if waiting:
         raise DataError(
             f"{', '.join(waiting)} at {sha[:12]} is not in the DVC remote yet: "

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import git
 import yaml
 
+from lineageflow.checkouts import last_line
 from lineageflow.config import PipelineConfig, parse_params
 from lineageflow.data.source import named_at
 from lineageflow.errors import ConfigError, WorkspaceError
-from lineageflow.reproduce.reproduction import last_line
 from lineageflow.retrain.changes import DataAt, Head
 from lineageflow.workspace import Workspace, git_state, strip_credentials
 
@@ -77,10 +77,11 @@ def resolve_commit(repo: git.Repo, rev: str) -> str | None:
         return None
 
 
-def locate(ws: Workspace, rev: str) -> tuple[str, dict]:
-    """The full sha of the commit ``rev`` names (fetching the upstream when it is
-    not here yet), and the workspace a run of it records: repo, path, and the
-    branch when the commit is on its upstream."""
+def locate(ws: Workspace, rev: str) -> tuple[Head, PipelineConfig, list[str], dict]:
+    """The commit ``rev`` names (fetched from the upstream when it is not here
+    yet): what it would train on, its params, the DVC versions not pushed yet
+    (lineageflow.retrain.head.head_state), and the workspace a run of it
+    records: repo, path, and the branch when the commit is on its upstream."""
     repo = ws.git()
     up = None if repo.head.is_detached else upstream_of(repo)
     sha = resolve_commit(repo, rev)
@@ -93,13 +94,20 @@ def locate(ws: Workspace, rev: str) -> tuple[str, dict]:
             f"commit {str(rev)[:64]!r} is not in {ws.root}{where}: push it, or fix "
             "the commit the event names"
         )
+    cfg = params_at(repo, sha)
+    head, waiting = head_state(ws, sha, cfg, None)
     try:
         on_branch = up is not None and repo.is_ancestor(sha, up.ref)
     except git.GitCommandError:
         on_branch = False
-    state = git_state(repo)
+    state = git_state(repo)  # last: it reads the workspace, not the commit
     branch = up.branch if up is not None and on_branch else None
-    return sha, {"repo": state.repo, "path": state.path, "branch": branch}
+    return (
+        head,
+        cfg,
+        waiting,
+        {"repo": state.repo, "path": state.path, "branch": branch},
+    )
 
 
 def file_at(repo: git.Repo, commit: str, path: str) -> str | None:

@@ -27,12 +27,12 @@ from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
 from lineageflow.model.estimators import xgb_classifier
 from lineageflow.model.ml import HIGHER_IS_BETTER, Split, fit, metrics_digest, score
+from lineageflow.runs.autolog import autolog
 from lineageflow.runs.context import RunContext, settings
 from lineageflow.runs.orchestration import run_logger
 from lineageflow.runs.stages import stage_run
 from lineageflow.runs.tracking import RunRef
 from tasks.data import prepare, pull_all
-from tasks.model import autolog
 
 ENTRYPOINT = "flows/sweep.py:sweep"
 

@@ -26,6 +26,7 @@ from lineageflow.lineage.code import call_user, check_features, load_callable
 from lineageflow.model import ml
 from lineageflow.model.plots import write_plots
 from lineageflow.runs.artifacts import load_model, log_dataset, stored_model_digest
+from lineageflow.runs.autolog import autolog
 from lineageflow.runs.reuse import Earlier
 from lineageflow.runs.stages import stage_run
 from lineageflow.runs.store import client
@@ -62,23 +63,6 @@ def _quiet(logger_name: str):
         yield
     finally:
         logger.setLevel(level)
-
-
-def autolog(flavor: str, disable: bool = False) -> None:
-
-    # Models are logged below, once, with a signature and pinned requirements.
-    # log_datasets off: autolog would add its own dataset (its digest matches
-    # nothing in the lineage) ahead of the lineage tables logged below
-    kw = {
-        "log_models": False,
-        "log_datasets": False,
-        "silent": True,
-        "disable": disable,
-    }
-    if flavor == "xgboost":
-        mlflow.xgboost.autolog(log_input_examples=False, **kw)
-    else:
-        mlflow.sklearn.autolog(log_post_training_metrics=False, **kw)
 
 
 def _user_code(cfg: TrainConfig, workspace: str | None, split: ml.Split):

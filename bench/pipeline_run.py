@@ -13,10 +13,12 @@ import time
 def main() -> None:
     t0 = time.perf_counter()
     mode, workspace = sys.argv[1], sys.argv[2]
+    # only the flow this run starts, as a worker imports only its entrypoint
     if mode == "sweep":
         from flows.sweep import sweep_on
-    else:
+    elif mode == "reproduce":
         from flows.reproduce import reproduce_run
+    else:
         from flows.training import training_pipeline
     t1 = time.perf_counter()
     out: dict = {"import_s": t1 - t0}

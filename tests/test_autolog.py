@@ -15,7 +15,9 @@ from lineageflow.runs.autolog import autolog, fit_arguments
 @pytest.fixture
 def wide():
     rng = np.random.default_rng(0)
-    X = pd.DataFrame(rng.normal(size=(200_000, 20)), columns=[f"f{i}" for i in range(20)])
+    X = pd.DataFrame(
+        rng.normal(size=(200_000, 20)), columns=[f"f{i}" for i in range(20)]
+    )
     return X, pd.Series((X["f0"] > 0).astype("int64"), name="y")
 
 

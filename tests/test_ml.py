@@ -152,3 +152,18 @@ def test_a_set_metric_keeps_its_own_default_threshold_and_is_still_checked():
         DataError, match="evaluate.metric roc_auc does not fit a regression"
     ):
         ml.check_metric("regression", "roc_auc")
+
+
+def test_row_hashes_in_blocks_are_pandas_row_hashes():
+    from lineageflow.data.synthetic import make_classification_frame
+
+    df = make_classification_frame(ml.PARALLEL_ROWS * 2 + 7, 5, seed=4)
+    df["city"] = pd.Categorical(np.where(df.index % 3 == 0, "x", "y"))
+    df.index = df.index * 3  # a split's index: not a range
+    for index in (True, False):
+        whole = pd.util.hash_pandas_object(df, index=index).to_numpy()
+        np.testing.assert_array_equal(ml.row_hashes(df, index), whole)
+    y = df.iloc[:, 0]
+    np.testing.assert_array_equal(
+        ml.row_hashes(y, True), pd.util.hash_pandas_object(y, index=True).to_numpy()
+    )

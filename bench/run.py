@@ -21,17 +21,15 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import time
-from importlib.metadata import version
 from pathlib import Path
 
 import httpx
+from report import render
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "bench" / "work"
@@ -46,7 +44,7 @@ DEFAULT_XGB = {"n_estimators": 200, "max_depth": 6, "learning_rate": 0.1}
 # goal 7: non-fit time against rows; few trees, the fit is not what is measured
 SCALE_ROWS = tuple(
     int(n)
-    for n in os.environ.get("BENCH_SCALE_ROWS", "100000,500000,2000000").split(",")
+    for n in os.environ.get("BENCH_SCALE_ROWS", "500000,2000000,5000000").split(",")
 )
 SCALE_XGB = {"n_estimators": 20, "max_depth": 6, "learning_rate": 0.3}
 GRID = [
@@ -60,102 +58,6 @@ GRID = [
     for d in (4, 6, 8, 10)
     for lr in (0.05, 0.2)
 ]
-
-
-def remaining(
-    rows,
-    fixed,
-    ratio,
-    bare,
-    skip,
-    skip_flow,
-    skip_ratio,
-    speedup,
-    dask_speedup,
-    fit_alone,
-    fit_shared,
-    rss=(0.0, 0.0),
-    default=None,
-    reuse=None,
-    scale=None,
-    warm_speedup=None,
-    sweep_bound=None,
-) -> str:
-    """The "what remains" prose, written from this run's figures (never a constant
-    that drifts from the table)."""
-    over = sorted(((a - b, name) for name, a, b in rows), reverse=True)
-    top = "; ".join(f"{name} {cost:+.2f} s" for cost, name in over[:4] if cost > 0)
-    lines = ["## What remains, and why (written from the figures above)", ""]
-    verdict = "met" if ratio <= 1.10 else "not met"
-    lines.append(
-        f"**Overhead (goal 1.10, {verdict})**: ratio {ratio:.2f}, a fixed cost of "
-        f"{fixed:.2f} s over a {bare:.1f} s bare run. A fixed cost this size reaches "
-        f"1.10 once the bare run takes {fixed / 0.10:.0f} s. Largest parts: {top}."
-    )
-    verdict = "met" if skip <= 2.0 else "not met"
-    lines.append("")
-    lines.append(
-        f"**Nothing changed (goal 2 s, {verdict})**: {skip:.2f} s of process wall, "
-        f"of which {skip_flow:.2f} s is the flow (the check and Prefect's bookkeeping) "
-        f"and {skip - skip_flow:.2f} s the interpreter, imports and exit. It creates no "
-        f"MLflow run and no model version ({skip_ratio:.3f} of a full run)."
-    )
-    best = max(speedup, dask_speedup, warm_speedup or 0.0)
-    verdict = "met" if best >= 1.8 else "not met"
-    lines.append("")
-    lines.append(
-        f"**Sweep (goal 1.8x, {verdict})**: {warm_speedup or 0.0:.2f}x on a running "
-        f"Dask cluster whose 2 workers are warm; {speedup:.2f}x on a process pool and "
-        f"{dask_speedup:.2f}x on a Dask cluster started by the flow, which both pay "
-        "for starting worker processes and their imports. One config's fit takes "
-        f"{fit_alone:.2f} s alone and {fit_shared:.2f} s while the other core fits "
-        f"({(fit_shared / fit_alone - 1) * 100 if fit_alone else 0:+.0f}%)."
-        + (_sweep_bound_text(*sweep_bound) if sweep_bound else "")
-    )
-    rss_pipe, rss_bare = rss
-    if rss_bare:
-        verdict = "met" if rss_pipe / rss_bare <= 1.3 else "not met"
-        lines.append("")
-        lines.append(
-            f"**Memory (goal 1.3, {verdict})**: peak RSS {rss_pipe:.0f} MiB against the "
-            f"bare script's {rss_bare:.0f} MiB ({rss_pipe / rss_bare:.2f}x), each "
-            f"process's own ru_maxrss ({rss_pipe - rss_bare:+.0f} MiB). Not yet "
-            "broken down by stage."
-        )
-    if default:
-        cli, bare_d, lo, hi, stages = default
-        verdict = "met" if cli - bare_d <= 4.0 else "not met"
-        lines.append("")
-        lines.append(
-            f"**Default mode (goal 4 s, {verdict})**: `lineageflow train` with no Prefect "
-            f"server configured takes {cli:.2f} s where the bare script takes "
-            f"{bare_d:.2f} s: {cli - bare_d:+.2f} s (from {lo:+.2f} s to {hi:+.2f} s "
-            "over the runs; the first starts the local Prefect server). The stages "
-            f"(setup, pull, prepare, fit and log, evaluate, lineage, register) take "
-            f"{stages:.2f} s; the other {cli - stages:.2f} s are the interpreter, the "
-            "imports (Prefect, MLflow's SQL store, DVC, scikit-learn, xgboost) and "
-            "Prefect's flow and task bookkeeping."
-        )
-    if reuse:
-        ev_w, ev_ratio, ev_train, tr_pp, full_pp = reuse
-        verdict = "met" if ev_ratio <= 0.10 else "not met"
-        lines.append("")
-        lines.append(
-            f"**Reuse (goal 0.10, {verdict})**: with only evaluation settings changed "
-            f"the retrain takes {ev_w:.2f} s ({ev_ratio:.3f} of a full run); its train "
-            f"stage, which takes the earlier model after re-hashing it, {ev_train:.2f} s. "
-            f"With only training params changed, pull_data + prepare take {tr_pp:.2f} s "
-            f"against {full_pp:.2f} s in a full run."
-        )
-    if scale:
-        fixed_part, per_m = scale
-        lines.append("")
-        lines.append(
-            f"**Scaling**: time outside the fit is {fixed_part:.2f} s fixed plus "
-            f"{per_m:.2f} s per million rows (reading, hashing, splitting, Parquet "
-            "hand-off, scoring)."
-        )
-    return "\n".join(lines)
 
 
 def log(msg: str) -> None:
@@ -215,7 +117,7 @@ def set_params(ws: Path, message: str, **dotted) -> None:
     repo.index.commit(message)
 
 
-def run_json(cmd: list[str], env: dict) -> tuple[float, dict]:
+def run_json(cmd: list[str], env: dict, need_json: bool = True) -> tuple[float, dict]:
     """Run one measured process; (wall seconds, its JSON line + peak_rss_mib).
 
     Waited with wait4, so the peak RSS is that process's own (ru_maxrss), not the
@@ -240,6 +142,8 @@ def run_json(cmd: list[str], env: dict) -> tuple[float, dict]:
         err.seek(0)
         stdout, stderr = out.read(), err.read()
     lines = [ln for ln in stdout.splitlines() if ln.startswith(("BENCH_JSON ", "{"))]
+    if not need_json and proc.returncode == 0:
+        lines = lines or ["{}"]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(
             f"{cmd} failed ({proc.returncode}):\n{stdout[-2000:]}\n{stderr[-3000:]}"
@@ -341,19 +245,6 @@ class PrefectServer:
         self.log.close()
 
 
-def stats(xs: list[float]) -> tuple[float, float, float]:
-    return min(xs), statistics.median(xs), max(xs)
-
-
-def fmt(xs: list[float], unit: str = "s") -> str:
-    lo, med, hi = stats(xs)
-    return (
-        f"{med:.3f}{unit} (min {lo:.3f}, max {hi:.3f})"
-        if unit == ""
-        else f"{med:.2f} {unit} (min {lo:.2f}, max {hi:.2f})"
-    )
-
-
 def main() -> None:
     from lineageflow.data.synthetic import make_classification_frame
 
@@ -389,12 +280,27 @@ def main() -> None:
     results: dict = {}
     try:
         # 1. overhead, interleaved
-        bare, pipe = [], []
+        bare, pipe, anchor = [], [], []
+        anchor_uri = f"sqlite:///{WORK / 'anchor.db'}"
         for i in range(REPS):
             log(f"overhead rep {i + 1}/{REPS}: bare script")
             bare.append(
                 run_json(
                     [PY, "bench/bare.py", str(csv), "churned", json.dumps(XGB)], env
+                )
+            )
+            log(f"overhead rep {i + 1}/{REPS}: bare script + MLflow autolog, log_model")
+            anchor.append(
+                run_json(
+                    [
+                        PY,
+                        "bench/anchor.py",
+                        str(csv),
+                        "churned",
+                        json.dumps(XGB),
+                        anchor_uri,
+                    ],
+                    env,
                 )
             )
             log(f"overhead rep {i + 1}/{REPS}: training_pipeline")
@@ -404,6 +310,7 @@ def main() -> None:
                 )
             )
         results["overhead"] = (bare, pipe)
+        results["anchor"] = anchor
         # 2. nothing changed
         skip = []
         for i in range(REPS):
@@ -453,9 +360,9 @@ def main() -> None:
             assert got == {"pull_data", "prepare"}, d["summary"]
         results["reuse"] = {"evaluate": evals, "train": trains}
         # 5. sweep
-        sweeps = {"parallel": [], "sequential": [], "dask": []}
+        sweeps = {"parallel": [], "sequential": []}
         for i in range(REPS):
-            for mode in ("sequential", "parallel", "dask"):
+            for mode in ("sequential", "parallel"):
                 log(f"sweep rep {i + 1}/{REPS}: {mode}")
                 sweeps[mode].append(
                     run_json(
@@ -494,22 +401,26 @@ def main() -> None:
     finally:
         server.stop()
     # 1b. default mode: no PREFECT_API_URL, as a new user runs `lineageflow train`
-    results["default"] = default_mode(env)
+    results["default"] = default_mode(env, csv, ws)
     # 7. scaling: non-fit time against rows (a running server again)
     results["scaling"] = scaling(env)
     # 4. lineage capture on 1 GiB unchanged
     log("lineage capture on 1 GiB")
     results["lineage"] = lineage_capture()
     elapsed = time.perf_counter() - t_start
+    results["elapsed"] = elapsed
+    results["csv_mb"] = csv.stat().st_size / 1e6
     (WORK / "results.json").write_text(json.dumps(results, default=str))
     report = render(results, elapsed)
     (ROOT / "bench" / "RESULTS.md").write_text(report)
     print(report)
 
 
-def default_mode(env: dict) -> dict:
+def default_mode(env: dict, big_csv: Path, big_ws: Path) -> dict:
     """`lineageflow train` with no Prefect server configured against the bare
-    script on the same CSV, each a fresh process, interleaved."""
+    script on the same CSV, each a fresh process, interleaved: on the demo's size
+    (the first run starts the local server), then on the bench workload (server
+    warm, as on a user's second run)."""
     from lineageflow.data.synthetic import make_classification_frame
 
     frame = make_classification_frame(DEFAULT_ROWS, 40, seed=1)
@@ -536,6 +447,18 @@ def default_mode(env: dict) -> dict:
         )
         log(f"default mode rep {i + 1}/{REPS}: lineageflow train")
         cmd.append(run_wall([cli, "train", str(ws), "--no-reuse"], plain))
+    big_bare, big_cli = [], []
+    for i in range(REPS):
+        log(f"default mode on the workload, rep {i + 1}/{REPS}: bare script")
+        big_bare.append(
+            run_json(
+                [PY, "bench/bare.py", str(big_csv), "churned", json.dumps(XGB)], plain
+            )
+        )
+        log(f"default mode on the workload, rep {i + 1}/{REPS}: lineageflow train")
+        big_cli.append(
+            run_json([cli, "train", str(big_ws), "--no-reuse"], plain, need_json=False)
+        )
     subprocess.run([cli, "server", "stop"], env=plain, capture_output=True, timeout=60)
     # each run's stage timings, as the flow logged them on its parent run
     from mlflow import MlflowClient
@@ -550,7 +473,13 @@ def default_mode(env: dict) -> dict:
         sum(v for k, v in r.data.metrics.items() if k.startswith("time_"))
         for r in parents
     ]
-    return {"bare": bare, "cli": cmd, "stages": stages}
+    return {
+        "bare": bare,
+        "cli": cmd,
+        "stages": stages,
+        "big_bare": big_bare,
+        "big_cli": big_cli,
+    }
 
 
 def run_wall(cmd: list[str], env: dict) -> tuple[float, dict]:
@@ -583,15 +512,29 @@ def scaling(env: dict) -> dict:
             )
             del frame
             commit_data(ws, "data/train.csv")
-            runs = []
+            runs, bare = [], []
             for i in range(REPS):
-                log(f"scaling {rows} rows: rep {i + 1}/{REPS}")
+                log(f"scaling {rows} rows: rep {i + 1}/{REPS}: bare script")
+                wall, d = run_json(
+                    [
+                        PY,
+                        "bench/bare.py",
+                        str(ws / "data" / "train.csv"),
+                        "churned",
+                        json.dumps(SCALE_XGB),
+                    ],
+                    env,
+                )
+                d["non_fit_s"] = wall - d["fit_s"]
+                bare.append((wall, d))
+                log(f"scaling {rows} rows: rep {i + 1}/{REPS}: training_pipeline")
                 wall, d = run_json(
                     [PY, "bench/pipeline_run.py", "train", str(ws), "--no-reuse"], env
                 )
                 d["non_fit_s"] = wall - d.get("train.fit_seconds", 0.0)
                 runs.append((wall, d))
             out[str(rows)] = runs
+            out[f"bare-{rows}"] = bare
             shutil.rmtree(WORK / f"scale-{rows}", ignore_errors=True)
     finally:
         server.stop()
@@ -623,254 +566,11 @@ def lineage_capture() -> dict:
     return {"capture": capture, "md5sum": md5sum}
 
 
-def _sweep_bound_text(alone: float, shared: float, bound: float) -> str:
-    return (
-        f" The 8 configs' child runs add up to {alone:.1f} s one at a time and "
-        f"{shared:.1f} s two at a time ({(shared / alone - 1) * 100:+.0f}%: two fits "
-        "share caches and memory bandwidth), so even with no worker ever idle 2 cores "
-        f"give at most {bound:.2f}x here."
-    )
-
-
-def render(r: dict, elapsed: float) -> str:
-    bare, pipe = r["overhead"]
-    bare_w = [w for w, _ in bare]
-    pipe_w = [w for w, _ in pipe]
-    ratio = [p / b for p, b in zip(pipe_w, bare_w, strict=True)]
-    skip_w = [w for w, _ in r["skip"]]
-    skip_ratio = [s / statistics.median(pipe_w) for s in skip_w]
-    skip_flow = [d["flow_s"] for _, d in r["skip"]]
-    repro_w = [w for w, _ in r["repro"]]
-    repro_ratio = [x / statistics.median(pipe_w) for x in repro_w]
-    verdicts = sorted({d["summary"]["verdict"] for _, d in r["repro"]})
-    seq = [d["flow_s"] for _, d in r["sweep"]["sequential"]]
-    par = [d["flow_s"] for _, d in r["sweep"]["parallel"]]
-    speedup = [s / p for s, p in zip(seq, par, strict=True)]
-    dask = [d["flow_s"] for _, d in r["sweep"]["dask"]]
-    dask_speedup = [s / p for s, p in zip(seq, dask, strict=True)]
-    warm = [d["flow_s"] for _, d in r["sweep"]["dask_warm"]]
-    warm_speedup = [s / p for s, p in zip(seq, warm, strict=True)]
-    # the best a 2-worker sweep could do: the warm run with its configs' child runs
-    # (each slower than alone, as two run at once) split evenly, no idle worker
-    seq_fit_sum = statistics.median(
-        [d["children_sum"] for _, d in r["sweep"]["sequential"]]
-    )
-    par_fit_sum = statistics.median(
-        [d["children_sum"] for _, d in r["sweep"]["dask_warm"]]
-    )
-    ideal = [
-        d["flow_s"] - d["children_span"] + d["children_sum"] / 2
-        for _, d in r["sweep"]["dask_warm"]
-    ]
-    bound = statistics.median(seq) / statistics.median(ideal)
-    fit_seq = [d["fit_seconds_median"] for _, d in r["sweep"]["sequential"]]
-    fit_par = [d["fit_seconds_median"] for _, d in r["sweep"]["parallel"]]
-    complete = [
-        d["complete_children"]
-        for _, d in r["sweep"]["parallel"]
-        + r["sweep"]["sequential"]
-        + r["sweep"]["dask"]
-        + r["sweep"]["dask_warm"]
-    ]
-    cap, md5 = r["lineage"]["capture"], r["lineage"]["md5sum"]
-
-    def med(xs):
-        return statistics.median(xs)
-
-    # 1b. default mode
-    d_bare = [w for w, _ in r["default"]["bare"]]
-    d_cli = [w for w, _ in r["default"]["cli"]]
-    d_over = [c - b for c, b in zip(d_cli, d_bare, strict=True)]
-    d_stages = statistics.median(r["default"].get("stages") or [0.0])
-    # 4b. reuse
-    full = med(pipe_w)
-    ev = r["reuse"]["evaluate"]
-    tr = r["reuse"]["train"]
-    ev_w = [w for w, _ in ev]
-    ev_ratio = [w / full for w in ev_w]
-    tr_w = [w for w, _ in tr]
-
-    def stage_s(runs, *names):
-        return [
-            sum(d["summary"]["timings"].get(n, 0.0) for n in names) for _, d in runs
-        ]
-
-    full_pp = stage_s(pipe, "pull_data", "prepare")
-    tr_pp = stage_s(tr, "pull_data", "prepare")
-    ev_train = stage_s(ev, "train")
-    # 7. scaling
-    sizes = sorted(r["scaling"], key=int)
-    non_fit = {n: [d["non_fit_s"] for _, d in r["scaling"][n]] for n in sizes}
-    scale_rows = "\n".join(
-        f"| {int(n):,} | {fmt(non_fit[n])} | "
-        f"{med([d.get('train.fit_seconds', 0.0) for _, d in r['scaling'][n]]):.2f} s | "
-        f"{fmt([w for w, _ in r['scaling'][n]])} |"
-        for n in sizes
-    )
-    if len(sizes) >= 2:
-        lo, hi = sizes[0], sizes[-1]
-        per_m = (med(non_fit[hi]) - med(non_fit[lo])) / ((int(hi) - int(lo)) / 1e6)
-        fixed_part = med(non_fit[lo]) - per_m * int(lo) / 1e6
-    else:
-        per_m = fixed_part = float("nan")
-
-    # where the fixed cost goes (medians, seconds)
-    P = [d for _, d in pipe]
-    B = [d for _, d in bare]
-    t = {
-        k: med([d["summary"]["timings"].get(k, 0.0) for d in P])
-        for k in (
-            "setup",
-            "pull_data",
-            "lineage",
-            "prepare",
-            "train",
-            "evaluate",
-            "register",
-        )
-    }
-    fit = med([d.get("train.fit_seconds", 0.0) for d in P])
-    read = med([d.get("pull_data.read_seconds", 0.0) for d in P])
-    dvc_s = med([d.get("pull_data.dvc_seconds", 0.0) for d in P])
-    flow_s, imp = med([d["flow_s"] for d in P]), med([d["import_s"] for d in P])
-    proc = med(pipe_w) - imp - flow_s
-    bare_proc = (
-        med(bare_w)
-        - med([d["import_s"] for d in B])
-        - sum(med([d[k] for d in B]) for k in ("read_s", "split_s", "fit_s", "score_s"))
-    )
-    rows = [
-        ("interpreter start + exit", proc, bare_proc),
-        ("imports", imp, med([d["import_s"] for d in B])),
-        ("Prefect engine (flow − stages)", flow_s - sum(t.values()), 0.0),
-        ("setup: MLflow experiment, git state, stale-run sweep", t["setup"], 0.0),
-        ("DVC: status, hash (state DB), remote check", dvc_s, 0.0),
-        ("read CSV", read, med([d["read_s"] for d in B])),
-        ("pull_data: MLflow child run, log_input", t["pull_data"] - dvc_s - read, 0.0),
-        ("lineage record + tags + lineage.json", t["lineage"], 0.0),
-        (
-            "prepare: checks, hash split, digests, logging",
-            t["prepare"],
-            med([d["split_s"] for d in B]),
-        ),
-        ("fit", fit, med([d["fit_s"] for d in B])),
-        ("train: autolog, signature, log_model", t["train"] - fit, 0.0),
-        (
-            "evaluate: metrics, plots, logging",
-            t["evaluate"],
-            med([d["score_s"] for d in B]),
-        ),
-        ("register: version, 7 checks, champion, promotion", t["register"], 0.0),
-    ]
-    breakdown = "\n".join(
-        f"| {name} | {a:.2f} | {b:.2f} | {a - b:+.2f} |" for name, a, b in rows
-    )
-    fixed = med(pipe_w) - med(bare_w)
-
-    rss_bare = [d["peak_rss_mib"] for _, d in bare]
-    rss_pipe = [d["peak_rss_mib"] for _, d in pipe]
-    rss_ratio = [p / b for p, b in zip(rss_pipe, rss_bare, strict=True)]
-
-    def goal(ok):
-        return "met" if ok else "**not met**"
-
-    analysis = remaining(
-        rows,
-        fixed,
-        med(ratio),
-        med(bare_w),
-        med(skip_w),
-        med(skip_flow),
-        med(skip_ratio),
-        med(speedup),
-        med(dask_speedup),
-        med(fit_seq),
-        med(fit_par),
-        rss=(med(rss_pipe), med(rss_bare)),
-        default=(med(d_cli), med(d_bare), min(d_over), max(d_over), d_stages),
-        reuse=(med(ev_w), med(ev_ratio), med(ev_train), med(tr_pp), med(full_pp)),
-        scale=(fixed_part, per_m),
-        warm_speedup=med(warm_speedup),
-        sweep_bound=(seq_fit_sum, par_fit_sum, bound),
-    )
-
-    return f"""# lineageflow benchmarks
-
-Last run: {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, {elapsed / 60:.1f} min, `make bench`
-(BENCH_REPS={REPS}). Machine: {platform.machine()}, {os.cpu_count()} cores, Python
-{platform.python_version()}; prefect {version("prefect")}, mlflow {version("mlflow")}, dvc {version("dvc")},
-xgboost {version("xgboost")}, scikit-learn {version("scikit-learn")}, pandas {version("pandas")}.
-
-Workload: {ROWS:,} rows x 40 float features (`make_classification`, seed 0), one CSV of
-{(WORK / "main/workspace/data/train.csv").stat().st_size / 1e6:.0f} MB tracked by DVC (local remote);
-xgboost `hist`, {XGB["n_estimators"]} trees, depth {XGB["max_depth"]}, all cores. Prefect: a running
-`prefect server` on 127.0.0.1; MLflow: sqlite store in the workspace. Each process is started
-fresh, as a worker starts a flow run. Figures: median (min, max) over {REPS} runs.
-
-| # | measure | result | goal |
-|---|---|---|---|
-| 1 | bare script (process wall) | {fmt(bare_w)} | |
-| 1 | training_pipeline (process wall) | {fmt(pipe_w)} | |
-| 1 | **overhead ratio** pipeline / bare | {fmt(ratio, "")} | ≤ 1.10: {goal(med(ratio) <= 1.10)} |
-| 1 | fixed cost (pipeline − bare, medians) | {fixed:.2f} s | |
-| 1 | default mode (no Prefect server configured): bare script on the demo-sized CSV | {fmt(d_bare)} | |
-| 1 | default mode: `lineageflow train` | {fmt(d_cli)} | |
-| 1 | **default mode, over the bare script** | {fmt(d_over)} | ≤ 4 s: {goal(med(d_over) <= 4.0)} |
-| 6 | peak RSS: bare script / training_pipeline | {fmt(rss_bare, "MiB")} / {fmt(rss_pipe, "MiB")} | |
-| 6 | **peak RSS ratio** pipeline / bare | {fmt(rss_ratio, "")} | ≤ 1.3: {goal(med(rss_ratio) <= 1.3)} |
-| 2 | **nightly retrain, nothing changed** (process wall) | {fmt(skip_w)} | ≤ 2 s: {goal(med(skip_w) <= 2.0)} |
-| 2 | of which the flow itself | {fmt(skip_flow)} | |
-| 2 | unchanged ratio / full run | {fmt(skip_ratio, "")} | |
-| 3 | reproduce_run (process wall) | {fmt(repro_w)} | |
-| 3 | **reproduction ratio** / original run | {fmt(repro_ratio, "")} | ≤ 1.25: {goal(med(repro_ratio) <= 1.25)} |
-| 3 | metrics bit-identical | verdicts: {", ".join(verdicts)} | identical: {goal(verdicts == ["exact"])} |
-| 4 | only evaluation settings changed: retrain (process wall) | {fmt(ev_w)} | |
-| 4 | of which the train stage (reused: no fit) | {fmt(ev_train)} | |
-| 4 | **reuse ratio** / full run | {fmt(ev_ratio, "")} | ≤ 0.10: {goal(med(ev_ratio) <= 0.10)} |
-| 4 | only training params changed: retrain (process wall) | {fmt(tr_w)} | |
-| 4 | **pull_data + prepare**, reused / in a full run | {fmt(tr_pp)} / {fmt(full_pp)} | not redone: {goal(med(tr_pp) < 0.5 * med(full_pp))} |
-| 4 | **lineage capture**, 1 GiB unchanged (state DB, no rehash) | {fmt(cap)} | ≤ 0.3 s: {goal(med(cap) <= 0.3)} |
-| 4 | `md5sum` of the same file | {fmt(md5)} | |
-| 5 | sweep of 8 configs, 1 at a time (flow) | {fmt(seq)} | |
-| 5 | sweep of 8 configs, 2 processes (flow) | {fmt(par)} | |
-| 5 | sweep speed-up, 2 processes | {fmt(speedup, "")} | |
-| 5 | sweep of 8 configs, Dask LocalCluster of 2 worker processes (flow, cluster start included) | {fmt(dask)} | |
-| 5 | sweep speed-up on Dask | {fmt(dask_speedup, "")} | |
-| 5 | sweep of 8 configs on a running Dask cluster, 2 warm worker processes (flow) | {fmt(warm)} | |
-| 5 | **sweep speed-up on a running Dask cluster** | {fmt(warm_speedup, "")} | ≥ 1.8x: {goal(med(warm_speedup) >= 1.8)} |
-| 5 | one config's fit, alone / while the other core fits too | {med(fit_seq):.2f} s / {med(fit_par):.2f} s | |
-| 5 | the 8 configs' child runs summed, one at a time / two at a time (running cluster) | {seq_fit_sum:.1f} s / {par_fit_sum:.1f} s | |
-| 5 | best possible speed-up on 2 cores (those child runs split evenly, no idle worker) | {bound:.2f}x | |
-| 5 | child runs complete (of 8, every sweep) | {min(complete)}–{max(complete)} | 8, 0 lost: {goal(min(complete) == 8)} |
-
-{analysis}
-
-## Scaling: time outside the fit against rows (goal 7)
-
-Full runs (`--no-reuse`) with a running server, {SCALE_XGB["n_estimators"]} trees: the fit is not
-what is measured. Non-fit = process wall − the train stage's `fit_seconds`.
-
-| rows | non-fit time | fit | process wall |
-|---|---|---|---|
-{scale_rows}
-
-Fitted line through the smallest and largest size: **{fixed_part:.2f} s fixed + {per_m:.2f} s per
-million rows**.
-
-## Where the time goes (medians, seconds)
-
-| step | pipeline | bare | overhead |
-|---|---|---|---|
-{breakdown}
-| **total (process wall)** | {med(pipe_w):.2f} | {med(bare_w):.2f} | {fixed:+.2f} |
-
-Sweep: {SWEEP_ROWS:,} rows, 8 configs (depth 4/6/8/10 x learning rate 0.05/0.2, 200 trees,
-`n_jobs=1` each); "2 processes" = Prefect `ProcessPoolTaskRunner(max_workers=2)`, "1 at a
-time" = `ThreadPoolTaskRunner(max_workers=1)`, "Dask" = prefect-dask's `DaskTaskRunner` on a
-`LocalCluster` of 2 worker processes, 1 thread each, started inside the flow; each config
-is a child run with autolog.
-"""
-
-
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--render"]:  # again, from the last run's figures
+        saved = json.loads((WORK / "results.json").read_text())
+        report = render(saved, saved["elapsed"])
+        (ROOT / "bench" / "RESULTS.md").write_text(report)
+        print(report)
+    else:
+        main()

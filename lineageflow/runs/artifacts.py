@@ -139,11 +139,27 @@ def persist_table(df, digest: str, name: str) -> str:
 
     MLflow artifacts, not a local cache: every worker that reaches the tracking
     server reaches them (proxied artifacts need no storage credentials)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"{name}-{digest[:16]}.parquet"
-        df.to_parquet(path)
-        mlflow.log_artifact(str(path), artifact_path="tables")
-    return f"runs:/{mlflow.active_run().info.run_id}/tables/{path.name}"
+    file = f"{name}-{digest[:16]}.parquet"
+    here = _local_dir(mlflow.get_artifact_uri("tables"))
+    if here is not None:  # a local artifact store: written in place, not copied
+        here.mkdir(parents=True, exist_ok=True)
+        df.to_parquet(here / file)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            df.to_parquet(Path(tmp) / file)
+            mlflow.log_artifact(str(Path(tmp) / file), artifact_path="tables")
+    return f"runs:/{mlflow.active_run().info.run_id}/tables/{file}"
+
+
+def _local_dir(artifact_uri: str) -> Path | None:
+    """The directory of a ``file:`` (or plain path) artifact URI; None for a
+    remote or proxied store (s3://, mlflow-artifacts:/), which takes an upload."""
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    scheme = urlparse(artifact_uri).scheme
+    if scheme not in ("", "file"):
+        return None
+    return Path(local_file_uri_to_path(artifact_uri))
 
 
 def load_table(uri: str, digest: str, stage: str, name: str, tracking_uri: str):

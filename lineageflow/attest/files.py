@@ -10,9 +10,12 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
-import model_signing
+
+if TYPE_CHECKING:  # imported where it signs or verifies: 0.33 s a process
+    import model_signing
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -25,6 +28,8 @@ IGNORED = ["registered_model_meta"]
 
 
 def hashing() -> model_signing.hashing.Config:
+    import model_signing
+
     return model_signing.hashing.Config().set_ignored_paths(
         paths=IGNORED, ignore_git_paths=True
     )
@@ -39,6 +44,8 @@ class Trust:
     chain: tuple[Path, ...] = ()
 
     def verifier(self, pem_file: str) -> model_signing.verifying.Config:
+        import model_signing
+
         cfg = model_signing.verifying.Config()
         if self.chain:
             return cfg.use_certificate_verifier(certificate_chain=self.chain)

@@ -15,12 +15,13 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import model_signing
+if TYPE_CHECKING:  # imported where it signs: with statements, 0.5 s a process
+    import model_signing
 
 from lineageflow import __version__
 from lineageflow.attest import files
-from lineageflow.attest import statements as st
 from lineageflow.attest.files import SIGNATURE, hashing
 from lineageflow.attest.history import PROMOTION_FILE
 from lineageflow.attest.keys import SigningKey
@@ -57,6 +58,8 @@ class Signed:
 def signer(key: SigningKey) -> model_signing.signing.Config:
     """model-signing's key signer, or its certificate signer when the key has a
     certificate; never its default (Sigstore: network and an OIDC login)."""
+    import model_signing
+
     cfg = model_signing.signing.Config()
     if key.certificate is not None:
         return cfg.use_certificate_signer(
@@ -69,6 +72,8 @@ def signer(key: SigningKey) -> model_signing.signing.Config:
 
 def policy_sha256() -> str:
     """The policy's version: sha256 of the declared checks (name, refuses, fix)."""
+    from lineageflow.attest import statements as st
+
     return st.envelope_sha256(
         {"checks": [[d.name, d.refuses, d.fix] for d in DECLARED]}
     )
@@ -117,6 +122,8 @@ def sign_promotion(
     key: SigningKey,
 ) -> Signed:
     """Sign version ``version``'s files and statements; store them (not yet tagged)."""
+    from lineageflow.attest import statements as st
+
     when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     stamp = when.replace("-", "").replace(":", "").replace(".", "")
     uri = f"models:/{model_name}/{version}"

@@ -15,6 +15,7 @@ from prefect import flow
 from lineageflow.attest.verify import attested
 from lineageflow.config import parse_params
 from lineageflow.errors import LineageError, PromotionRefused
+from lineageflow.ops.procs import no_collection_at_exit
 from lineageflow.registry import champion, promotion
 from lineageflow.registry import versions as registry
 from lineageflow.runs.context import workspace_store
@@ -36,6 +37,7 @@ def promote_model(model_name: str, version: int | str, workspace: str = ".") -> 
         workspace: the workspace git repo the version was trained from.
     """
     one_line_user_errors()  # a refusal reaches Prefect's UI as its one line
+    no_collection_at_exit()
     logger = run_logger()
     bounded_http_retries()  # one line in seconds, not minutes of retries
     ws, uri = workspace_store(workspace)

@@ -24,6 +24,7 @@ from lineageflow.data.source import restore
 from lineageflow.errors import LineageError, WorkspaceError
 from lineageflow.lineage.checks import check_digest
 from lineageflow.lineage.code import pipeline_state
+from lineageflow.ops.procs import no_collection_at_exit
 from lineageflow.registry.versions import load_lineage, recorded_metrics
 from lineageflow.reproduce.reproduction import (
     Comparison,
@@ -126,6 +127,7 @@ def reproduce_run(
         tolerance: largest absolute metric difference still called within_tolerance.
     """
     one_line_user_errors()  # a refusal reaches Prefect's UI as its one line
+    no_collection_at_exit()
     logger = run_logger()
     bounded_http_retries()  # one line in seconds, not minutes of retries
     ref = validate_ref(run_id)  # before any git, DVC or MLflow call

@@ -7,6 +7,7 @@ from pathlib import Path
 from prefect import flow
 
 from lineageflow.config import PipelineConfig
+from lineageflow.ops.procs import no_collection_at_exit
 from lineageflow.registry.promotion import refuse_if_failed
 from lineageflow.registry.versions import unchanged_since_staging
 from lineageflow.retrain.commit import commit_run
@@ -127,6 +128,7 @@ def training_pipeline(
             workspace as it is.
     """
     one_line_user_errors()  # a refusal reaches Prefect's UI as its one line
+    no_collection_at_exit()
     if commit:
         return train_commit(workspace, commit, reuse)
     ws, cfg, uri = settings(workspace)

@@ -17,6 +17,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from lineageflow.config import dataset_name
 from lineageflow.errors import WorkspaceError
+from lineageflow.ops.procs import no_collection_at_exit
 from lineageflow.retrain.changes import EVENT, Change, detect
 from lineageflow.retrain.events import api_url, send
 from lineageflow.retrain.head import (
@@ -45,6 +46,7 @@ def watch_workspace(workspace: str | None = None) -> dict:
             trigger matches it, as given, to the workspace it was deployed with.
     """
     one_line_user_errors()  # a refusal reaches Prefect's UI as its one line
+    no_collection_at_exit()
     logger = run_logger()
     bounded_http_retries()
     label = resolve_workspace(workspace)

@@ -12,6 +12,14 @@ import time
 from importlib.metadata import version
 
 
+def finished_at() -> str:
+    """When the run whose figures these are ended: its results.json was written then."""
+    from run import WORK
+
+    when = (WORK / "results.json").stat().st_mtime
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(when))
+
+
 def med(xs):
     return statistics.median(xs)
 
@@ -67,7 +75,7 @@ def breakdown_rows(pipe, bare, pipe_w, bare_w):
         ("pull_data: MLflow child run, log_input", t["pull_data"] - dvc_s - read, 0.0),
         ("lineage record + tags + lineage.json", t["lineage"], 0.0),
         (
-            "prepare: checks, hash split, digests, Parquet, logging",
+            "prepare: checks, hash split, digests, Arrow tables, logging",
             t["prepare"],
             med([d["split_s"] for d in B]),
         ),
@@ -279,7 +287,7 @@ def render(r: dict, elapsed: float) -> str:
 
     return f"""# lineageflow benchmarks
 
-Last run: {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, {elapsed / 60:.1f} min, `make bench`
+Last run: {r.get("finished") or finished_at()}, {elapsed / 60:.1f} min, `make bench`
 (BENCH_REPS={REPS}). Machine: {platform.machine()}, {os.cpu_count()} cores, Python
 {platform.python_version()}; prefect {version("prefect")}, mlflow {version("mlflow")}, dvc {version("dvc")},
 xgboost {version("xgboost")}, scikit-learn {version("scikit-learn")}, pandas {version("pandas")}.

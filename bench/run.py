@@ -410,6 +410,7 @@ def main() -> None:
     elapsed = time.perf_counter() - t_start
     results["elapsed"] = elapsed
     results["csv_mb"] = csv.stat().st_size / 1e6
+    results["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     (WORK / "results.json").write_text(json.dumps(results, default=str))
     report = render(results, elapsed)
     (ROOT / "bench" / "RESULTS.md").write_text(report)

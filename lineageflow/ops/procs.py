@@ -8,6 +8,7 @@ import atexit
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import gc
 import logging
 import os
@@ -94,9 +95,7 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-_FREEZE_AT_EXIT: list[bool] = []
-
-
+@functools.cache
 def no_collection_at_exit() -> None:
     """Skip the interpreter's last garbage collection in this process.
 
@@ -106,9 +105,7 @@ def no_collection_at_exit() -> None:
     all to the permanent generation when the process exits skips it; the
     objects still die with their references and the process, and every
     ``atexit`` function and thread join runs as before. Idempotent."""
-    if not _FREEZE_AT_EXIT:
-        atexit.register(gc.freeze)
-        _FREEZE_AT_EXIT.append(True)
+    atexit.register(gc.freeze)
 
 
 def exit_now(code) -> None:

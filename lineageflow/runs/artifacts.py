@@ -188,12 +188,17 @@ def _local_dir(artifact_uri: str) -> Path | None:
 
 
 def load_table(uri: str, digest: str, stage: str, name: str, tracking_uri: str):
-    """A persisted table, refused unless its content has the recorded digest."""
-    with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=uri, dst_path=tmp, tracking_uri=tracking_uri
-        )
-        df = _read_table(local)
+    """A persisted table, refused unless its content has the recorded digest.
+    On a local artifact store it is read where it is, not copied first."""
+    here = _local_dir(artifact_location(uri, tracking_uri))
+    if here is not None and here.is_file():
+        df = _read_table(str(here))
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=tmp, tracking_uri=tracking_uri
+            )
+            df = _read_table(local)
     X, y = df.iloc[:, :-1], df.iloc[:, -1]
     verify_input(stage, name, table_digest(X, y), digest)
     return df

@@ -20,6 +20,7 @@ from pathlib import Path
 from lineageflow import errors
 from lineageflow.checkouts import last_line
 from lineageflow.errors import LineageError
+from lineageflow.pipeline import REGISTER_MODEL
 
 # Runs inside the recorded code: keep it to the API every commit since
 # reproduction exists has (run_stages with these keyword arguments).
@@ -40,7 +41,7 @@ try:
             Workspace(Path(spec["workspace"])),
             parse_params(spec["params"], source="recorded params"),
             spec["tracking_uri"],
-            register=False,
+            register=spec["register"],
             run_name=spec["run_name"],
             extra_tags=spec["tags"],
             expect_data=spec["data"],
@@ -85,6 +86,8 @@ def run_recorded_code(
                     "run_name": run_name,
                     "tags": tags,
                     "data": record["data"],
+                    # a reproduction registers nothing unless declared to
+                    "register": REGISTER_MODEL.reproduced,
                     "out": str(out),
                 }
             )

@@ -25,8 +25,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
+from lineageflow.engines import engine
 from lineageflow.model.estimators import xgb_classifier
-from lineageflow.model.ml import HIGHER_IS_BETTER, Split, fit, metrics_digest, score
+from lineageflow.model.ml import HIGHER_IS_BETTER, Split, metrics_digest
+from lineageflow.pipeline import SWEEP
 from lineageflow.runs.autolog import autolog
 from lineageflow.runs.context import RunContext, settings
 from lineageflow.runs.orchestration import run_logger
@@ -51,18 +53,19 @@ def fit_config(
     inputs = [(f"{p}_table", split.digests[p]) for p in ("train", "holdout")]
     tags = {"lineageflow.sweep_index": str(index)}
     section = {"xgboost": params, "seed": seed}
-    with stage_run(run, "sweep", inputs=inputs, params=section, tags=tags) as (
+    eng = engine(split.engine)
+    with stage_run(run, SWEEP.name, inputs=inputs, params=section, tags=tags) as (
         active,
         io,
     ):
         autolog("xgboost")
         t0 = time.perf_counter()
         try:
-            model = fit(xgb_classifier(params, seed), split)
+            model = eng.fit(xgb_classifier(params, seed), split)
         finally:
             autolog("xgboost", disable=True)
         fit_seconds = time.perf_counter() - t0
-        metrics = score(model, split.X_test, split.y_test)
+        metrics = eng.score(model, split)
         test_metrics = {f"test_{k}": v for k, v in metrics.items()}
         mlflow.log_metrics(test_metrics | {"fit_seconds": fit_seconds})
         io.output("metrics", metrics_digest(test_metrics))

@@ -21,9 +21,10 @@ from lineageflow.config import (
     dataset_name,
 )
 from lineageflow.data.source import Source, Version, open_source, verify_restored
-from lineageflow.data.tabular import validate_frame
-from lineageflow.model.ml import Split, check_metric, split_frame
+from lineageflow.engines import engine as get_engine
+from lineageflow.model.ml import Split, check_metric
 from lineageflow.ops.procs import release_freed_memory
+from lineageflow.pipeline import PREPARE, PULL_DATA
 from lineageflow.runs.artifacts import (
     load_split,
     log_dataset,
@@ -40,7 +41,7 @@ from tasks import retry_unless_user_error
 # NO_CACHE: Prefect's default policy hashes the inputs (slow on frames) and keys on
 # the flow run id anyway, so it never skips work across runs.
 @task(
-    name="pull_data",
+    name=PULL_DATA.name,
     task_run_name=lambda: _run_name(),
     retries=3,
     retry_delay_seconds=[2, 5, 15],
@@ -66,7 +67,10 @@ def pull_data(
         "lineageflow.thread": threading.current_thread().name,
     }
     params = {"dataset": dataset, "remote": remote}
-    with stage_run(run, "pull_data", inputs=[], params=params, tags=tags) as (_, io):
+    with stage_run(run, PULL_DATA.name, inputs=[], params=params, tags=tags) as (
+        _,
+        io,
+    ):
         t0 = time.perf_counter()
         version = src.pin()
         io.inputs.append(src.key_input(version))
@@ -189,7 +193,7 @@ class Handoff:
         return frame
 
 
-@task(name="prepare", cache_policy=NO_CACHE)
+@task(name=PREPARE.name, cache_policy=NO_CACHE)
 def prepare(
     frames: list[pd.DataFrame | Handoff],
     target: str,
@@ -198,21 +202,24 @@ def prepare(
     task_setting: str = "auto",
     data: list[Version] | None = None,
     evaluate: EvaluateConfig | None = None,
+    engine: str = "local",
 ) -> Split:
-    """Schema check, the task (given or inferred, with its reason) and the split;
+    """Schema check, the task (given or inferred, with its reason) and the split,
+    made by ``engine`` (lineageflow.engines), which holds the tables from here on;
     both tables are persisted by digest on this stage's run. The task decides
     the evaluation metric: one that does not fit it is refused here, before any
     training."""
     inputs = [(d.path, f"md5:{d.read_md5}") for d in data or []]
     params = cfg.model_dump() | {"target": target, "task": task_setting}
-    with stage_run(run, "prepare", inputs=inputs, params=params) as (_, io):
+    with stage_run(run, PREPARE.name, inputs=inputs, params=params) as (_, io):
         split = io.reuse(lambda e: load_split(e, run.tracking_uri))
         if split is not None:
             for f in frames:  # a frame pull_data read anyway is not needed
                 if isinstance(f, Handoff):
                     f.drop()
         else:
-            split = _split(frames, target, cfg, task_setting, data or [], io)
+            eng = get_engine(engine)
+            split = _split(eng, frames, target, cfg, task_setting, data or [], io)
         if evaluate is not None:
             check_metric(split.task, evaluate.metric)
             if chosen := evaluate.chosen(split.task):
@@ -220,13 +227,9 @@ def prepare(
     return split
 
 
-def _split(frames, target, cfg, task_setting, data, io) -> Split:
+def _split(eng, frames, target, cfg, task_setting, data, io) -> Split:
     frames = [f.take() if isinstance(f, Handoff) else f for f in frames]
-    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    del frames
-    validate_frame(df, target)
-    split = split_frame(df, target, cfg, task_setting)
-    del df
+    split = eng.split(frames, target, cfg, task_setting)
     if sum(d.size or 0 for d in data) > 64 * 2**20:
         release_freed_memory()  # the raw frames are gone; the fit comes next
     mlflow.log_params(
@@ -236,7 +239,7 @@ def _split(frames, target, cfg, task_setting, data, io) -> Split:
     if split.labels:
         mlflow.log_param("labels", json.dumps(split.labels, default=str)[:6000])
     mlflow.log_metrics(split.sizes())
-    split = split.with_digests()
+    split = eng.digested(split)
     persist_split_meta(split)
     uris = {}
     for part in ("train", "holdout"):

@@ -21,10 +21,11 @@ from prefect.cache_policies import NO_CACHE
 
 from lineageflow.config import EvaluateConfig, TrainConfig
 from lineageflow.data.tabular import signature_frame
-from lineageflow.errors import UserCodeError
-from lineageflow.lineage.code import call_user, check_features, load_callable
+from lineageflow.engines import engine
 from lineageflow.model import ml
 from lineageflow.model.plots import write_plots
+from lineageflow.model.sources import open_source
+from lineageflow.pipeline import EVALUATE, TRAIN
 from lineageflow.runs.artifacts import load_model, log_dataset, stored_model_digest
 from lineageflow.runs.autolog import autolog
 from lineageflow.runs.reuse import Earlier
@@ -65,26 +66,6 @@ def _quiet(logger_name: str):
         logger.setLevel(level)
 
 
-def _user_code(cfg: TrainConfig, workspace: str | None, split: ml.Split):
-    """The workspace's factory/features functions, imported from the tree being
-    trained (a reproduction's worktree holds the recorded commit's files)."""
-    refs = cfg.code_refs()
-    if refs and workspace is None:
-        raise UserCodeError("train.factory/features need the workspace path")
-    fns = {
-        role: load_callable(Path(workspace), ref, role) for role, ref in refs.items()
-    }
-    if "features" in fns:
-        check_features(fns["features"], refs["features"], split.X_train)
-    return fns.get("factory"), fns.get("features")
-
-
-def _fit(model, split: ml.Split, cfg: TrainConfig):
-    if cfg.model != "custom":
-        return ml.fit(model, split)
-    return call_user(ml.fit, cfg.factory, "factory", model, split)
-
-
 def _raw_signature(head, predictions):
     """The raw rows' schema: ints long, floats double, text string. A pandas
     ``category`` column is declared ``Any``: MLflow's schema enforcement refuses
@@ -106,50 +87,40 @@ def _raw_signature(head, predictions):
 
 # Never retried and never run in parallel threads: autolog state is process-global
 # and two overlapping autologged fits lose the second run's data.
-@task(name="train", cache_policy=NO_CACHE)
+@task(name=TRAIN.name, cache_policy=NO_CACHE)
 def train(
     split: ml.Split, cfg: TrainConfig, run: RunRef, workspace: str | None = None
 ) -> TrainedModel:
-    """Fit on the raw training rows; log one model that serves raw rows."""
-    factory, features = _user_code(cfg, workspace, split)
-    # One scikit-learn pipeline, pickled with cloudpickle: the raw-frame step, the
-    # label decoder and any user code travel inside it *by value*, so the model
-    # loads where neither lineageflow nor the workspace is importable. (sklearn's
-    # default skops format also refuses RandomForest: "untrusted types".)
-    # here, not at the top: scikit-learn takes 0.8 s to import (measured), and a
-    # run that fits nothing (the nightly check, nothing changed) must not pay it
-    from lineageflow.model import estimators, modelparts
+    """Fit on the raw training rows; log one model that serves raw rows.
 
-    modelparts.register()
-    lib = "xgboost" if cfg.model == "xgboost" else "sklearn"  # for autolog
+    What builds and fits the estimator is the model source ``train.model``
+    names (lineageflow.model.sources); where it fits, the split's engine. One
+    scikit-learn pipeline, pickled with cloudpickle: the raw-frame step, the
+    label decoder and any user code travel inside it *by value*, so the model
+    loads where neither lineageflow nor the workspace is importable. (sklearn's
+    default skops format also refuses RandomForest: "untrusted types".)"""
+    source = open_source(cfg, workspace, split)
+    eng = engine(split.engine)
+    lib = source.autolog_library()
     inputs = [("train_table", split.digests.get("train", ""))]
-    with stage_run(run, "train", inputs=inputs, params=cfg) as (active, io):
-        split.verify("train", "train")
+    with stage_run(run, TRAIN.name, inputs=inputs, params=cfg) as (active, io):
+        eng.verify(split, TRAIN.name, "train")
         reused = io.reuse(lambda e: _earlier_model(e, run))
         if reused is not None:
             return replace(reused, run_id=active.info.run_id)
         autolog(lib)
         t0 = time.perf_counter()
         try:
-            model = estimators.build_model(
-                cfg, factory, features, split.task, split.labels
-            )
-            model = _fit(model, split, cfg)
+            model = source.fit(split, eng)
         finally:
             autolog(lib, disable=True)
         fit_seconds = time.perf_counter() - t0
         # prefixed: sklearn's autolog of a Pipeline already logs its step `model`
-        mlflow.log_params(
-            {
-                "lineageflow.model": cfg.model,
-                "lineageflow.seed": cfg.seed,
-                "lineageflow.task": split.task,
-            }
-            | {f"lineageflow.{k}": v for k, v in cfg.code_refs().items()}
-        )
+        code = {"seed": cfg.seed, "task": split.task} | source.code()
+        mlflow.log_params({f"lineageflow.{k}": v for k, v in code.items()})
         # the schema of the raw rows (ints stay long, text stays string): what
         # pandas reads from the training data is accepted as it is
-        head = split.X_train.head(200)
+        head = eng.sample(split, "train")[0].head(200)
         with _quiet("mlflow.sklearn"):  # its pickle advice, once per run
             info = mlflow.sklearn.log_model(
                 model,
@@ -192,7 +163,7 @@ def _earlier_model(earlier: Earlier, run: RunRef) -> TrainedModel:
     )
 
 
-@task(name="evaluate", cache_policy=NO_CACHE)
+@task(name=EVALUATE.name, cache_policy=NO_CACHE)
 def evaluate(
     trained: TrainedModel, split: ml.Split, cfg: EvaluateConfig, run: RunRef
 ) -> dict[str, float]:
@@ -204,13 +175,14 @@ def evaluate(
         ("model", trained.digest),
         ("holdout_table", split.digests.get("holdout", "")),
     ]
-    with stage_run(run, "evaluate", inputs=inputs, params=cfg) as (_, io):
+    eng = engine(split.engine)
+    with stage_run(run, EVALUATE.name, inputs=inputs, params=cfg) as (_, io):
         # the model as stored, by digest: what is scored is what gets registered
         model = load_model(
             trained.model_uri, trained.digest, "evaluate", run.tracking_uri
         )
-        split.verify("evaluate", "holdout")
-        metrics = ml.score(model, split.X_test, split.y_test, split.task)
+        eng.verify(split, EVALUATE.name, "holdout")
+        metrics = eng.score(model, split)
         test_metrics = {f"test_{k}": v for k, v in metrics.items()}
         holdout = log_dataset(
             split.table("holdout"),
@@ -224,9 +196,8 @@ def evaluate(
         # they were scored on (MLflow's "Datasets used" of the logged model)
         mlflow.log_metrics(test_metrics, model_id=trained.model_id, dataset=holdout)
         with tempfile.TemporaryDirectory() as tmp:
-            for png in write_plots(
-                model, split.X_test, split.y_test, Path(tmp), split.task
-            ):
+            X, y = eng.sample(split, "holdout")
+            for png in write_plots(model, X, y, Path(tmp), split.task):
                 mlflow.log_artifact(str(png), artifact_path="plots")
         io.output("metrics", ml.metrics_digest(test_metrics))
     c = client(run.tracking_uri)

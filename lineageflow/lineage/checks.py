@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from lineageflow.data import source
-from lineageflow.lineage.record import STAGES, digest, flat_tags
+from lineageflow.lineage.record import digest, flat_tags
+from lineageflow.pipeline import REQUIRED
 
 # the stages whose finished child runs a promotable run must have (register_model
 # is still running while the checks run)
-REQUIRED_STAGES = tuple(s for s in STAGES if s != "register_model")
+REQUIRED_STAGES = REQUIRED  # declared in lineageflow.pipeline
 
 
 @dataclass(frozen=True)

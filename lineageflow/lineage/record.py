@@ -18,11 +18,11 @@ from typing import Any
 
 from lineageflow.errors import LineageError
 from lineageflow.lineage.code import pipeline_state
+from lineageflow.pipeline import RECORDED
 
 SCHEMA_VERSION = 1
-# the pipeline's stages, in order: the record's ``stages`` list, the stage
-# pattern (lineageflow.runs.stages) and the checks (lineageflow.lineage.checks)
-STAGES = ("pull_data", "prepare", "train", "evaluate", "register_model")
+# the record's ``stages`` list, in pipeline order (declared in lineageflow.pipeline)
+STAGES = RECORDED
 PACKAGES = (
     "lineageflow",
     "prefect",

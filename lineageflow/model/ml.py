@@ -51,6 +51,9 @@ class Split:
     # where prepare stored each table (artifact URIs of its Parquet files): the
     # source MLflow's Datasets panels name for "train" and "holdout"
     uris: dict = field(default_factory=dict)
+    # the engine that holds the tables and runs split, fit and score on them
+    # (lineageflow.engines): the stages after prepare call that one
+    engine: str = "local"
 
     def sizes(self) -> dict[str, int]:
         return {"train_rows": len(self.X_train), "test_rows": len(self.X_test)}

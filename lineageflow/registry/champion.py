@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from lineageflow.engines import engine
 from lineageflow.model import ml
 from lineageflow.registry import versions
 from lineageflow.registry.versions import current_staging
@@ -22,7 +23,7 @@ def score_champion(tracking_uri: str, model_name: str, split: ml.Split):
         return None, None
     model = versions.load_native(f"models:/{model_name}/{version}", tracking_uri)
     try:
-        return ml.score(model, split.X_test, split.y_test, split.task), version
+        return engine(split.engine).score(model, split), version
     except Exception as exc:  # e.g. the feature set changed between versions
         raise ValueError(
             f"Staging v{version} cannot score this holdout ({type(exc).__name__}: {exc})"

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import mlflow
 
-from lineageflow.lineage.record import STAGES
+from lineageflow.pipeline import RECORDED, declared
 from lineageflow.runs import reuse
 from lineageflow.runs.artifacts import copy_datasets
 from lineageflow.runs.tracking import TAG_STAGE, RunRef, child_run, child_runs
@@ -81,7 +81,7 @@ class StageIO:
         else the stage says why it recomputes."""
         key = self.key()
         ref = self.ref
-        if key is None or not ref.reuse_lookup:
+        if key is None or not ref.reuse_lookup or not declared(self.stage).reusable:
             return None
         earlier = reuse.find(ref.tracking_uri, ref.experiment_id, key, ref.run_id)
         if earlier is None:
@@ -110,7 +110,9 @@ def stage_run(
     params: Any = None,
     tags: dict[str, str] | None = None,
 ) -> Iterator[tuple[Any, StageIO]]:
-    """The stage's child run (active in this thread, so autolog writes to it)."""
+    """The stage's child run (active in this thread, so autolog writes to it).
+    ``stage`` must be declared in lineageflow.pipeline."""
+    declared(stage)
     io = StageIO(
         inputs=[{"name": n, "digest": d} for n, d in inputs],
         stage=stage,
@@ -171,13 +173,14 @@ def _entry(run) -> dict[str, Any]:
 
 
 def collect_stages(ref: RunRef) -> list[dict[str, Any]]:
-    """Every finished stage of the parent run, in pipeline order."""
+    """Every finished stage of the parent run that the record lists, in pipeline
+    order (lineageflow.pipeline)."""
     entries = [
         _entry(r)
         for r in child_runs(ref.tracking_uri, ref.experiment_id, ref.run_id)
-        if r.data.tags.get(TAG_STAGE) in STAGES and r.info.status == "FINISHED"
+        if r.data.tags.get(TAG_STAGE) in RECORDED and r.info.status == "FINISHED"
     ]
-    key = {name: i for i, name in enumerate(STAGES)}
+    key = {name: i for i, name in enumerate(RECORDED)}
     return sorted(
         entries,
         key=lambda e: (key[e["name"]], e["inputs"] and e["inputs"][0]["name"] or ""),

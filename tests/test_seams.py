@@ -1,0 +1,117 @@
+"""The seams a new capability plugs into: stages declared once, the model-source
+registry, the engine registry. Unit tests: no server, no flow."""
+
+from __future__ import annotations
+
+import ast
+import typing
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lineageflow import pipeline
+from lineageflow.config import PrepareConfig, TrainConfig
+from lineageflow.data.synthetic import TARGET, make_customers
+from lineageflow.engines import ENGINES, engine
+from lineageflow.errors import ConfigError, LineageError, UserCodeError
+from lineageflow.lineage import checks
+from lineageflow.lineage import record as lineage
+from lineageflow.model import ml, sources
+from lineageflow.runs.stages import stage_run
+from lineageflow.runs.tracking import RunRef
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_record_and_the_checks_read_the_one_declaration():
+    assert lineage.STAGES == tuple(s.name for s in pipeline.PIPELINE if s.recorded)
+    assert checks.REQUIRED_STAGES == tuple(
+        s.name for s in pipeline.PIPELINE if s.required
+    )
+    # register_model is still running while the checks run: never required
+    assert "register_model" not in checks.REQUIRED_STAGES
+    assert pipeline.declared("train").reusable
+    assert not pipeline.declared("evaluate").reusable
+
+
+def test_stage_run_refuses_a_stage_that_is_not_declared():
+    ref = RunRef("sqlite:///nowhere.db", "0", "0" * 32)
+    with (
+        pytest.raises(LineageError, match=r"stage 'featurize' is not declared: add"),
+        stage_run(ref, "featurize", inputs=[]),
+    ):
+        pass
+
+
+def _calls(tree: ast.AST) -> list[str]:
+    return [
+        n.func.id
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+    ]
+
+
+def test_the_flow_runs_the_stages_in_their_declared_order():
+    """run_stages calls each stage's task in PIPELINE's order (pull_data through
+    pull_all, register_model last)."""
+    tree = ast.parse((REPO / "flows" / "training.py").read_text())
+    body = next(
+        n
+        for n in tree.body
+        if isinstance(n, ast.FunctionDef) and n.name == "run_stages"
+    )
+    called = [
+        c
+        for c in _calls(body)
+        if c in {"pull_all", "prepare", "train", "evaluate", "register_model"}
+    ]
+    as_declared = [
+        "pull_all" if s.name == "pull_data" else s.name for s in pipeline.PIPELINE
+    ]
+    assert called == as_declared
+
+
+def test_every_train_model_has_a_source():
+    choices = typing.get_args(TrainConfig.model_fields["model"].annotation)
+    assert set(choices) == set(sources.SOURCES)
+
+
+def test_model_sources_build_and_fit_through_the_engine():
+    frame = make_customers(1500, seed=4)
+    eng = engine("local")
+    split = eng.digested(eng.split([frame], TARGET, PrepareConfig(), "auto"))
+    cfg = TrainConfig(model="logistic_regression")
+    src = sources.open_source(cfg, None, split)
+    assert src.autolog_library() == "sklearn"
+    assert src.code() == {"model": "logistic_regression"}
+    model = src.fit(split, eng)
+    assert eng.score(model, split)["roc_auc"] > 0.6
+    assert len(eng.predict(model, split)) == len(split.X_test)
+
+
+def test_a_custom_source_without_workspace_is_one_line():
+    split = ml.split_frame(make_customers(300, seed=1), TARGET, PrepareConfig())
+    cfg = TrainConfig(model="custom", factory="models.py:build")
+    with pytest.raises(UserCodeError, match="need the workspace path"):
+        sources.open_source(cfg, None, split)
+
+
+def test_the_local_engine_splits_and_digests_as_the_ml_functions_do():
+    frame = make_customers(2000, seed=2)
+    a, b = frame.iloc[:1200], frame.iloc[1200:]
+    eng = engine()
+    got = eng.digested(eng.split([a, b], TARGET, PrepareConfig(), "auto"))
+    want = ml.split_frame(
+        pd.concat([a, b], ignore_index=True), TARGET, PrepareConfig()
+    ).with_digests()
+    assert got.engine == "local"
+    assert got.digests == want.digests
+    assert list(got.X_test.index) == list(want.X_test.index)
+    assert eng.verify(got, "evaluate", "holdout") == want.digests["holdout"]
+
+
+def test_an_unknown_engine_is_refused_in_one_line():
+    assert "local" in ENGINES
+    with pytest.raises(ConfigError, match=r"engine 'spark' is not known: use one of"):
+        engine("spark")

@@ -11,7 +11,7 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_TELEMETRY := false
 
-.PHONY: demo test test-fast lint bench venv clean stack stack-down
+.PHONY: demo test test-fast test-unit lint bench venv clean stack stack-down
 
 $(BIN)/lineageflow: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,11 @@ demo: venv  ## build a demo workspace, train on data v1 and v2, promote to Stagi
 test: venv  ## the whole suite: unit, flow and end-to-end tests
 	$(BIN)/python -m pytest
 
-test-fast: venv  ## unit and flow tests only (no servers, no README run)
+test-fast: venv  ## unit and flow tests (the session's Prefect API; no README run)
 	$(BIN)/python -m pytest -m "not slow"
+
+test-unit: venv  ## the tests that need no server at all (a few minutes)
+	$(BIN)/python -m pytest -m "not slow and not server"
 
 lint: venv
 	$(BIN)/ruff check .

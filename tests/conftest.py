@@ -128,6 +128,18 @@ def stop_local_servers():
             time.sleep(0.2)
 
 
+# a test that uses one of these starts (or shares) a real server: not a unit test
+SERVER_FIXTURES = {"prefect_api", "prefect_api_url"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Mark every test that needs a server ``server`` (``make test-unit`` runs
+    the others: no server, no README run)."""
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.server)
+
+
 @pytest.fixture(scope="session")
 def prefect_api():
     """One temporary Prefect API for the session (starting one costs ~6-9 s)."""

@@ -9,6 +9,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ec
 from mlflow.exceptions import MlflowException
 
+from lineageflow.attest import statements as st
 from lineageflow.attest.files import download
 from lineageflow.runs.store import client
 
@@ -25,8 +26,6 @@ def follow(
 ) -> list[dict]:
     """Follow each promotion's link to the one before it, verifying each link's
     sha256 and signature; the chain ends at the first signed promotion."""
-    from lineageflow.attest import statements as st
-
     entry, seen, history = head, 0, []
     while entry is not None and seen < HISTORY_LIMIT:
         history.append(
@@ -74,8 +73,6 @@ def latest_promotion(
     """The newest signed promotion among all versions of ``name`` (each one's
     statement, verified): whom lineageflow last made ``@staging``. An alias
     that points elsewhere was moved outside lineageflow."""
-    from lineageflow.attest import statements as st
-
     newest = None
     for mv in client(tracking_uri).search_model_versions(f"name = '{name}'"):
         where = mv.tags.get(location_tag)

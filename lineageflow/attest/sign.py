@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # imported where it signs: with statements, 0.5 s a process
 
 from lineageflow import __version__
 from lineageflow.attest import files
+from lineageflow.attest import statements as st
 from lineageflow.attest.files import SIGNATURE, hashing
 from lineageflow.attest.history import PROMOTION_FILE
 from lineageflow.attest.keys import SigningKey
@@ -72,8 +73,6 @@ def signer(key: SigningKey) -> model_signing.signing.Config:
 
 def policy_sha256() -> str:
     """The policy's version: sha256 of the declared checks (name, refuses, fix)."""
-    from lineageflow.attest import statements as st
-
     return st.envelope_sha256(
         {"checks": [[d.name, d.refuses, d.fix] for d in DECLARED]}
     )
@@ -122,8 +121,6 @@ def sign_promotion(
     key: SigningKey,
 ) -> Signed:
     """Sign version ``version``'s files and statements; store them (not yet tagged)."""
-    from lineageflow.attest import statements as st
-
     when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     stamp = when.replace("-", "").replace(":", "").replace(".", "")
     uri = f"models:/{model_name}/{version}"

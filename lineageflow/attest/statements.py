@@ -24,9 +24,6 @@ import json
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
-from securesystemslib.dsse import Envelope
-from securesystemslib.exceptions import FormatError, VerificationError
-from securesystemslib.signer import CryptoSigner, SSlibKey
 
 from lineageflow.attest.keys import keyid
 from lineageflow.lineage.record import digest
@@ -169,6 +166,11 @@ def canonical(doc: dict) -> bytes:
 def sign(doc: dict, private: ec.EllipticCurvePrivateKey) -> dict:
     """``doc`` in a DSSE envelope signed with ``private`` (its keyid: sha256 of
     the public key's DER)."""
+    # securesystemslib is imported where an envelope is made or opened: every
+    # module of attest/ is imported by the training flow, few runs sign
+    from securesystemslib.dsse import Envelope
+    from securesystemslib.signer import CryptoSigner, SSlibKey
+
     public = SSlibKey.from_crypto(
         private.public_key(), keyid=keyid(private.public_key())
     )
@@ -184,6 +186,10 @@ def envelope_sha256(env: dict) -> str:
 def open_envelope(env: dict, public: ec.EllipticCurvePublicKey) -> dict:
     """The statement inside ``env`` if ``public`` signed it; ValueError (one
     line) when it did not, or when the envelope is not a statement."""
+    from securesystemslib.dsse import Envelope  # see sign()
+    from securesystemslib.exceptions import FormatError, VerificationError
+    from securesystemslib.signer import SSlibKey
+
     try:
         # from_dict rewrites the signature dicts it is given: hand it a copy
         envelope = Envelope.from_dict(copy.deepcopy(env))

@@ -105,7 +105,7 @@ def train(
     ] = True,
 ) -> None:
     """Run the training-pipeline flow on WORKSPACE once."""
-    from flows.training import run_workspace  # lazy: see the module docstring
+    from flows.training import run_workspace  # lazy: Prefect+MLflow, not for --help
 
     one_line_user_errors()
     summary = _run(_validated(_on_prefect(run_workspace)), workspace, reuse=reuse)
@@ -118,7 +118,7 @@ def _validated(fn):
     def wrapper(workspace, *a, **kw):
         ws = open_workspace(workspace)
         cfg = load_params(ws.params_path())
-        from lineageflow.data.source import open_source  # DVC's import is slow
+        from lineageflow.data.source import open_source  # lazy: DVC's import is slow
 
         for d in cfg.data.datasets:
             open_source(ws, d, cfg.data.remote).validate()
@@ -152,7 +152,7 @@ def promote(
 ) -> None:
     """Re-run the lineage checks on a registered version and promote it to Staging
     if they pass (e.g. after `dvc push` fixed a refused version)."""
-    from flows.promote import promote_version  # lazy
+    from flows.promote import promote_version  # lazy: Prefect+MLflow, not for --help
 
     one_line_user_errors()
     msg = _run(_on_prefect(promote_version), model, version, str(workspace))
@@ -182,7 +182,7 @@ def reproduce(
     """Rebuild a past run from its recorded workspace commit, DVC data, params and
     lineageflow code, rerun it, and compare every metric
     (exact / within_tolerance / diverged / unpinned)."""
-    from flows.reproduce import reproduce_run  # lazy
+    from flows.reproduce import reproduce_run  # lazy: Prefect+MLflow, not for --help
 
     one_line_user_errors()
     workspace = default_workspace(workspace)
@@ -220,8 +220,8 @@ def diff(
 ) -> None:
     """What differs between two runs: code (commits, files changed), data (md5s,
     rows), params (key by key), environment and holdout metrics."""
-    from lineageflow.reproduce.diff import collect, render  # lazy
-    from lineageflow.runs.store import tracking_uri_for  # lazy
+    from lineageflow.reproduce.diff import collect, render  # lazy: MLflow, 2 s
+    from lineageflow.runs.store import tracking_uri_for  # lazy: MLflow, 2 s
 
     def run():
         ws = default_workspace(workspace)
@@ -263,7 +263,7 @@ def demo(
     ] = DemoSource.dvc,
 ) -> None:
     """Build a demo workspace, train on data v1, add drifted data v2, retrain."""
-    from flows.demo import run_demo  # lazy
+    from flows.demo import run_demo  # lazy: Prefect+MLflow+DVC, not for --help
 
     one_line_user_errors()
     _run(

@@ -22,6 +22,7 @@ from pathlib import Path
 import git
 from dvc.cli import main as dvc_main
 
+from flows.reproduce import reproduce_run
 from flows.training import run_workspace
 from lineageflow.attest import keys
 from lineageflow.data.synthetic import make_customers
@@ -208,8 +209,6 @@ def _delta_demo(paths: DemoPaths, rows: int, echo) -> list[dict]:
     """The demo on a Delta table outside the workspace: version 0, train; an
     append with drift (version 1), retrain; reproduce the first run."""
     from deltalake import write_deltalake
-
-    from flows.reproduce import reproduce_run
 
     table = paths.base / "lake" / "customers"
     params = default_params_text().replace(

@@ -12,7 +12,10 @@ from typing import Annotated
 
 import typer
 
+from lineageflow.attest.keys import KEY_ENV
+from lineageflow.attest.keys import keygen as make
 from lineageflow.errors import LineageflowError
+from lineageflow.workspace import default_workspace
 
 
 def _one_line(fn):
@@ -42,9 +45,6 @@ def keygen(
 ) -> None:
     """Write an EC signing key pair; promotions sign with it once
     LINEAGEFLOW_SIGNING_KEY names the private key."""
-    from lineageflow.attest.keys import KEY_ENV
-    from lineageflow.attest.keys import keygen as make
-
     priv, pub = make(directory, curve)
     typer.echo(f"private key {priv} (mode 600): export {KEY_ENV}={priv.resolve()}")
     typer.echo(f"public key  {pub}: hand it to whoever loads the models")
@@ -81,15 +81,14 @@ def verify(
 ) -> None:
     """Check every model file against its signature and the signed lineage,
     checks and promotion history; exit 0 only if everything verifies."""
-    from lineageflow.attest.verify import render
-    from lineageflow.attest.verify import verify as check
-    from lineageflow.runs.store import tracking_uri_for
-    from lineageflow.workspace import default_workspace
+    # lazy, both: they import MLflow (2 s), which `lineageflow --help` never needs
+    from lineageflow.attest import verify as attestation
+    from lineageflow.runs.store import tracking_uri_for  # lazy: see above
 
     uri = tracking_uri_for(default_workspace(workspace))
     with tempfile.TemporaryDirectory(prefix="lineageflow-verify-") as tmp:
-        found = check(model_uri, key, uri, Path(tmp), cert_chain or None)
+        found = attestation.verify(model_uri, key, uri, Path(tmp), cert_chain or None)
     out = found.to_json()
-    typer.echo(json.dumps(out, indent=2) if as_json else render(found))
+    typer.echo(json.dumps(out, indent=2) if as_json else attestation.render(found))
     if not found.ok:
         raise typer.Exit(1)

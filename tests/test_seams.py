@@ -25,9 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_the_record_and_the_checks_read_the_one_declaration():
-    assert lineage.STAGES == tuple(s.name for s in pipeline.PIPELINE if s.recorded)
-    assert checks.REQUIRED_STAGES == tuple(
-        s.name for s in pipeline.PIPELINE if s.required
+    assert tuple(s.name for s in pipeline.PIPELINE if s.recorded) == lineage.STAGES
+    assert (
+        tuple(s.name for s in pipeline.PIPELINE if s.required) == checks.REQUIRED_STAGES
     )
     # register_model is still running while the checks run: never required
     assert "register_model" not in checks.REQUIRED_STAGES

@@ -13,16 +13,14 @@ A new engine: its module here, and one line in ``ENGINES``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+import pandas as pd
+
+from lineageflow.config import PrepareConfig
 from lineageflow.engines.local import LocalEngine
 from lineageflow.errors import ConfigError
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from lineageflow.config import PrepareConfig
-    from lineageflow.model.ml import Split
+from lineageflow.model.ml import Split
 
 
 class Engine(Protocol):

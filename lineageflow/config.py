@@ -26,8 +26,13 @@ from pydantic import (
     model_validator,
 )
 
-from lineageflow.data.kinds import KINDS, kind_for, tag_of
+from lineageflow.data.kinds import KINDS, dataset_name, kind_for, tag_of
 from lineageflow.errors import ConfigError
+from lineageflow.model.params import (
+    LogisticRegressionParams,
+    RandomForestParams,
+    XGBoostParams,
+)
 
 # MLflow accepts more, but a name that is also safe in a URL, a tag and a file
 # name keeps `models:/<name>/<version>` unambiguous.
@@ -51,11 +56,6 @@ Dataset = Annotated[
         + " or ".join(k.shape for k in KINDS.values()),
     ),
 ]
-
-
-def dataset_name(entry: Any) -> str:
-    """The name a dataset goes by: its DVC path, or its Delta table location."""
-    return kind_for(entry).name(entry)
 
 
 class DataConfig(_Section):
@@ -84,29 +84,6 @@ class PrepareConfig(_Section):
     # stays in the holdout as data versions grow and the Staging champion is
     # never scored on rows it trained on. "stratified": seeded random split.
     method: Literal["hash", "stratified"] = "hash"
-
-
-class XGBoostParams(_Section):
-    n_estimators: Annotated[int, Field(ge=1, le=10_000)] = 200
-    max_depth: Annotated[int, Field(ge=1, le=32)] = 6
-    learning_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1
-    subsample: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
-    colsample_bytree: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
-    min_child_weight: Annotated[float, Field(ge=0.0)] = 1.0
-    tree_method: Literal["hist", "approx", "exact"] = "hist"
-    n_jobs: Annotated[int, Field(ge=1, le=256)] | None = None  # None = all cores
-
-
-class RandomForestParams(_Section):
-    n_estimators: Annotated[int, Field(ge=1, le=10_000)] = 200
-    max_depth: Annotated[int, Field(ge=1, le=256)] | None = 12
-    min_samples_leaf: Annotated[int, Field(ge=1)] = 5
-    n_jobs: Annotated[int, Field(ge=1, le=256)] | None = None
-
-
-class LogisticRegressionParams(_Section):
-    C: Annotated[float, Field(gt=0.0)] = 1.0
-    max_iter: Annotated[int, Field(ge=1)] = 1000
 
 
 # "models.py:build_model": a Python file committed in the workspace, and a function

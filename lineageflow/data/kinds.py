@@ -29,6 +29,11 @@ def kind_for(entry: Any) -> DataKind:
     return KINDS[tag_of(entry)]
 
 
+def dataset_name(entry: Any) -> str:
+    """The name a dataset goes by: its DVC path, or its Delta table location."""
+    return kind_for(entry).name(entry)
+
+
 def owner(record_entry: dict) -> DataKind | None:
     """The kind that wrote a record's ``data`` entry, None for a newer kind."""
     return next((k for k in KINDS.values() if k.owns(record_entry)), None)

@@ -31,7 +31,7 @@ REPS = int(os.environ.get("BENCH_REPS", "3"))
 def main() -> None:
     from deltalake import DeltaTable, write_deltalake
 
-    from lineageflow.config import DeltaEntry
+    from lineageflow.data.delta import DeltaEntry
     from lineageflow.data.delta_table import DeltaTableSource
     from lineageflow.data.synthetic import make_customers
 

@@ -543,7 +543,7 @@ def scaling(env: dict) -> dict:
 
 
 def lineage_capture() -> dict:
-    from lineageflow.data.dvc import pull_dataset
+    from lineageflow.data.dvc_files import pull_dataset
     from lineageflow.workspace import git_state, open_workspace
 
     ws = make_workspace(WORK / "big", None, "bench-big", XGB)

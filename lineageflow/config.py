@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import UTC
+from functools import reduce
+from operator import or_
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,7 +26,13 @@ from pydantic import (
     model_validator,
 )
 
+from lineageflow.data.kinds import KINDS, dataset_name, kind_for, tag_of
 from lineageflow.errors import ConfigError
+from lineageflow.model.params import (
+    LogisticRegressionParams,
+    RandomForestParams,
+    XGBoostParams,
+)
 
 # MLflow accepts more, but a name that is also safe in a URL, a tag and a file
 # name keeps `models:/<name>/<version>` unambiguous.
@@ -38,84 +45,21 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-class DeltaEntry(_Section):
-    """A Delta table as a dataset (lineageflow.data.delta): an absolute path,
-    ``file://`` or ``s3://`` URI, or a path relative to the workspace (which
-    must then be git-ignored). Neither ``version`` nor ``timestamp``: the latest
-    version at run time; the version read is what is recorded."""
-
-    delta: str
-    version: Annotated[int, Field(ge=0)] | None = None
-    timestamp: str | None = None  # ISO 8601; the last version committed by then
-
-    @field_validator("delta")
-    @classmethod
-    def _location(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("delta: give the table's path or URI")
-        if "://" in v:
-            scheme = v.split("://", 1)[0].lower()
-            if scheme not in ("file", "s3", "s3a"):
-                raise ValueError(
-                    f"delta table {v!r}: only local paths, file:// and s3:// are read"
-                )
-            if "@" in v.split("://", 1)[1].split("/", 1)[0]:
-                raise ValueError(
-                    f"delta table URI for {v.split('@')[-1]!r} carries credentials: "
-                    "put them in the environment (AWS_* or "
-                    "LINEAGEFLOW_DELTA_STORAGE_OPTIONS), never in params.yaml"
-                )
-        elif not Path(v).is_absolute() and ".." in Path(v).parts:
-            raise ValueError(f"delta table path {v!r} must stay inside the workspace")
-        return v
-
-    @field_validator("timestamp")
-    @classmethod
-    def _iso(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                parse_timestamp(v)
-            except ValueError:
-                raise ValueError(
-                    f"timestamp {v!r} is not ISO 8601 (e.g. 2026-11-01T00:00:00Z)"
-                ) from None
-        return v
-
-    @model_validator(mode="after")
-    def _one_of(self) -> DeltaEntry:
-        if self.version is not None and self.timestamp is not None:
-            raise ValueError(
-                f"delta table {self.delta!r}: set version or timestamp, not both"
-            )
-        return self
-
-    @property
-    def name(self) -> str:
-        return self.delta
-
-
-def parse_timestamp(v: str):
-    """An ISO 8601 time as an aware UTC datetime (a naive one is UTC)."""
-    from datetime import datetime
-
-    t = datetime.fromisoformat(v.strip().replace("Z", "+00:00"))
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
-
-
-# a plain string is a DVC path, a mapping a Delta table: errors name that kind only
+# a dataset entry is one kind's (lineageflow.data.kinds): a plain string is a DVC
+# path, a mapping a Delta table; errors name that kind only
 Dataset = Annotated[
-    Annotated[str, Tag("dvc")] | Annotated[DeltaEntry, Tag("delta")],
-    Discriminator(lambda v: "dvc" if isinstance(v, str) else "delta"),
+    reduce(or_, (Annotated[k.entry, Tag(tag)] for tag, k in KINDS.items())),
+    Discriminator(
+        tag_of,
+        custom_error_type="dataset_kind",
+        custom_error_message="is no dataset: give "
+        + " or ".join(k.shape for k in KINDS.values()),
+    ),
 ]
 
 
-def dataset_name(entry: str | DeltaEntry) -> str:
-    """The name a dataset goes by: its DVC path, or its Delta table location."""
-    return entry if isinstance(entry, str) else entry.name
-
-
 class DataConfig(_Section):
-    # a plain string: a DVC-tracked path; {delta: ...}: a Delta table
+    # one entry of a kind in lineageflow.data.kinds
     datasets: list[Dataset] = Field(
         default_factory=lambda: ["data/customers"], min_length=1
     )
@@ -125,14 +69,8 @@ class DataConfig(_Section):
     @field_validator("datasets")
     @classmethod
     def _relative_paths(cls, entries: list[Dataset]) -> list[Dataset]:
-        for p in entries:
-            if not isinstance(p, str):
-                continue
-            pure = Path(p)
-            if pure.is_absolute() or ".." in pure.parts or p.strip() in ("", "."):
-                raise ValueError(
-                    f"dataset path {p!r} must be relative and inside the workspace"
-                )
+        for e in entries:
+            kind_for(e).check(e)
         names = [dataset_name(e) for e in entries]
         if len(set(names)) != len(names):
             raise ValueError("dataset paths must be unique")
@@ -146,29 +84,6 @@ class PrepareConfig(_Section):
     # stays in the holdout as data versions grow and the Staging champion is
     # never scored on rows it trained on. "stratified": seeded random split.
     method: Literal["hash", "stratified"] = "hash"
-
-
-class XGBoostParams(_Section):
-    n_estimators: Annotated[int, Field(ge=1, le=10_000)] = 200
-    max_depth: Annotated[int, Field(ge=1, le=32)] = 6
-    learning_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1
-    subsample: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
-    colsample_bytree: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
-    min_child_weight: Annotated[float, Field(ge=0.0)] = 1.0
-    tree_method: Literal["hist", "approx", "exact"] = "hist"
-    n_jobs: Annotated[int, Field(ge=1, le=256)] | None = None  # None = all cores
-
-
-class RandomForestParams(_Section):
-    n_estimators: Annotated[int, Field(ge=1, le=10_000)] = 200
-    max_depth: Annotated[int, Field(ge=1, le=256)] | None = 12
-    min_samples_leaf: Annotated[int, Field(ge=1)] = 5
-    n_jobs: Annotated[int, Field(ge=1, le=256)] | None = None
-
-
-class LogisticRegressionParams(_Section):
-    C: Annotated[float, Field(gt=0.0)] = 1.0
-    max_iter: Annotated[int, Field(ge=1)] = 1000
 
 
 # "models.py:build_model": a Python file committed in the workspace, and a function
@@ -336,7 +251,7 @@ def _first_error(exc: ValidationError, source: str) -> str:
     loc = [
         p
         for i, p in enumerate(loc)
-        if not (i and isinstance(loc[i - 1], int) and p in ("dvc", "delta"))
+        if not (i and isinstance(loc[i - 1], int) and p in KINDS)
     ]
     where = ".".join(str(p) for p in loc) or "(top level)"
     if err["type"] == "extra_forbidden":

@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from lineageflow.config import (
     DataConfig,
-    DeltaEntry,
+    Dataset,
     EvaluateConfig,
     PrepareConfig,
     dataset_name,
@@ -50,7 +50,7 @@ from tasks import retry_unless_user_error
 )
 def pull_data(
     workspace: str,
-    dataset: str | DeltaEntry,
+    dataset: Dataset,
     remote: str | None,
     run: RunRef,
     expect: list[dict] | None = None,

@@ -17,7 +17,7 @@ from pathlib import Path
 import git
 import pandas as pd
 
-from lineageflow.config import DeltaEntry, parse_timestamp
+from lineageflow.data.delta import KIND, DeltaEntry, parse_timestamp
 from lineageflow.data.delta_store import (
     commit_time,
     iso,
@@ -32,8 +32,6 @@ from lineageflow.data.delta_store import (
 )
 from lineageflow.errors import DataError
 from lineageflow.workspace import Workspace
-
-KIND = "delta"
 
 
 @dataclass(frozen=True)

@@ -1,249 +1,118 @@
-"""DVC-tracked files, the first kind of data source (lineageflow.data.source).
+"""DVC-tracked files, the first kind of data source (lineageflow.data.kinds).
 
-Through DVC's Python API: pull a dataset, hash what is read, ask the remote.
-DVC's state database caches file hashes by inode/mtime/size, so an unchanged
-1 GB file is not re-hashed on every run. The record side (``owns`` ...
+Its params entry is a plain string: a path the workspace tracks with a ``.dvc``
+file. Opened, it is a lineageflow.data.dvc_files.DvcFile (pulled and read
+through DVC's Python API); what a pointer names at a commit and whether a
+remote holds it: lineageflow.data.dvc_pointer. The record side (``owns`` ...
 ``restore``) answers for the ``data`` entries this kind wrote: the checks, the
 diff and a reproduction read them through lineageflow.data.source.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-from dvc.exceptions import DvcException
-from dvc.repo import Repo
+from lineageflow.data.kind import DataKind, Named
 
-from lineageflow.data.dvc_pointer import (
-    _repo,
-    in_remote_now,
-    md5_in_dvc_text,
-    remote_has,
-    resolve_remote,
-)
-from lineageflow.data.tabular import read_table
-from lineageflow.errors import DataError
-from lineageflow.workspace import Workspace
+if TYPE_CHECKING:
+    from lineageflow.data.dvc_files import DataVersion, DvcFile
+    from lineageflow.workspace import Workspace
 
 KIND = "dvc"
 
 
-@dataclass(frozen=True)
-class DataVersion:
-    path: str  # relative to the workspace root
-    dvc_file: str
-    md5: str  # as recorded in the .dvc file (".dir" suffix for directories)
-    size: int | None
-    nfiles: int | None
-    remote: str | None
-    remote_url: str | None
-    in_remote: bool
-    read_md5: str  # md5 of what the pipeline actually read
-    action: str  # "present", "pulled" or "modified" (left as the user had it)
-    format: str | None = None  # csv | parquet, once read
+class DvcKind(DataKind):
+    tag = KIND
+    entry = str
+    shape = "a DVC-tracked path (a string)"
 
-    def params(self) -> dict:
-        """What pull_data logs as MLflow params."""
-        return {"dvc_md5": self.md5}
+    # ------------------------------------------------ the params.yaml entry
 
-    def as_record(self) -> dict:
-        d = asdict(self)
-        d.pop("action")
-        if d["format"] is None:  # additive key: absent until the data was read
-            d.pop("format")
-        return d
+    def claims(self, raw: Any) -> bool:
+        return isinstance(raw, str)
 
+    def check(self, entry: str) -> None:
+        pure = Path(entry)
+        if pure.is_absolute() or ".." in pure.parts or entry.strip() in ("", "."):
+            raise ValueError(
+                f"dataset path {entry!r} must be relative and inside the workspace"
+            )
 
-@dataclass(frozen=True)
-class DvcFile:
-    """One dataset of ``data.datasets``: a path the workspace tracks with a
-    ``.dvc`` file, pulled from ``remote`` (None: the repo's default)."""
+    def name(self, entry: str) -> str:
+        return entry
 
-    ws: Workspace
-    name: str
-    remote: str | None = None
+    def open(
+        self, ws: Workspace, entry: str, remote: str | None, expect: dict | None
+    ) -> DvcFile:
+        """A reproduction restores DVC files by their pointers: no ``expect``."""
+        from lineageflow.data.dvc_files import DvcFile  # DVC's import is slow
 
-    def paths(self) -> tuple[Path, Path]:
-        return self.ws.dataset(self.name)
+        return DvcFile(ws, entry, remote)
 
-    def pin(self) -> DataVersion:
-        """The version the ``.dvc`` file names, present in the workspace."""
-        data_path, dvc_file = self.paths()
-        return pull_dataset(self.ws.root, data_path, dvc_file, self.remote)
+    def named_at(
+        self, ws: Workspace, entry: str, remote: str | None, commit: str
+    ) -> Named:
+        from lineageflow.data import dvc_pointer  # DVC's import is slow
 
-    def key_input(self, version: DataVersion) -> dict[str, str]:
-        """Its part of a stage key: the pointer and the version it names."""
-        _, dvc_file = self.paths()
-        pointer = str(dvc_file.relative_to(self.ws.root))
-        return {"name": pointer, "digest": f"md5:{version.md5}"}
+        md5, pushed = dvc_pointer.named_at(ws, entry, remote, commit)
+        return Named(entry, md5, None, pushed)
 
-    def read(self, version: DataVersion) -> tuple[pd.DataFrame, DataVersion]:
-        df, fmt = read_table(self.paths()[0])
-        return df, replace(version, format=fmt)
+    # ------------------------------------------ the record's ``data`` entries
 
-    @staticmethod
-    def read_digest(version: DataVersion) -> str:
-        """The digest of what was read (DVC's md5 of the file as it is)."""
-        return f"md5:{version.read_md5}"
+    def owns(self, entry: dict) -> bool:
+        return "dvc_file" in entry
 
-    def validate(self) -> None:
-        self.paths()
+    def at_commit(self, entry: dict, commit: str, ev) -> str | None:
+        """The md5 the entry's ``.dvc`` file names at ``commit`` (``ev``: the git
+        evidence, lineageflow.lineage.checks.LiveEvidence)."""
+        return ev.dvc_md5_at(commit, entry["dvc_file"])
 
-    def mlflow_dataset(self, version: DataVersion) -> tuple[str, str]:
-        """(name, source) of its MLflow dataset."""
-        return self.name, str(self.paths()[0])
+    def diff_fields(self, entry: dict) -> dict:
+        return {"md5": entry.get("md5"), "bytes": entry.get("size")}
 
-    def pinned_md5(self) -> str | None:
-        """The md5 the ``.dvc`` file names now (nothing pulled or hashed)."""
-        return md5_in_dvc_text(self.paths()[1].read_text())
+    def version_name(self, entry: dict) -> None:
+        return None  # the md5 is the version
 
+    def pointer(self, entry: dict) -> str:
+        return entry["dvc_file"]
 
-def dvc_out(repo, dvc_file: Path):
-    stages = repo.stage.collect(str(dvc_file))
-    if not stages or not stages[0].outs:
-        raise DataError(f"{dvc_file.name} declares no outputs: re-run `dvc add`")
-    return stages[0].outs[0]
+    def in_remote(self, entry: dict, root: Path) -> bool:
+        from lineageflow.data.dvc_pointer import in_remote_now  # DVC's import is slow
 
+        return in_remote_now(root, entry.get("remote"), entry["md5"])
 
-def pull_dataset(
-    root: Path, data_path: Path, dvc_file: Path, remote: str | None
-) -> DataVersion:
-    """Make ``data_path`` hold its ``.dvc`` version, then say what was read.
+    def not_pushed_fix(self, entry: dict) -> str:
+        if entry.get("remote") is None:
+            return (
+                f"{entry['path']} has no DVC remote to be pulled from: "
+                "`dvc remote add -d storage <url>` then `dvc push`"
+            )
+        return f"is not in remote '{entry['remote']}': run `dvc push`"
 
-    A present and unchanged dataset is not touched. A dataset the user edited
-    without `dvc add` is *not* overwritten (their edit is theirs): it is read as
-    it is and recorded with its real md5, which the lineage check then refuses.
-    """
-    rel = str(data_path.relative_to(root))
-    with _repo(root) as repo:
-        remote, url = resolve_remote(repo, remote)
-        out = dvc_out(repo, dvc_file)
-        want = out.hash_info.value
-        if not want:
-            raise DataError(f"{dvc_file.name} has no md5: run `dvc add {rel}`")
-        action = "present"
-        if not data_path.exists():
-            try:
-                repo.pull(targets=[str(dvc_file)], remote=remote)
-            except DvcException as exc:
-                raise DataError(
-                    f"{rel} md5 {want} could not be pulled from DVC remote "
-                    f"'{remote}' ({url}): {str(exc).splitlines()[0].rstrip(':')}: run `dvc push` "
-                    "where the data was added"
-                ) from None
-            action = "pulled"
-            out = dvc_out(repo, dvc_file)
-        got = out.get_hash().value
-        if got != want:
-            action = "modified"
-        in_remote = remote_has(repo, remote, want)
-        return DataVersion(
-            path=rel,
-            dvc_file=str(dvc_file.relative_to(root)),
-            md5=want,
-            size=out.meta.size,
-            nfiles=out.meta.nfiles,
-            remote=remote,
-            remote_url=url,
-            in_remote=in_remote,
-            read_md5=got,
-            action=action,
-        )
-
-
-# ---------------------------------------------------------------- record side
-
-
-def owns(entry: dict) -> bool:
-    return "dvc_file" in entry
-
-
-def at_commit(entry: dict, commit: str, ev) -> str | None:
-    """The md5 the entry's ``.dvc`` file names at ``commit`` (``ev``: the git
-    evidence, lineageflow.lineage.checks.LiveEvidence)."""
-    return ev.dvc_md5_at(commit, entry["dvc_file"])
-
-
-def diff_fields(entry: dict) -> dict:
-    return {"md5": entry.get("md5"), "bytes": entry.get("size")}
-
-
-def version_name(entry: dict) -> None:
-    return None  # the md5 is the version
-
-
-def pointer(entry: dict) -> str:
-    return entry["dvc_file"]
-
-
-def in_remote(entry: dict, root: Path) -> bool:
-    return in_remote_now(root, entry.get("remote"), entry["md5"])
-
-
-def not_pushed_fix(entry: dict) -> str:
-    if entry.get("remote") is None:
+    def read_problem(self, entry: dict) -> str | None:
+        if entry.get("read_md5") == entry["md5"]:
+            return None
         return (
-            f"{entry['path']} has no DVC remote to be pulled from: "
-            "`dvc remote add -d storage <url>` then `dvc push`"
+            f"{entry['path']} was edited without `dvc add` (read md5 "
+            f"{str(entry.get('read_md5'))[:12]} != .dvc md5 {entry['md5'][:12]}): "
+            f"`dvc add {entry['path']}` and commit, or `dvc checkout {entry['path']}`"
         )
-    return f"is not in remote '{entry['remote']}': run `dvc push`"
 
+    def restored_problem(self, entry: dict, version: DataVersion | None) -> str | None:
+        """Why a reproduction did not read exactly the recorded version, or None."""
+        v = version
+        if v is not None and v.md5 == entry["md5"] and v.read_md5 == entry["md5"]:
+            return None
+        found = v.read_md5 if v else "nothing"
+        return (
+            f"recorded data {entry['path']} md5 {entry['md5'][:12]} could not be "
+            f"restored (read {found[:12]}): is it still in remote '{entry['remote']}'?"
+        )
 
-def read_problem(entry: dict) -> str | None:
-    if entry.get("read_md5") == entry["md5"]:
-        return None
-    return (
-        f"{entry['path']} was edited without `dvc add` (read md5 "
-        f"{str(entry.get('read_md5'))[:12]} != .dvc md5 {entry['md5'][:12]}): "
-        f"`dvc add {entry['path']}` and commit, or `dvc checkout {entry['path']}`"
-    )
+    def restore(self, tree: Path, entries: list[dict], main: Path | None) -> None:
+        """Share the main repo's DVC cache and remote settings with ``tree``
+        (lineageflow.data.dvc_files.restore)."""
+        from lineageflow.data import dvc_files  # DVC's import is slow
 
-
-def restored_problem(entry: dict, version: DataVersion | None) -> str | None:
-    """Why a reproduction did not read exactly the recorded version, or None."""
-    v = version
-    if v is not None and v.md5 == entry["md5"] and v.read_md5 == entry["md5"]:
-        return None
-    found = v.read_md5 if v else "nothing"
-    return (
-        f"recorded data {entry['path']} md5 {entry['md5'][:12]} could not be "
-        f"restored (read {found[:12]}): is it still in remote '{entry['remote']}'?"
-    )
-
-
-def restore(tree: Path, entries: list[dict], main: Path | None) -> None:
-    """Give a worktree or clone what its DVC needs to read the recorded data.
-
-    A worktree shares the main repo's cache (so nothing is pulled twice) and,
-    being on the same machine, its remotes' local settings (``endpointurl``,
-    keys: ``.dvc/config.local``, which git does not carry; never recorded). A
-    clone keeps its own empty cache, pulls from the remote and takes those
-    settings from its machine's environment. A local remote recorded as an
-    absolute path is written back; DVC's site cache stays inside the tree.
-    """
-    main_cache = _cache_dir(main) if main is not None else None
-    main_remotes = _local_remotes(main) if main is not None else {}
-    site = (main or tree) / ".dvc" / "tmp" / "site"
-    with Repo(str(tree)) as repo, repo.config.edit("local") as conf:
-        if main_cache:
-            conf.setdefault("cache", {})["dir"] = main_cache
-        conf.setdefault("core", {})["site_cache_dir"] = str(site)
-        for name, settings in main_remotes.items():
-            conf.setdefault("remote", {}).setdefault(name, {}).update(settings)
-        for d in entries:
-            url = d.get("remote_url")
-            if d.get("remote") and url and "://" not in url:
-                conf.setdefault("remote", {}).setdefault(d["remote"], {})["url"] = url
-
-
-def _local_remotes(root: Path) -> dict[str, dict]:
-    """The remotes' settings in ``root``'s ``.dvc/config.local``."""
-    with Repo(str(root)) as repo:
-        return dict(repo.config.load_one("local").get("remote", {}))
-
-
-def _cache_dir(root: Path) -> str:
-    with Repo(str(root)) as repo:
-        return repo.cache.local.path
+        dvc_files.restore(tree, entries, main)

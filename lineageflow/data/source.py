@@ -12,74 +12,51 @@ the remote, read as pinned), a reproduction's restore and its verification.
 The checks, ``lineageflow diff`` and reproduction reach data only through the
 functions below (``lineageflow diff`` its rows: ``data_diff_row``).
 
-The kinds: DVC-tracked files (lineageflow.data.dvc) and Delta tables
-(lineageflow.data.delta). A further kind is one module with the same names,
-added to ``KINDS``, plus its entry in lineageflow.config.
+The kinds (lineageflow.data.kinds): DVC-tracked files (lineageflow.data.dvc)
+and Delta tables (lineageflow.data.delta), each one ``DataKind``
+(lineageflow.data.kind). A further kind is one module implementing it, plus its
+line in ``KINDS``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
+from typing import Any
 
-from lineageflow.config import DeltaEntry
-from lineageflow.data import delta, dvc, dvc_pointer
+from lineageflow.data.kind import DataKind, Named, Source, Version
+from lineageflow.data.kinds import KINDS, kind_for, owner
 from lineageflow.errors import DataError
 from lineageflow.workspace import Workspace
 
-KINDS: tuple[ModuleType, ...] = (dvc, delta)
-Source = dvc.DvcFile | delta.DeltaTableSource
-Version = dvc.DataVersion | delta.DeltaVersion
+__all__ = ["Named", "Source", "Version"]
 
 
 def open_source(
     ws: Workspace,
-    entry: str | DeltaEntry,
+    entry: Any,
     remote: str | None,
     expect: dict | None = None,
 ) -> Source:
     """The source of one ``data.datasets`` entry. ``expect``: the recorded
     ``data`` entry a reproduction must read (a Delta table is read at its
     recorded version; DVC files are restored by their pointers)."""
-    if isinstance(entry, DeltaEntry):
-        return delta.DeltaTableSource(ws, entry, expect)
-    return dvc.DvcFile(ws, entry, remote)
+    return kind_for(entry).open(ws, entry, remote, expect)
 
 
-@dataclass(frozen=True)
-class Named:
-    """The version a commit names for one dataset, and whether its remote has it."""
-
-    name: str
-    md5: str
-    version: int | None = None  # a Delta table's; None for DVC (the md5 is it)
-    pushed: bool = True
-
-
-def named_at(
-    ws: Workspace, entry: str | DeltaEntry, remote: str | None, commit: str
-) -> Named:
+def named_at(ws: Workspace, entry: Any, remote: str | None, commit: str) -> Named:
     """The version ``entry`` names at ``commit`` (git and the remote only,
     nothing pulled); a Delta table, which git does not hold: its version now."""
-    if isinstance(entry, DeltaEntry):
-        try:
-            v = delta.DeltaTableSource(ws, entry, None).pin()
-        except DataError as exc:
-            raise DataError(f"{entry.name} at {commit[:12]}: {exc}") from None
-        return Named(entry.name, v.md5, v.version)
-    md5, pushed = dvc_pointer.named_at(ws, entry, remote, commit)
-    return Named(entry, md5, None, pushed)
+    return kind_for(entry).named_at(ws, entry, remote, commit)
 
 
-def kind_of(entry: dict) -> ModuleType:
+def kind_of(entry: dict) -> DataKind:
     """The kind that wrote a record's ``data`` entry."""
-    for kind in KINDS:
-        if kind.owns(entry):
-            return kind
+    kind = owner(entry)
+    if kind is not None:
+        return kind
     raise DataError(
         f"data entry {entry.get('path')!r} is of no known kind "
-        f"({', '.join(k.KIND for k in KINDS)}): upgrade lineageflow to read it"
+        f"({', '.join(KINDS)}): upgrade lineageflow to read it"
     )
 
 
@@ -126,13 +103,13 @@ def data_diff_row(a: dict | None, b: dict | None) -> dict:
 def version_of(entry: dict) -> str | None:
     """A record entry's version name beside its md5 (a Delta table's ``v3``;
     None for a DVC file, whose md5 is its version)."""
-    kind = next((k for k in KINDS if k.owns(entry)), None)
+    kind = owner(entry)
     return kind.version_name(entry) if kind else None
 
 
 def _diff_fields(entry: dict) -> dict:
     # a diff shows what it can of an entry no kind here owns (a newer kind)
-    kind = next((k for k in KINDS if k.owns(entry)), None)
+    kind = owner(entry)
     if kind is None:
         return {"md5": entry.get("md5"), "bytes": entry.get("size")}
     return kind.diff_fields(entry)
@@ -141,7 +118,7 @@ def _diff_fields(entry: dict) -> dict:
 def restore(tree: Path, record: dict, main: Path | None) -> None:
     """Make ``tree`` (a worktree or clone at the recorded commit) able to read
     every recorded data version."""
-    for kind in KINDS:
+    for kind in KINDS.values():
         entries = [d for d in record["data"] if kind.owns(d)]
         if entries:
             kind.restore(tree, entries, main)
@@ -149,8 +126,10 @@ def restore(tree: Path, record: dict, main: Path | None) -> None:
 
 def share_data(tree: Path, main: Path) -> None:
     """Let a worktree of the workspace at another commit read its data through
-    the main repo's DVC cache and remote settings (nothing pulled twice)."""
-    dvc.restore(tree, [], main)
+    the main repo's DVC cache and remote settings (nothing pulled twice): each
+    kind's restore of no recorded entries."""
+    for kind in KINDS.values():
+        kind.restore(tree, [], main)
 
 
 def verify_restored(expected: list[dict], got) -> None:

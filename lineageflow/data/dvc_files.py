@@ -1,0 +1,185 @@
+"""DVC-tracked files read through DVC's Python API (the DVC kind's heavy side:
+lineageflow.data.dvc opens them; DVC's import is slow, so only this module does).
+
+Pull a dataset, hash what is read, ask the remote; give a checkout what its DVC
+needs to read the recorded data. DVC's state database caches file hashes by
+inode/mtime/size, so an unchanged 1 GB file is not re-hashed on every run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+from dvc.exceptions import DvcException
+from dvc.repo import Repo
+
+from lineageflow.data.dvc_pointer import (
+    _repo,
+    md5_in_dvc_text,
+    remote_has,
+    resolve_remote,
+)
+from lineageflow.data.tabular import read_table
+from lineageflow.errors import DataError
+from lineageflow.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class DataVersion:
+    path: str  # relative to the workspace root
+    dvc_file: str
+    md5: str  # as recorded in the .dvc file (".dir" suffix for directories)
+    size: int | None
+    nfiles: int | None
+    remote: str | None
+    remote_url: str | None
+    in_remote: bool
+    read_md5: str  # md5 of what the pipeline actually read
+    action: str  # "present", "pulled" or "modified" (left as the user had it)
+    format: str | None = None  # csv | parquet, once read
+
+    def params(self) -> dict:
+        """What pull_data logs as MLflow params."""
+        return {"dvc_md5": self.md5}
+
+    def as_record(self) -> dict:
+        d = asdict(self)
+        d.pop("action")
+        if d["format"] is None:  # additive key: absent until the data was read
+            d.pop("format")
+        return d
+
+
+@dataclass(frozen=True)
+class DvcFile:
+    """One dataset of ``data.datasets``: a path the workspace tracks with a
+    ``.dvc`` file, pulled from ``remote`` (None: the repo's default)."""
+
+    ws: Workspace
+    name: str
+    remote: str | None = None
+
+    def paths(self) -> tuple[Path, Path]:
+        return self.ws.dataset(self.name)
+
+    def pin(self) -> DataVersion:
+        """The version the ``.dvc`` file names, present in the workspace."""
+        data_path, dvc_file = self.paths()
+        return pull_dataset(self.ws.root, data_path, dvc_file, self.remote)
+
+    def key_input(self, version: DataVersion) -> dict[str, str]:
+        """Its part of a stage key: the pointer and the version it names."""
+        _, dvc_file = self.paths()
+        pointer = str(dvc_file.relative_to(self.ws.root))
+        return {"name": pointer, "digest": f"md5:{version.md5}"}
+
+    def read(self, version: DataVersion) -> tuple[pd.DataFrame, DataVersion]:
+        df, fmt = read_table(self.paths()[0])
+        return df, replace(version, format=fmt)
+
+    @staticmethod
+    def read_digest(version: DataVersion) -> str:
+        """The digest of what was read (DVC's md5 of the file as it is)."""
+        return f"md5:{version.read_md5}"
+
+    def validate(self) -> None:
+        self.paths()
+
+    def mlflow_dataset(self, version: DataVersion) -> tuple[str, str]:
+        """(name, source) of its MLflow dataset."""
+        return self.name, str(self.paths()[0])
+
+    def pinned_md5(self) -> str | None:
+        """The md5 the ``.dvc`` file names now (nothing pulled or hashed)."""
+        return md5_in_dvc_text(self.paths()[1].read_text())
+
+
+def dvc_out(repo, dvc_file: Path):
+    stages = repo.stage.collect(str(dvc_file))
+    if not stages or not stages[0].outs:
+        raise DataError(f"{dvc_file.name} declares no outputs: re-run `dvc add`")
+    return stages[0].outs[0]
+
+
+def pull_dataset(
+    root: Path, data_path: Path, dvc_file: Path, remote: str | None
+) -> DataVersion:
+    """Make ``data_path`` hold its ``.dvc`` version, then say what was read.
+
+    A present and unchanged dataset is not touched. A dataset the user edited
+    without `dvc add` is *not* overwritten (their edit is theirs): it is read as
+    it is and recorded with its real md5, which the lineage check then refuses.
+    """
+    rel = str(data_path.relative_to(root))
+    with _repo(root) as repo:
+        remote, url = resolve_remote(repo, remote)
+        out = dvc_out(repo, dvc_file)
+        want = out.hash_info.value
+        if not want:
+            raise DataError(f"{dvc_file.name} has no md5: run `dvc add {rel}`")
+        action = "present"
+        if not data_path.exists():
+            try:
+                repo.pull(targets=[str(dvc_file)], remote=remote)
+            except DvcException as exc:
+                raise DataError(
+                    f"{rel} md5 {want} could not be pulled from DVC remote "
+                    f"'{remote}' ({url}): {str(exc).splitlines()[0].rstrip(':')}: run `dvc push` "
+                    "where the data was added"
+                ) from None
+            action = "pulled"
+            out = dvc_out(repo, dvc_file)
+        got = out.get_hash().value
+        if got != want:
+            action = "modified"
+        in_remote = remote_has(repo, remote, want)
+        return DataVersion(
+            path=rel,
+            dvc_file=str(dvc_file.relative_to(root)),
+            md5=want,
+            size=out.meta.size,
+            nfiles=out.meta.nfiles,
+            remote=remote,
+            remote_url=url,
+            in_remote=in_remote,
+            read_md5=got,
+            action=action,
+        )
+
+
+def restore(tree: Path, entries: list[dict], main: Path | None) -> None:
+    """Give a worktree or clone what its DVC needs to read the recorded data.
+
+    A worktree shares the main repo's cache (so nothing is pulled twice) and,
+    being on the same machine, its remotes' local settings (``endpointurl``,
+    keys: ``.dvc/config.local``, which git does not carry; never recorded). A
+    clone keeps its own empty cache, pulls from the remote and takes those
+    settings from its machine's environment. A local remote recorded as an
+    absolute path is written back; DVC's site cache stays inside the tree.
+    """
+    main_cache = _cache_dir(main) if main is not None else None
+    main_remotes = _local_remotes(main) if main is not None else {}
+    site = (main or tree) / ".dvc" / "tmp" / "site"
+    with Repo(str(tree)) as repo, repo.config.edit("local") as conf:
+        if main_cache:
+            conf.setdefault("cache", {})["dir"] = main_cache
+        conf.setdefault("core", {})["site_cache_dir"] = str(site)
+        for name, settings in main_remotes.items():
+            conf.setdefault("remote", {}).setdefault(name, {}).update(settings)
+        for d in entries:
+            url = d.get("remote_url")
+            if d.get("remote") and url and "://" not in url:
+                conf.setdefault("remote", {}).setdefault(d["remote"], {})["url"] = url
+
+
+def _local_remotes(root: Path) -> dict[str, dict]:
+    """The remotes' settings in ``root``'s ``.dvc/config.local``."""
+    with Repo(str(root)) as repo:
+        return dict(repo.config.load_one("local").get("remote", {}))
+
+
+def _cache_dir(root: Path) -> str:
+    with Repo(str(root)) as repo:
+        return repo.cache.local.path

@@ -18,6 +18,7 @@ import typer
 
 from flows import verify as attest_commands
 from lineageflow.config import load_params
+from lineageflow.data.source import open_source
 from lineageflow.errors import LineageflowError
 from lineageflow.ops import localserver
 from lineageflow.ops.procs import exit_now, quiet_libraries, telemetry_off
@@ -118,8 +119,6 @@ def _validated(fn):
     def wrapper(workspace, *a, **kw):
         ws = open_workspace(workspace)
         cfg = load_params(ws.params_path())
-        from lineageflow.data.source import open_source  # lazy: DVC's import is slow
-
         for d in cfg.data.datasets:
             open_source(ws, d, cfg.data.remote).validate()
         return fn(ws.root, *a, **kw)

@@ -22,6 +22,14 @@ if TYPE_CHECKING:
 KIND = "dvc"
 
 
+def _heavy():
+    """(dvc_files, dvc_pointer), imported when a DVC file is first opened or
+    looked up: config imports this module, and DVC's import is slow (~1 s)."""
+    from lineageflow.data import dvc_files, dvc_pointer  # lazy: see the docstring
+
+    return dvc_files, dvc_pointer
+
+
 class DvcKind(DataKind):
     tag = KIND
     entry = str
@@ -46,16 +54,12 @@ class DvcKind(DataKind):
         self, ws: Workspace, entry: str, remote: str | None, expect: dict | None
     ) -> DvcFile:
         """A reproduction restores DVC files by their pointers: no ``expect``."""
-        from lineageflow.data.dvc_files import DvcFile  # DVC's import is slow
-
-        return DvcFile(ws, entry, remote)
+        return _heavy()[0].DvcFile(ws, entry, remote)
 
     def named_at(
         self, ws: Workspace, entry: str, remote: str | None, commit: str
     ) -> Named:
-        from lineageflow.data import dvc_pointer  # DVC's import is slow
-
-        md5, pushed = dvc_pointer.named_at(ws, entry, remote, commit)
+        md5, pushed = _heavy()[1].named_at(ws, entry, remote, commit)
         return Named(entry, md5, None, pushed)
 
     # ------------------------------------------ the record's ``data`` entries
@@ -78,9 +82,7 @@ class DvcKind(DataKind):
         return entry["dvc_file"]
 
     def in_remote(self, entry: dict, root: Path) -> bool:
-        from lineageflow.data.dvc_pointer import in_remote_now  # DVC's import is slow
-
-        return in_remote_now(root, entry.get("remote"), entry["md5"])
+        return _heavy()[1].in_remote_now(root, entry.get("remote"), entry["md5"])
 
     def not_pushed_fix(self, entry: dict) -> str:
         if entry.get("remote") is None:
@@ -113,6 +115,4 @@ class DvcKind(DataKind):
     def restore(self, tree: Path, entries: list[dict], main: Path | None) -> None:
         """Share the main repo's DVC cache and remote settings with ``tree``
         (lineageflow.data.dvc_files.restore)."""
-        from lineageflow.data import dvc_files  # DVC's import is slow
-
-        dvc_files.restore(tree, entries, main)
+        _heavy()[0].restore(tree, entries, main)

@@ -9,18 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlflow.exceptions import MlflowException
 from prefect import flow
 
-from lineageflow.attest.verify import attested
-from lineageflow.config import parse_params
-from lineageflow.errors import LineageError, PromotionRefused
-from lineageflow.ops.procs import no_collection_at_exit
 from lineageflow.registry import champion, promotion
-from lineageflow.registry import versions as registry
+from lineageflow.registry.recheck import registered_version
 from lineageflow.runs.context import workspace_store
-from lineageflow.runs.orchestration import one_line_user_errors, run_logger
-from lineageflow.runs.store import bounded_http_retries, client
+from lineageflow.runs.flowstart import flow_setup
 from tasks.registry import explain
 
 
@@ -36,48 +30,27 @@ def promote_model(model_name: str, version: int | str, workspace: str = ".") -> 
         version: the version number to re-check, e.g. 3.
         workspace: the workspace git repo the version was trained from.
     """
-    one_line_user_errors()  # a refusal reaches Prefect's UI as its one line
-    no_collection_at_exit()
-    logger = run_logger()
-    bounded_http_retries()  # one line in seconds, not minutes of retries
+    logger = flow_setup()
     ws, uri = workspace_store(workspace)
-    # MLflow returns versions as int from sqlite and as str over HTTP
-    version = str(version)
-    if not version.isdigit():
-        raise LineageError(f"model version {version!r} must be a number, e.g. 3")
-    try:
-        mv = client(uri).get_model_version(model_name, version)
-    except MlflowException:
-        raise LineageError(
-            f"model {model_name} v{version} is not registered in this MLflow store"
-        ) from None
-    run_id = mv.tags.get("lineage.run_id") or mv.run_id
-    record, _ = registry.load_lineage(uri, run_id)
-    earlier = attested(uri, model_name, version)  # a signed version must still verify
-    if earlier is not None and not earlier.ok:
-        raise PromotionRefused(f"{model_name} v{version}: {earlier.line()}", version)
-    if earlier is not None:
-        logger.info(earlier.line())
-    cfg = parse_params(record.get("params"), source=f"run {run_id} params")
-
+    v = registered_version(uri, model_name, version)
     decision = promotion.decide(
         uri,
         model_name,
-        version,
-        run_id,
+        v.version,
+        v.run_id,
         ws.root,
-        mv.source,
+        v.source,
         in_progress=False,
-        metrics=champion.holdout_metrics(uri, run_id),
-        evaluate_cfg=cfg.evaluate,
-        champion=champion.recorded_champion(uri, model_name, version),
+        metrics=champion.holdout_metrics(uri, v.run_id),
+        evaluate_cfg=v.cfg.evaluate,
+        champion=champion.recorded_champion(uri, model_name, v.version),
         promote=True,
     )
-    if decision.previous and decision.previous != version:
-        explain(uri, model_name, decision, run_id, str(ws.root))
+    if decision.previous and decision.previous != v.version:
+        explain(uri, model_name, decision, v.run_id, str(ws.root))
     message = decision.message(model_name)
-    if earlier is not None:
-        message += f" ({earlier.line()})"
+    if v.earlier is not None:
+        message += f" ({v.earlier.line()})"
     logger.info(message)
     promotion.refuse_if_failed(decision, model_name)
     return message

@@ -31,7 +31,7 @@ from lineageflow.model.ml import HIGHER_IS_BETTER, Split, metrics_digest
 from lineageflow.pipeline import SWEEP
 from lineageflow.runs.autolog import autolog
 from lineageflow.runs.context import RunContext, settings
-from lineageflow.runs.orchestration import run_logger
+from lineageflow.runs.flowstart import flow_setup
 from lineageflow.runs.stages import stage_run
 from lineageflow.runs.tracking import RunRef
 from tasks.data import prepare, pull_all
@@ -89,7 +89,7 @@ def sweep(workspace: str, grid: list[dict], metric: str = "roc_auc") -> dict:
 
     Use ``sweep.with_options(task_runner=...)`` for more workers or a Dask cluster.
     """
-    logger = run_logger()
+    logger = flow_setup()
     ws, cfg, uri = settings(workspace)
     ctx = RunContext.start(ws, cfg, uri, ENTRYPOINT)
     with ctx.parent_run("sweep", {"lineageflow.sweep_size": str(len(grid))}) as run:

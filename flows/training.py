@@ -7,12 +7,12 @@ from pathlib import Path
 from prefect import flow
 
 from lineageflow.config import PipelineConfig
-from lineageflow.ops.procs import no_collection_at_exit
 from lineageflow.registry.promotion import refuse_if_failed
 from lineageflow.registry.versions import unchanged_since_staging
 from lineageflow.retrain.commit import commit_run
 from lineageflow.runs.context import RunContext, settings
-from lineageflow.runs.orchestration import one_line_user_errors, run_logger
+from lineageflow.runs.flowstart import flow_setup
+from lineageflow.runs.orchestration import run_logger
 from lineageflow.runs.publish import Clock, PipelineResult, finish
 from lineageflow.runs.store import check_reachable
 from lineageflow.workspace import Workspace
@@ -127,8 +127,7 @@ def training_pipeline(
             once: set by the `lineageflow.data.changed` trigger. Empty: the
             workspace as it is.
     """
-    one_line_user_errors()  # a refusal reaches Prefect's UI as its one line
-    no_collection_at_exit()
+    flow_setup()
     if commit:
         return train_commit(workspace, commit, reuse)
     ws, cfg, uri = settings(workspace)

@@ -28,7 +28,7 @@ from pydantic import (
 
 from lineageflow.data.kinds import KINDS, dataset_name, kind_for, tag_of
 from lineageflow.errors import ConfigError
-from lineageflow.model.params import (
+from lineageflow.estimator_params import (
     LogisticRegressionParams,
     RandomForestParams,
     XGBoostParams,

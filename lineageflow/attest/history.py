@@ -9,7 +9,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ec
 from mlflow.exceptions import MlflowException
 
-from lineageflow.attest.files import download
+from lineageflow.runs.artifact_store import download
 from lineageflow.runs.store import client
 
 HISTORY_LIMIT = 200

@@ -14,7 +14,7 @@ from pathlib import Path
 import git
 
 from lineageflow.errors import WorkspaceError
-from lineageflow.workspace import check_commit_sha
+from lineageflow.workspace import check_commit_sha, commit_exists
 
 __all__ = ["has_commit", "last_line", "tree_at"]
 
@@ -24,9 +24,8 @@ def has_commit(path: str | Path | None, commit: str) -> bool:
     if not path or not Path(path).is_dir():
         return False
     try:
-        git.Repo(path).git.cat_file("-e", f"{commit}^{{commit}}")
-        return True
-    except (git.GitCommandError, git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return commit_exists(git.Repo(path), commit)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
         return False
 
 

@@ -159,6 +159,44 @@ def check_commit_sha(value: str) -> str:
     return value
 
 
+def resolve_commit(repo, rev: str) -> str | None:
+    """The full sha of ``rev`` when it names a commit in the repo, else None.
+    An option-like rev (``--upload-pack=...``) is refused, never passed to git."""
+    rev = (rev or "").strip()
+    if not rev or rev.startswith("-") or len(rev) > 200:
+        return None
+    try:
+        return repo.git.rev_parse("--verify", "--quiet", f"{rev}^{{commit}}")
+    except git.GitCommandError:
+        return None
+
+
+def commit_exists(repo, commit: str) -> bool:
+    """Whether ``commit`` names a commit in the repo (refused like ``resolve_commit``)."""
+    return resolve_commit(repo, commit) is not None
+
+
+def file_at(repo, commit: str, path: str) -> str | None:
+    """A file's text at ``commit`` (None: absent). An option-like commit, or a
+    path that is absolute or climbs out with ``..``, is never passed to git."""
+    if not commit or commit.startswith("-") or not _safe_relpath(path):
+        return None
+    try:
+        return repo.git.show(f"{commit}:{path}")
+    except git.GitCommandError:
+        return None
+
+
+def _safe_relpath(p: str) -> bool:
+    pure = Path(p)
+    return (
+        bool(p)
+        and not pure.is_absolute()
+        and ".." not in pure.parts
+        and not p.startswith("-")
+    )
+
+
 def default_workspace(workspace: Path | None) -> Path | None:
     """A command given no --workspace: the current directory when it is a workspace and
     MLFLOW_TRACKING_URI is unset (its local store is the one meant)."""

@@ -103,7 +103,9 @@ def run(ws: Path, **kw) -> dict:
     return out
 
 
-def test_only_evaluation_settings_changed_nothing_is_refit(make_workspace, caplog):
+def test_only_evaluation_settings_changed_nothing_is_refit(
+    make_workspace, caplog, monkeypatch
+):
     ws = make_workspace().workspace
     first = run(ws)
     assert first["reused"] == [] and first["stage"] == "Staging"
@@ -168,6 +170,10 @@ def test_only_evaluation_settings_changed_nothing_is_refit(make_workspace, caplo
     model = mlflow.pyfunc.load_model(f"models:/{second['model']}@staging")
     assert f"models:/{model.metadata.model_id}" == v1.source
     load_native(f"models:/{second['model']}/1")
+    # the store given is the one read, even when the process-wide registry is
+    # another (MLflow's own models:/ download would ask that one)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{ws}/.lineageflow/x.db")
+    load_native(f"models:/{second['model']}/1", second["tracking_uri"])
 
 
 def test_only_training_params_changed_refits_without_re_preparing(make_workspace):

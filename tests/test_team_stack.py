@@ -399,7 +399,7 @@ def test_signed_promotions_verify_from_the_stacks_s3_artifacts(team, tmp_path):
     model file edited in the bucket is named, and load_verified refuses it."""
     import lineageflow
     from lineageflow.attest import keys
-    from lineageflow.attest.files import download_model
+    from lineageflow.runs.artifact_store import download
     from tests.test_attest import model_signing_verifies
 
     paths, name = workspace_with_origin(
@@ -429,7 +429,7 @@ def test_signed_promotions_verify_from_the_stacks_s3_artifacts(team, tmp_path):
     sig = mlf.download_artifacts(run_id, folder, str(tmp_path / "sig"))
     # (MLflow's own models:/ download asks the process-wide registry, whichever
     # store an earlier test left there: lineageflow resolves it on this one)
-    model = download_model(f"models:/{name}/2", team.mlflow_uri, tmp_path / "model")
+    model = download(f"models:/{name}/2", team.mlflow_uri, tmp_path / "model")
     model_signing_verifies(model, sig, pub)
 
     bucket = s3(team)

@@ -71,3 +71,23 @@ def test_evidence_refuses_option_injection_and_path_escape(make_workspace):
         assert not ev.commit_exists(bad)
     for path in ("../../etc/passwd", "/etc/passwd", "--output=/tmp/x"):
         assert ev.dvc_md5_at(head, path) is None
+
+
+def test_git_reads_at_a_commit_refuse_option_like_revs_and_escaping_paths(
+    make_workspace,
+):
+    from lineageflow.checkouts import has_commit
+    from lineageflow.workspace import commit_exists, file_at, resolve_commit
+
+    root = make_workspace().workspace
+    repo = git.Repo(root)
+    head = repo.head.commit.hexsha
+    assert resolve_commit(repo, "HEAD") == head and commit_exists(repo, head)
+    assert has_commit(root, head) and not has_commit(root / "nope", head)
+    assert "outs" in file_at(repo, head, "data/customers.dvc")
+    assert file_at(repo, head, "no/such/file") is None
+    for bad in ("--upload-pack=touch /tmp/pwned", "-h", "0" * 40, ""):
+        assert resolve_commit(repo, bad) is None and not commit_exists(repo, bad)
+        assert not has_commit(root, bad) and file_at(repo, bad, "params.yaml") is None
+    for path in ("../../etc/passwd", "/etc/passwd", "--output=/tmp/x"):
+        assert file_at(repo, head, path) is None

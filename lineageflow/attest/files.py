@@ -1,6 +1,6 @@
-"""The model directory as stored, and its files against model-signing's
-signature: its verdict, and when it refuses, one line per file that was
-changed, added or removed."""
+"""A model directory's files against model-signing's signature: its verdict,
+and when it refuses, one line per file that was changed, added or removed.
+The directory itself is downloaded by lineageflow.runs.artifact_store."""
 
 from __future__ import annotations
 
@@ -12,15 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import mlflow
-
 if TYPE_CHECKING:  # imported where it signs or verifies: 0.33 s a process
     import model_signing
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from lineageflow.attest.keys import keyid, public_pem
-from lineageflow.runs.store import client
 
 SIGNATURE = "model.sig"
 # MLflow writes it into a models:/ download; it is not part of the stored model
@@ -124,26 +121,3 @@ def file_changes(model_dir: Path, payload: dict) -> list[str]:
         elif hashlib.sha256(found[rel].read_bytes()).hexdigest() != signed[rel]:
             lines.append(f"model file {rel} was changed after promotion")
     return lines
-
-
-def download(uri: str, tracking_uri: str, dst: Path) -> Path:
-    """``runs:/RUN/PATH``, ``models:/NAME/N`` or a storage URI, downloaded into
-    ``dst`` from the store at ``tracking_uri``, and only that store: MLflow's own
-    ``runs:/``/``models:/`` resolution may ask the process-wide one instead."""
-    dst.mkdir(parents=True, exist_ok=True)
-    if uri.startswith("runs:/"):
-        run_id, _, path = uri.removeprefix("runs:/").partition("/")
-        return Path(client(tracking_uri).download_artifacts(run_id, path, str(dst)))
-    if uri.startswith("models:/") and not uri.startswith("models:/m-"):
-        name, _, version = uri.removeprefix("models:/").rpartition("/")
-        uri = client(tracking_uri).get_model_version_download_uri(name, version)
-    return Path(
-        mlflow.artifacts.download_artifacts(
-            artifact_uri=uri, dst_path=str(dst), tracking_uri=tracking_uri
-        )
-    )
-
-
-def download_model(model_uri: str, tracking_uri: str, dst: Path) -> Path:
-    """The model directory at ``models:/NAME/N`` as stored, downloaded into ``dst``."""
-    return download(model_uri, tracking_uri, dst)

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from mlflow.exceptions import MlflowException
 
 from lineageflow.attest import statements as st
-from lineageflow.attest.files import download
+from lineageflow.runs.artifact_store import download
 from lineageflow.runs.store import client
 
 HISTORY_LIMIT = 200

@@ -21,12 +21,12 @@ if TYPE_CHECKING:  # imported where it signs: with statements, 0.5 s a process
     import model_signing
 
 from lineageflow import __version__
-from lineageflow.attest import files
 from lineageflow.attest import statements as st
 from lineageflow.attest.files import SIGNATURE, hashing
 from lineageflow.attest.history import PROMOTION_FILE
 from lineageflow.attest.keys import SigningKey
 from lineageflow.lineage.checks import DECLARED, Check
+from lineageflow.runs.artifact_store import download
 from lineageflow.runs.store import client
 from lineageflow.runs.tracking import TAG_STAGE, child_runs
 
@@ -125,7 +125,7 @@ def sign_promotion(
     stamp = when.replace("-", "").replace(":", "").replace(".", "")
     uri = f"models:/{model_name}/{version}"
     with tempfile.TemporaryDirectory(prefix="lineageflow-sign-") as tmp:
-        model_dir = files.download_model(uri, tracking_uri, Path(tmp) / "model")
+        model_dir = download(uri, tracking_uri, Path(tmp) / "model")
         out = Path(tmp) / "out"
         out.mkdir()
         signer(key).set_hashing_config(hashing()).sign(model_dir, out / SIGNATURE)

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from mlflow.exceptions import MlflowException
 
 from lineageflow.attest import statements as st
-from lineageflow.attest.files import Trust, download, download_model, verify_files
+from lineageflow.attest.files import Trust, verify_files
 from lineageflow.attest.history import follow, latest_promotion
 from lineageflow.attest.keys import KEY_ENV, configured_key, keyid, load_public
 from lineageflow.attest.sign import (
@@ -27,6 +27,7 @@ from lineageflow.attest.sign import (
     TAG_ATTESTATION,
 )
 from lineageflow.errors import AttestationError, SigningKeyError
+from lineageflow.runs.artifact_store import download
 from lineageflow.runs.store import client, redact_uri
 
 URI_RE = re.compile(
@@ -130,7 +131,7 @@ def verify(
     if att is None:
         return out
     try:
-        out.model_dir = download_model(
+        out.model_dir = download(
             f"models:/{name}/{version}", tracking_uri, into / "model"
         )
     except (MlflowException, OSError) as exc:

@@ -9,7 +9,7 @@ import git
 
 from lineageflow.data import source
 from lineageflow.data.dvc_pointer import md5_in_dvc_text
-from lineageflow.workspace import SHA_RE
+from lineageflow.workspace import SHA_RE, commit_exists, file_at
 
 
 class LiveEvidence:
@@ -20,13 +20,8 @@ class LiveEvidence:
         self.git = git.Repo(workspace_root)
 
     def commit_exists(self, commit: str) -> bool:
-        if not SHA_RE.match(commit or ""):
-            return False
-        try:
-            self.git.git.cat_file("-e", f"{commit}^{{commit}}")
-            return True
-        except git.GitCommandError:
-            return False
+        """Only a full sha counts: a record names its commit by one."""
+        return bool(SHA_RE.match(commit or "")) and commit_exists(self.git, commit)
 
     def dvc_md5_at(self, commit: str, dvc_file: str) -> str | None:
         text = self.file_at(commit, dvc_file)
@@ -34,22 +29,9 @@ class LiveEvidence:
 
     def file_at(self, commit: str, path: str) -> str | None:
         """A workspace file's text at ``commit`` (None: absent)."""
-        if not self.commit_exists(commit) or not _safe_relpath(path):
+        if not self.commit_exists(commit):
             return None
-        try:
-            return self.git.git.show(f"{commit}:{path}")
-        except git.GitCommandError:
-            return None
+        return file_at(self.git, commit, path)
 
     def in_remote(self, entry: dict) -> bool:
         return source.in_remote(entry, self.root)
-
-
-def _safe_relpath(p: str) -> bool:
-    pure = Path(p)
-    return (
-        bool(p)
-        and not pure.is_absolute()
-        and ".." not in pure.parts
-        and not p.startswith("-")
-    )

@@ -22,6 +22,7 @@ from lineageflow.data.source import open_source
 from lineageflow.errors import LineageError
 from lineageflow.lineage.code import pipeline_state
 from lineageflow.lineage.record import data_tag, digest
+from lineageflow.runs.artifact_store import download, model_location
 from lineageflow.runs.reuse import TAG_KEY
 from lineageflow.runs.store import (
     artifact_store_failure,
@@ -52,13 +53,8 @@ def load_lineage(tracking_uri: str, run_id: str) -> tuple[dict, dict[str, str]]:
     tags = dict(run.data.tags)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            local = mlflow.artifacts.download_artifacts(
-                run_id=run_id,
-                artifact_path="lineage.json",
-                dst_path=tmp,
-                tracking_uri=tracking_uri,
-            )
-            record = json.loads(Path(local).read_text())
+            local = download(f"runs:/{run_id}/lineage.json", tracking_uri, Path(tmp))
+            record = json.loads(local.read_text())
     except (MlflowException, OSError, json.JSONDecodeError) as exc:
         raise _unreadable_lineage(c, tracking_uri, run_id, exc) from None
     return record, tags
@@ -255,7 +251,7 @@ def load_native(model_uri: str, tracking_uri: str | None = None):
     store at ``tracking_uri`` (MLflow's global one when None): downloaded with
     that URI explicitly, so no process-wide MLflow setting is touched."""
     with tempfile.TemporaryDirectory() as tmp:
-        local = _download(model_uri, tracking_uri, tmp)
+        local = str(download(model_uri, tracking_uri, Path(tmp)))
         flavors = Model.load(local).flavors
         if "xgboost" in flavors:
             return mlflow.xgboost.load_model(local)
@@ -267,18 +263,8 @@ def load_native(model_uri: str, tracking_uri: str | None = None):
 def model_meta(model_uri: str, tracking_uri: str) -> Model:
     """A model's MLmodel file (flavors, signature), read from its store: a
     logged model's (``models:/m-...``) from its artifact location."""
-    where = model_uri
-    if model_uri.startswith("models:/m-"):
-        model_id = model_uri.removeprefix("models:/")
-        where = client(tracking_uri).get_logged_model(model_id).artifact_location
+    where = model_location(model_uri, tracking_uri)
     with tempfile.TemporaryDirectory() as tmp:
-        return Model.load(_download(f"{where.rstrip('/')}/MLmodel", tracking_uri, tmp))
-
-
-def _download(uri: str, tracking_uri: str | None, dst: str) -> str:
-    return mlflow.artifacts.download_artifacts(
-        artifact_uri=uri,
-        dst_path=dst,
-        tracking_uri=tracking_uri,
-        registry_uri=tracking_uri,
-    )
+        return Model.load(
+            download(f"{where.rstrip('/')}/MLmodel", tracking_uri, Path(tmp))
+        )

@@ -17,7 +17,13 @@ from lineageflow.config import PipelineConfig, parse_params
 from lineageflow.data.source import named_at
 from lineageflow.errors import ConfigError, WorkspaceError
 from lineageflow.retrain.changes import DataAt, Head
-from lineageflow.workspace import Workspace, git_state, strip_credentials
+from lineageflow.workspace import (
+    Workspace,
+    file_at,
+    git_state,
+    resolve_commit,
+    strip_credentials,
+)
 
 FETCH_TIMEOUT = 60  # seconds: an upstream that does not answer fails this run
 
@@ -66,17 +72,6 @@ def fetch(repo: git.Repo, up: Upstream, timeout: float = FETCH_TIMEOUT) -> None:
         ) from None
 
 
-def resolve_commit(repo: git.Repo, rev: str) -> str | None:
-    """The full sha of ``rev`` when it names a commit in the repo, else None."""
-    rev = (rev or "").strip()
-    if not rev or rev.startswith("-") or len(rev) > 200:
-        return None
-    try:
-        return repo.git.rev_parse("--verify", "--quiet", f"{rev}^{{commit}}")
-    except git.GitCommandError:
-        return None
-
-
 def locate(ws: Workspace, rev: str) -> tuple[Head, PipelineConfig, list[str], dict]:
     """The commit ``rev`` names (fetched from the upstream when it is not here
     yet): what it would train on, its params, the DVC versions not pushed yet
@@ -108,13 +103,6 @@ def locate(ws: Workspace, rev: str) -> tuple[Head, PipelineConfig, list[str], di
         waiting,
         {"repo": state.repo, "path": state.path, "branch": branch},
     )
-
-
-def file_at(repo: git.Repo, commit: str, path: str) -> str | None:
-    try:
-        return repo.git.show(f"{commit}:{path}")
-    except git.GitCommandError:
-        return None
 
 
 def params_at(repo: git.Repo, commit: str) -> PipelineConfig:

@@ -8,7 +8,6 @@ digest is not the recorded one (lineageflow.lineage.record.verify_input).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 import time
@@ -23,11 +22,17 @@ from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.entities import DatasetInput, InputTag, LoggedModelInput
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
-from mlflow.tracking.artifact_utils import get_artifact_uri
 
 from lineageflow.data.tabular import signature_frame
 from lineageflow.lineage.record import verify_input
 from lineageflow.model.ml import Split, table_digest
+from lineageflow.runs.artifact_store import (
+    artifact_location,
+    download,
+    model_location,
+    sha256,
+    verified_bytes,
+)
 from lineageflow.runs.reuse import Earlier
 from lineageflow.runs.store import client, redact_uri
 
@@ -64,17 +69,6 @@ def log_dataset(
         entity = DatasetInput(ds._to_mlflow_entity(), [tag])
         _once_inserted(lambda: client(tracking_uri).log_inputs(run_id, [entity]))
         return ds
-
-
-def artifact_location(uri: str, tracking_uri: str | None = None) -> str:
-    """A ``runs:/RUN/PATH`` URI as the artifact store's own URI (file://, s3://,
-    mlflow-artifacts:/): MLflow's dataset sources resolve those, not ``runs:/``,
-    and without a source a Datasets panel names the Python script instead."""
-    if not uri.startswith("runs:/"):
-        return uri
-
-    run_id, _, path = uri.removeprefix("runs:/").partition("/")
-    return get_artifact_uri(run_id, path, tracking_uri=tracking_uri)
 
 
 def dataset_source(uri: str, tracking_uri: str | None = None) -> str | None:
@@ -195,41 +189,29 @@ def load_table(uri: str, digest: str, stage: str, name: str, tracking_uri: str):
         df = _read_table(str(here))
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=uri, dst_path=tmp, tracking_uri=tracking_uri
-            )
-            df = _read_table(local)
+            df = _read_table(str(download(uri, tracking_uri, Path(tmp))))
     X, y = df.iloc[:, :-1], df.iloc[:, -1]
     verify_input(stage, name, table_digest(X, y), digest)
     return df
 
 
-def _model_file(model_uri: str, tracking_uri: str, dst: str) -> Path:
-    """The model.pkl of a logged model (``models:/m-...``), downloaded to ``dst``."""
-    logged = client(tracking_uri).get_logged_model(model_uri.removeprefix("models:/"))
-    return Path(
-        mlflow.artifacts.download_artifacts(
-            artifact_uri=f"{logged.artifact_location}/model.pkl",
-            dst_path=dst,
-            tracking_uri=tracking_uri,
-        )
-    )
+def _model_file(model_uri: str, tracking_uri: str) -> str:
+    """Where the model.pkl of a logged model (``models:/m-...``) is stored."""
+    return f"{model_location(model_uri, tracking_uri).rstrip('/')}/model.pkl"
 
 
 def stored_model_digest(model_uri: str, tracking_uri: str) -> str:
     """sha256 of the model file as MLflow stored it: the model's digest."""
-    with tempfile.TemporaryDirectory() as tmp:
-        data = _model_file(model_uri, tracking_uri, tmp).read_bytes()
-    return hashlib.sha256(data).hexdigest()
+    return sha256(_model_file(model_uri, tracking_uri), tracking_uri)
 
 
 def load_model(model_uri: str, digest: str, stage: str, tracking_uri: str):
     """The logged model, loaded from its stored bytes and refused unless they
     have the recorded digest (so a stage elsewhere evaluates *that* model)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        data = _model_file(model_uri, tracking_uri, tmp).read_bytes()
-    verify_input(stage, "model", hashlib.sha256(data).hexdigest(), digest)
-    return cloudpickle.loads(data)
+    model_file = _model_file(model_uri, tracking_uri)
+    return cloudpickle.loads(
+        verified_bytes(model_file, digest, stage, "model", tracking_uri)
+    )
 
 
 SPLIT_META = "split.json"
@@ -258,12 +240,8 @@ def load_split(earlier: Earlier, tracking_uri: str):
     """An earlier prepare's split, each table refused unless it has its recorded
     digest (``load_table``)."""
     with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"runs:/{earlier.run_id}/{SPLIT_META}",
-            dst_path=tmp,
-            tracking_uri=tracking_uri,
-        )
-        meta = json.loads(Path(local).read_text())
+        uri = f"runs:/{earlier.run_id}/{SPLIT_META}"
+        meta = json.loads(download(uri, tracking_uri, Path(tmp)).read_text())
     parts = {}
     for part in ("train", "holdout"):
         out = earlier.output(f"{part}_table")

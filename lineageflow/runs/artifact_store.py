@@ -1,0 +1,84 @@
+"""The MLflow artifact store, read: where a stored thing lives, a download of it
+from the store at a given tracking URI (and only that store), and a stored
+file's bytes refused unless they have the recorded digest.
+
+``runs:/`` and ``models:/NAME/N`` are resolved by a client on the given tracking
+URI: ``mlflow.artifacts.download_artifacts("models:/NAME/N", tracking_uri=X,
+registry_uri=X)`` resolves the version in the process-wide registry, not X.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking.artifact_utils import get_artifact_uri
+
+from lineageflow.lineage.record import verify_input
+from lineageflow.runs.store import client
+
+
+def artifact_location(uri: str, tracking_uri: str | None = None) -> str:
+    """A ``runs:/RUN/PATH`` URI as the artifact store's own URI (file://, s3://,
+    mlflow-artifacts:/): MLflow's dataset sources resolve those, not ``runs:/``,
+    and without a source a Datasets panel names the Python script instead."""
+    if not uri.startswith("runs:/"):
+        return uri
+
+    run_id, _, path = uri.removeprefix("runs:/").partition("/")
+    return get_artifact_uri(run_id, path, tracking_uri=tracking_uri)
+
+
+def model_location(model_uri: str, tracking_uri: str | None) -> str:
+    """Where a model's files are stored: a logged model's (``models:/m-...``)
+    artifact location; any other model URI as it is."""
+    if not model_uri.startswith("models:/m-"):
+        return model_uri
+    model_id = model_uri.removeprefix("models:/")
+    return client(tracking_uri).get_logged_model(model_id).artifact_location
+
+
+def download(uri: str, tracking_uri: str | None, dst: Path) -> Path:
+    """``runs:/RUN/PATH``, ``models:/NAME/N`` (or ``NAME@ALIAS``) or a storage URI,
+    downloaded into ``dst`` from the store at ``tracking_uri``, and only that
+    store: MLflow's own ``runs:/``/``models:/`` resolution may ask the
+    process-wide one instead. None: MLflow's configured store."""
+    dst.mkdir(parents=True, exist_ok=True)
+    if uri.startswith("runs:/"):
+        run_id, _, path = uri.removeprefix("runs:/").partition("/")
+        return Path(client(tracking_uri).download_artifacts(run_id, path, str(dst)))
+    if uri.startswith("models:/") and not uri.startswith("models:/m-"):
+        c = client(tracking_uri)
+        name, _, version = uri.removeprefix("models:/").rpartition("/")
+        if not name and "@" in version:  # models:/NAME@ALIAS
+            name, _, alias = version.rpartition("@")
+            version = str(c.get_model_version_by_alias(name, alias).version)
+        uri = c.get_model_version_download_uri(name, version)
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=uri, dst_path=str(dst), tracking_uri=tracking_uri
+        )
+    )
+
+
+def read_bytes(uri: str, tracking_uri: str | None) -> bytes:
+    """A stored file's bytes, through a temporary download."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return download(uri, tracking_uri, Path(tmp)).read_bytes()
+
+
+def sha256(uri: str, tracking_uri: str | None) -> str:
+    """sha256 of a stored file as the store holds it."""
+    return hashlib.sha256(read_bytes(uri, tracking_uri)).hexdigest()
+
+
+def verified_bytes(
+    uri: str, digest: str | None, stage: str, name: str, tracking_uri: str | None
+) -> bytes:
+    """A stored file's bytes, refused (``stage refused input name``) unless their
+    sha256 is the recorded ``digest``."""
+    data = read_bytes(uri, tracking_uri)
+    verify_input(stage, name, hashlib.sha256(data).hexdigest(), digest)
+    return data

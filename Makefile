@@ -30,8 +30,9 @@ test: venv  ## the whole suite: unit, flow and end-to-end tests
 test-fast: venv  ## unit and flow tests (the session's Prefect API; no README run)
 	$(BIN)/python -m pytest -m "not slow"
 
-test-unit: venv  ## the tests that need no server at all (a few minutes)
-	$(BIN)/python -m pytest -m "not slow and not server"
+test-unit: venv  ## the tests that need no server at all (under a minute here)
+	# no ephemeral Prefect server either: a test that starts one is not a unit test
+	PREFECT_SERVER_ALLOW_EPHEMERAL_MODE=false $(BIN)/python -m pytest -m "not slow and not server"
 
 lint: venv
 	$(BIN)/ruff check .

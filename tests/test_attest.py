@@ -412,6 +412,7 @@ def test_promote_and_reproduce_verify_an_existing_attestation(signed, monkeypatc
     ), out["notes"]
 
 
+@pytest.mark.usefixtures("prefect_api")  # a flow run: the session server
 def test_a_passphrase_key_refuses_the_promotion_and_signs_nothing(
     make_workspace, tracking, tmp_path, monkeypatch
 ):
@@ -508,6 +509,7 @@ def make_ca(tmp: Path, cn: str = "lineageflow test CA"):
     return write_key(tmp / "leaf.key", leaf_key), tmp / "leaf.pem", tmp / "ca.pem"
 
 
+@pytest.mark.usefixtures("prefect_api")  # a flow run: the session server
 def test_a_certificate_signed_promotion_verifies_against_its_ca(
     make_workspace, tmp_path, monkeypatch
 ):

@@ -7,7 +7,6 @@ from pathlib import Path
 from prefect import flow
 
 from lineageflow.config import PipelineConfig
-from lineageflow.registry.promotion import refuse_if_failed
 from lineageflow.registry.versions import unchanged_since_staging
 from lineageflow.retrain.commit import commit_run
 from lineageflow.runs.context import RunContext, settings
@@ -81,8 +80,7 @@ def run_stages(
         model = cfg.registration.model_name
         of = (extra_tags or {}).get("lineage.reproduction_of")
         result = finish(run, record, metrics, decision, model, clock.timings, of)
-    if decision is not None:
-        refuse_if_failed(decision, model)
+    result.refuse_if_failed()  # after the run is finished and published
     return result
 
 

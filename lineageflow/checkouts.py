@@ -13,20 +13,9 @@ from pathlib import Path
 
 import git
 
-from lineageflow.errors import WorkspaceError
-from lineageflow.workspace import check_commit_sha, commit_exists
+from lineageflow.workspace import check_commit_sha, clone_at, has_commit, last_line
 
 __all__ = ["has_commit", "last_line", "tree_at"]
-
-
-def has_commit(path: str | Path | None, commit: str) -> bool:
-    """Whether ``path`` is a git repo on this machine that holds ``commit``."""
-    if not path or not Path(path).is_dir():
-        return False
-    try:
-        return commit_exists(git.Repo(path), commit)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-        return False
 
 
 @contextlib.contextmanager
@@ -44,7 +33,7 @@ def tree_at(
         if repo is not None:
             repo.git.worktree("add", "--detach", "--", str(path), commit)
         else:
-            _clone_at(url, path, commit, what)
+            clone_at(url, path, commit, what)
         yield path
     finally:
         if repo is not None:
@@ -54,31 +43,3 @@ def tree_at(
         if repo is not None:
             with contextlib.suppress(git.GitCommandError):
                 repo.git.worktree("prune")
-
-
-def _clone_at(url: str | None, path: Path, commit: str, what: str) -> None:
-    if not url or url.startswith("-"):
-        raise WorkspaceError(
-            f"recorded {what} commit {commit[:12]} is in no repository on this "
-            "machine and the record names none to clone: pass the repository's path"
-        )
-    try:
-        repo = git.Repo.clone_from(url, path, no_checkout=True, quiet=True)
-    except git.GitCommandError as exc:
-        raise WorkspaceError(
-            f"cannot clone the recorded {what} repo {url} "
-            f"({last_line(exc.stderr)}): pass a local checkout that holds "
-            f"commit {commit[:12]}"
-        ) from None
-    try:
-        repo.git.checkout("--detach", "--quiet", commit)
-    except git.GitCommandError:
-        raise WorkspaceError(
-            f"recorded {what} commit {commit[:12]} is not in {url} (history "
-            "rewritten?): restore it to reproduce this run"
-        ) from None
-
-
-def last_line(text: str | None) -> str:
-    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
-    return lines[-1][:200] if lines else "no output"

@@ -18,6 +18,7 @@ from lineageflow.errors import WorkspaceError
 
 STATE_DIR = ".lineageflow"
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+FETCH_TIMEOUT = 60  # seconds: an upstream that does not answer fails this run
 
 
 @dataclass(frozen=True)
@@ -159,21 +160,82 @@ def check_commit_sha(value: str) -> str:
     return value
 
 
-def resolve_commit(repo, rev: str) -> str | None:
+def resolve_commit(repo, rev: str, upstream=None) -> str | None:
     """The full sha of ``rev`` when it names a commit in the repo, else None.
-    An option-like rev (``--upload-pack=...``) is refused, never passed to git."""
+    An option-like rev (``--upload-pack=...``) is refused, never passed to git.
+    ``upstream`` (a remote name and how to name it, ``(remote, described)``):
+    when ``rev`` is not here, fetch that remote and look again."""
     rev = (rev or "").strip()
     if not rev or rev.startswith("-") or len(rev) > 200:
         return None
     try:
         return repo.git.rev_parse("--verify", "--quiet", f"{rev}^{{commit}}")
     except git.GitCommandError:
-        return None
+        if upstream is None or upstream[0] is None:
+            return None
+    fetch_remote(repo, *upstream)
+    return resolve_commit(repo, rev)
+
+
+def fetch_remote(
+    repo, remote: str | None, described: str, timeout: float = FETCH_TIMEOUT
+) -> None:
+    """``git fetch --prune`` ``remote`` (only ``refs/remotes/*`` move: the user's
+    branch, index and tree are never touched; a branch deleted there stops being
+    watched, not watched stale); one line when it does not answer."""
+    if remote is None:
+        return
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0")
+    try:
+        repo.git.fetch(
+            "--quiet", "--prune", "--", remote, kill_after_timeout=timeout, env=env
+        )
+    except git.GitCommandError as exc:
+        raise WorkspaceError(
+            f"could not fetch upstream {described}: {last_line(exc.stderr)}: the "
+            "next watch run "
+            "tries again"
+        ) from None
 
 
 def commit_exists(repo, commit: str) -> bool:
     """Whether ``commit`` names a commit in the repo (refused like ``resolve_commit``)."""
     return resolve_commit(repo, commit) is not None
+
+
+def has_commit(path: str | Path | None, commit: str) -> bool:
+    """Whether ``path`` is a git repo on this machine that holds ``commit``."""
+    if not path or not Path(path).is_dir():
+        return False
+    try:
+        return commit_exists(git.Repo(path), commit)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return False
+
+
+def clone_at(url: str | None, path: Path, commit: str, what: str) -> None:
+    """A clone of ``url`` at ``path`` with ``commit`` checked out (detached);
+    one line when it cannot be had."""
+    if not url or url.startswith("-"):
+        raise WorkspaceError(
+            f"recorded {what} commit {commit[:12]} is in no repository on this "
+            "machine and the record names none to clone: pass the repository's path"
+        )
+    try:
+        repo = git.Repo.clone_from(url, path, no_checkout=True, quiet=True)
+    except git.GitCommandError as exc:
+        raise WorkspaceError(
+            f"cannot clone the recorded {what} repo {url} "
+            f"({last_line(exc.stderr)}): pass a local checkout that holds "
+            f"commit {commit[:12]}"
+        ) from None
+    try:
+        repo.git.checkout("--detach", "--quiet", commit)
+    except git.GitCommandError:
+        raise WorkspaceError(
+            f"recorded {what} commit {commit[:12]} is not in {url} (history "
+            "rewritten?): restore it to reproduce this run"
+        ) from None
 
 
 def file_at(repo, commit: str, path: str) -> str | None:
@@ -185,6 +247,12 @@ def file_at(repo, commit: str, path: str) -> str | None:
         return repo.git.show(f"{commit}:{path}")
     except git.GitCommandError:
         return None
+
+
+def last_line(text: str | None) -> str:
+    """The last non-empty line of a command's output (what it says went wrong)."""
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    return lines[-1][:200] if lines else "no output"
 
 
 def _safe_relpath(p: str) -> bool:

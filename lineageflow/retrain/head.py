@@ -6,26 +6,23 @@ and branch are never touched (a ``git fetch`` moves ``refs/remotes/*`` only).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import git
 import yaml
 
-from lineageflow.checkouts import last_line
 from lineageflow.config import PipelineConfig, parse_params
 from lineageflow.data.source import named_at
 from lineageflow.errors import ConfigError, WorkspaceError
 from lineageflow.retrain.changes import DataAt, Head
 from lineageflow.workspace import (
     Workspace,
+    fetch_remote,
     file_at,
     git_state,
     resolve_commit,
     strip_credentials,
 )
-
-FETCH_TIMEOUT = 60  # seconds: an upstream that does not answer fails this run
 
 
 @dataclass(frozen=True)
@@ -54,22 +51,10 @@ def upstream_of(repo: git.Repo) -> Upstream:
     return Upstream(branch.name, tracking.name, remote, strip_credentials(url or ""))
 
 
-def fetch(repo: git.Repo, up: Upstream, timeout: float = FETCH_TIMEOUT) -> None:
-    """``git fetch --prune`` the upstream's remote (a branch deleted there stops
-    being watched, not watched stale); one line when it does not answer."""
-    if up.remote is None:
-        return
-    env = dict(os.environ, GIT_TERMINAL_PROMPT="0")
-    try:
-        repo.git.fetch(
-            "--quiet", "--prune", "--", up.remote, kill_after_timeout=timeout, env=env
-        )
-    except git.GitCommandError as exc:
-        why = last_line(exc.stderr) or f"no answer within {timeout:.0f} s"
-        raise WorkspaceError(
-            f"could not fetch upstream {up.describe()}: {why}: the next watch run "
-            "tries again"
-        ) from None
+def fetch(repo: git.Repo, up: Upstream) -> None:
+    """``git fetch --prune`` the upstream's remote (lineageflow.workspace owns
+    the git calls); one line when it does not answer."""
+    fetch_remote(repo, up.remote, up.describe())
 
 
 def locate(ws: Workspace, rev: str) -> tuple[Head, PipelineConfig, list[str], dict]:
@@ -79,23 +64,22 @@ def locate(ws: Workspace, rev: str) -> tuple[Head, PipelineConfig, list[str], di
     records: repo, path, and the branch when the commit is on its upstream."""
     repo = ws.git()
     up = None if repo.head.is_detached else upstream_of(repo)
-    sha = resolve_commit(repo, rev)
-    if sha is None and up is not None and up.remote is not None:
-        fetch(repo, up)
-        sha = resolve_commit(repo, rev)
+    # not here yet: fetched from the upstream, then looked up again
+    sha = resolve_commit(repo, rev, (up.remote, up.describe()) if up else None)
     if sha is None:
         where = f" nor in {up.describe()}" if up and up.remote else ""
         raise WorkspaceError(
             f"commit {str(rev)[:64]!r} is not in {ws.root}{where}: push it, or fix "
             "the commit the event names"
         )
-    cfg = params_at(repo, sha)
-    head, waiting = head_state(ws, sha, cfg, None)
+    params = file_at(repo, sha, "params.yaml")
     try:
         on_branch = up is not None and repo.is_ancestor(sha, up.ref)
     except git.GitCommandError:
         on_branch = False
-    state = git_state(repo)  # last: it reads the workspace, not the commit
+    state = git_state(repo)  # the workspace's own (repo, path), not the commit's
+    cfg = parse_params_at(params, sha)
+    head, waiting = head_state(ws, sha, cfg)
     branch = up.branch if up is not None and on_branch else None
     return (
         head,
@@ -106,8 +90,12 @@ def locate(ws: Workspace, rev: str) -> tuple[Head, PipelineConfig, list[str], di
 
 
 def params_at(repo: git.Repo, commit: str) -> PipelineConfig:
+    return parse_params_at(file_at(repo, commit, "params.yaml"), commit)
+
+
+def parse_params_at(text: str | None, commit: str) -> PipelineConfig:
+    """The params committed at ``commit`` (``text``: params.yaml there, or None)."""
     where = f"params.yaml at {commit[:12]}"
-    text = file_at(repo, commit, "params.yaml")
     if text is None:
         raise ConfigError(f"{where} does not exist: commit params.yaml")
     try:
@@ -126,16 +114,17 @@ def code_files(repo: git.Repo, since: str | None, commit: str) -> tuple[str, ...
 
 
 def head_state(
-    ws: Workspace, commit: str, cfg: PipelineConfig, staged_commit: str | None
+    ws: Workspace, commit: str, cfg: PipelineConfig, changed: tuple[str, ...] = ()
 ) -> tuple[Head, list[str]]:
-    """What ``commit`` would train on, and each DVC version it names that is not
-    in the remote yet ("data/x md5 ab12... is not in DVC remote 'storage'")."""
-    repo = ws.git()
-    changed = code_files(repo, staged_commit, commit)
+    """What ``commit`` would train on (``changed``: its Python files that differ
+    from the Staging version's commit, ``code_files``), and each DVC version it
+    names that is not in the remote yet ("data/x md5 ab12... is not in DVC
+    remote 'storage'")."""
+    params_sha256 = cfg.sha256()
     data, waiting = [], []
     for entry in cfg.data.datasets:
         named = named_at(ws, entry, cfg.data.remote, commit)
         data.append(DataAt(named.name, named.md5, named.version))
         if not named.pushed:
             waiting.append(f"{named.name} md5 {named.md5[:12]}")
-    return Head(commit, tuple(data), cfg.sha256(), changed), waiting
+    return Head(commit, tuple(data), params_sha256, changed), waiting

@@ -16,6 +16,7 @@ from lineageflow.retrain.changes import EVENT, Change, detect
 from lineageflow.retrain.events import send
 from lineageflow.retrain.head import (
     Upstream,
+    code_files,
     fetch,
     head_state,
     params_at,
@@ -72,7 +73,8 @@ def compare_with_staging(
     model = cfg.registration.model_name
     names = [dataset_name(e) for e in cfg.data.datasets]
     st = staged(uri, model, names)
-    head, waiting = head_state(ws, commit, cfg, st.commit if st else None)
+    changed = code_files(ws.git(), st.commit if st else None, commit)
+    head, waiting = head_state(ws, commit, cfg, changed)
     out = {
         "commit": commit,
         "upstream": up.describe(),

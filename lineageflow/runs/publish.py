@@ -20,6 +20,7 @@ from prefect.artifacts import (
     create_markdown_artifact,
 )
 
+from lineageflow.errors import PromotionRefused
 from lineageflow.lineage import report
 from lineageflow.lineage.checks import Check
 from lineageflow.lineage.graph import draw
@@ -42,6 +43,13 @@ class PipelineResult:
     outcome: str = "trained, not registered"  # in plain words, for both UIs
     checks: list[Check] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+
+    def refuse_if_failed(self) -> None:
+        """Fail the flow run when a check failed; a tie with the champion only
+        keeps the champion (the version stays in None, tagged why): no error."""
+        failed = [c for c in self.checks if not c.passed]
+        if failed and not all(c.tie for c in failed):
+            raise PromotionRefused(self.outcome, version=self.model_version)
 
     def summary(self) -> dict:
         return {

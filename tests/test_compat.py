@@ -1,5 +1,6 @@
 """A run recorded by the lineageflow code before the restructuring into seams
-(commit PRE_SEAMS) still promotes, diffs and reproduces `exact` with today's
+(commit PRE_SEAMS), or before stages, data kinds, model sources and engines
+were declared behind seams (PRE_DECLARED), still promotes, diffs and reproduces `exact` with today's
 code, and today's runs record the same lineage.json keys and tags."""
 
 from __future__ import annotations
@@ -29,34 +30,47 @@ PRE_SEAMS = "ed0cdceac542f70e5f02f99afcccbae6a17c9c7c"
 REPO = Path(__file__).resolve().parents[1]
 
 
-def old_pipeline(dest: Path) -> Path:
-    """PRE_SEAMS's code in a git repo of its own (a reproduction reruns its
+# the last commit before stages were declared once and the data kinds, model
+# sources and engines became seams (lineageflow/pipeline.py, data/kinds.py, ...)
+PRE_DECLARED = "980e37537299fa8cf30f7e0b4d04d0449a95c40e"
+
+
+def old_pipeline(dest: Path, commit: str = PRE_SEAMS) -> Path:
+    """``commit``'s code in a git repo of its own (a reproduction reruns its
     commit in a worktree of it, as it would a team's lineageflow checkout)."""
     try:
         blob = subprocess.run(
-            ["git", "archive", "--format=tar", PRE_SEAMS],
+            ["git", "archive", "--format=tar", commit],
             cwd=REPO,
             capture_output=True,
             check=True,
         ).stdout
     except (OSError, subprocess.CalledProcessError):
-        pytest.skip(f"needs the git history that holds {PRE_SEAMS[:12]} (not shallow)")
+        pytest.skip(f"needs the git history that holds {commit[:12]} (not shallow)")
     dest.mkdir()
     with tarfile.open(fileobj=BytesIO(blob)) as tar:
         tar.extractall(dest, filter="data")
     repo = git.Repo.init(dest, initial_branch="main")
     repo.git.add(A=True)
-    repo.index.commit(f"lineageflow at {PRE_SEAMS[:12]}")
+    repo.index.commit(f"lineageflow at {commit[:12]}")
     return dest
 
 
-# record keys added since PRE_SEAMS, each with the change that added it
+# record keys added since each old commit, each with the change that added it
 ADDED_SINCE = {
-    "environment.packages.deltalake",  # Delta tables as data (delta-rs)
+    PRE_SEAMS: {"environment.packages.deltalake"},  # Delta tables as data (delta-rs)
+    PRE_DECLARED: set(),
 }
-# parent-run tags added since PRE_SEAMS, likewise
+# parent-run tags added since each old commit, likewise
 TAGS_ADDED_SINCE = {
-    "lineage.change_key",  # retrain when data changes: a change is trained once
+    # retrain when data changes: a change is trained once
+    PRE_SEAMS: {"lineage.change_key"},
+    PRE_DECLARED: set(),
+}
+# what only each old commit has: the flat layout; no stage declarations yet
+OLD_LAYOUT = {
+    PRE_SEAMS: "lineageflow/stages.py",
+    PRE_DECLARED: "lineageflow/lineage/record.py",
 }
 
 
@@ -72,11 +86,13 @@ def keys(value, prefix: str = "") -> set[str]:
     return set()
 
 
+@pytest.mark.parametrize("commit", [PRE_SEAMS, PRE_DECLARED], ids=["seams", "declared"])
 def test_a_run_recorded_before_the_seams_promotes_diffs_and_reproduces(
-    make_workspace, tracking, prefect_api_url, tmp_path
+    commit, make_workspace, tracking, prefect_api_url, tmp_path
 ):
-    code = old_pipeline(tmp_path / "lineageflow-pre-seams")
-    assert (code / "lineageflow" / "stages.py").is_file()  # the old, flat layout
+    code = old_pipeline(tmp_path / "lineageflow-old", commit)
+    assert (code / OLD_LAYOUT[commit]).is_file()
+    assert not (code / "lineageflow" / "pipeline.py").exists()
     ws = make_workspace(**{"register.promote": False}).workspace
     model = make_workspace.model_name
     env = dict(
@@ -115,10 +131,10 @@ def test_a_run_recorded_before_the_seams_promotes_diffs_and_reproduces(
     new = training_pipeline(workspace=str(ws), reuse=False)
     new_record, new_tags = load_lineage(tracking, new["run_id"])
     assert keys(old_record) <= keys(new_record)
-    assert keys(new_record) - keys(old_record) == ADDED_SINCE
+    assert keys(new_record) - keys(old_record) == ADDED_SINCE[commit]
     lineage_tags = {k for k in old_tags if k.startswith("lineage.")}
     new_lineage_tags = {k for k in new_tags if k.startswith("lineage.")}
-    assert new_lineage_tags == lineage_tags | TAGS_ADDED_SINCE
+    assert new_lineage_tags == lineage_tags | TAGS_ADDED_SINCE[commit]
     for old_stage, new_stage in zip(
         old_record["stages"], new_record["stages"], strict=True
     ):

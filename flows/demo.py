@@ -28,6 +28,7 @@ from lineageflow.attest import keys
 from lineageflow.data.synthetic import make_customers
 from lineageflow.errors import LineageflowError, PromotionRefused, WorkspaceError
 from lineageflow.runs.store import client, redact_uri
+from lineageflow.tags import TAG_CHECKS, TAG_GIT_COMMIT, TAG_SIGNED_BY
 from lineageflow.workspace import Workspace
 
 MARKER = ".lineageflow-demo"
@@ -262,9 +263,9 @@ def describe(tracking_uri: str, summaries: list[dict], ws: Path) -> str:
             aliases = ",".join(by_version.get(str(mv.version), [])) or "-"
             lines.append(
                 f"  {name} v{mv.version}: stage={mv.current_stage:9s} aliases={aliases:8s} "
-                f"checks={mv.tags.get('lineage.checks')} "
-                f"commit={mv.tags.get('lineage.git_commit', '')[:10]} "
-                f"signed_by={mv.tags.get('lineage.signed_by', '-')[:12]}"
+                f"checks={mv.tags.get(TAG_CHECKS)} "
+                f"commit={mv.tags.get(TAG_GIT_COMMIT, '')[:10]} "
+                f"signed_by={mv.tags.get(TAG_SIGNED_BY, '-')[:12]}"
             )
         pub = keys.public_path()
         if name and pub is not None and c.get_registered_model(name).aliases:

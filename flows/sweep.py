@@ -34,6 +34,7 @@ from lineageflow.runs.context import RunContext, settings
 from lineageflow.runs.flowstart import flow_setup
 from lineageflow.runs.stages import stage_run
 from lineageflow.runs.tracking import RunRef
+from lineageflow.tags import TAG_SWEEP_INDEX, TAG_SWEEP_SIZE
 from tasks.data import prepare, pull_all
 
 ENTRYPOINT = "flows/sweep.py:sweep"
@@ -51,7 +52,7 @@ def fit_config(
         with open(split, "rb") as fh:
             split = pickle.load(fh)
     inputs = [(f"{p}_table", split.digests[p]) for p in ("train", "holdout")]
-    tags = {"lineageflow.sweep_index": str(index)}
+    tags = {TAG_SWEEP_INDEX: str(index)}
     section = {"xgboost": params, "seed": seed}
     eng = engine(split.engine)
     with stage_run(run, SWEEP.name, inputs=inputs, params=section, tags=tags) as (
@@ -92,7 +93,7 @@ def sweep(workspace: str, grid: list[dict], metric: str = "roc_auc") -> dict:
     logger = flow_setup()
     ws, cfg, uri = settings(workspace)
     ctx = RunContext.start(ws, cfg, uri, ENTRYPOINT)
-    with ctx.parent_run("sweep", {"lineageflow.sweep_size": str(len(grid))}) as run:
+    with ctx.parent_run("sweep", {TAG_SWEEP_SIZE: str(len(grid))}) as run:
         _, frames = pull_all(ws, cfg.data, run)
         split = prepare(frames, cfg.data.target, cfg.prepare, run)
         # Largest first (LPT): in grid order the heaviest configs came last and

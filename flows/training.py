@@ -14,6 +14,7 @@ from lineageflow.runs.flowstart import flow_setup
 from lineageflow.runs.orchestration import run_logger
 from lineageflow.runs.publish import Clock, PipelineResult, finish
 from lineageflow.runs.store import check_reachable
+from lineageflow.tags import TAG_REPRODUCTION_OF
 from lineageflow.workspace import Workspace
 from tasks.data import prepare, pull_all
 from tasks.model import evaluate, train
@@ -78,7 +79,7 @@ def run_stages(
                     str(ws.root),
                 )
         model = cfg.registration.model_name
-        of = (extra_tags or {}).get("lineage.reproduction_of")
+        of = (extra_tags or {}).get(TAG_REPRODUCTION_OF)
         result = finish(run, record, metrics, decision, model, clock.timings, of)
     result.refuse_if_failed()  # after the run is finished and published
     return result

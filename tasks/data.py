@@ -34,6 +34,7 @@ from lineageflow.runs.artifacts import (
 from lineageflow.runs.orchestration import run_logger
 from lineageflow.runs.stages import stage_run
 from lineageflow.runs.tracking import RunRef
+from lineageflow.tags import TAG_DATASET, TAG_THREAD
 from lineageflow.workspace import Workspace
 from tasks import retry_unless_user_error
 
@@ -63,8 +64,8 @@ def pull_data(
     recorded = next((d for d in expect or [] if d.get("path") == dataset), None)
     src = open_source(Workspace(Path(workspace)), entry, remote, expect=recorded)
     tags = {
-        "lineageflow.dataset": dataset,
-        "lineageflow.thread": threading.current_thread().name,
+        TAG_DATASET: dataset,
+        TAG_THREAD: threading.current_thread().name,
     }
     params = {"dataset": dataset, "remote": remote}
     with stage_run(run, PULL_DATA.name, inputs=[], params=params, tags=tags) as (

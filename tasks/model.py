@@ -32,6 +32,7 @@ from lineageflow.runs.reuse import Earlier
 from lineageflow.runs.stages import stage_run
 from lineageflow.runs.store import client
 from lineageflow.runs.tracking import RunRef
+from lineageflow.tags import PARAM_PREFIX, PLOTS_DIR
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ def train(
         fit_seconds = time.perf_counter() - t0
         # prefixed: sklearn's autolog of a Pipeline already logs its step `model`
         code = {"seed": cfg.seed, "task": split.task} | source.code()
-        mlflow.log_params({f"lineageflow.{k}": v for k, v in code.items()})
+        mlflow.log_params({PARAM_PREFIX + k: v for k, v in code.items()})
         # the schema of the raw rows (ints stay long, text stays string): what
         # pandas reads from the training data is accepted as it is
         head = eng.sample(split, "train")[0].head(200)
@@ -198,7 +199,7 @@ def evaluate(
         with tempfile.TemporaryDirectory() as tmp:
             X, y = eng.sample(split, "holdout")
             for png in write_plots(model, X, y, Path(tmp), split.task):
-                mlflow.log_artifact(str(png), artifact_path="plots")
+                mlflow.log_artifact(str(png), artifact_path=PLOTS_DIR)
         io.output("metrics", ml.metrics_digest(test_metrics))
     c = client(run.tracking_uri)
     for k, v in test_metrics.items():

@@ -18,6 +18,13 @@ from lineageflow.runs.context import RunContext
 from lineageflow.runs.stages import stage_run
 from lineageflow.runs.store import client
 from lineageflow.runs.tracking import RunRef, log_tags
+from lineageflow.tags import (
+    LINEAGE_JSON,
+    TAG_CHECKS,
+    TAG_DIGEST,
+    TAG_IDENTICAL_TO,
+    TAG_MODEL_VERSION,
+)
 from tasks import retry_unless_user_error
 from tasks.model import TrainedModel
 
@@ -33,8 +40,8 @@ def record_lineage(ctx: RunContext, run: RunRef, data: list[Version]) -> dict:
     """The run's lineage record, once every stage has recorded its own: logged as
     ``lineage.json`` at the parent run's root and as flat ``lineage.*`` tags."""
     record = ctx.record(run, data)
-    client(run.tracking_uri).log_dict(run.run_id, record, "lineage.json")
-    log_tags(run, flat_tags(record) | {"lineage.digest": digest(record)})
+    client(run.tracking_uri).log_dict(run.run_id, record, LINEAGE_JSON)
+    log_tags(run, flat_tags(record) | {TAG_DIGEST: digest(record)})
     return record
 
 
@@ -53,7 +60,7 @@ def register_model(
     (lineageflow.registry.promotion decides). Its own child run records what it
     was handed (the model and the lineage record, by digest) and the version."""
     uri, name = run.tracking_uri, cfg.model_name
-    inputs = [("model", trained.digest), ("lineage.json", digest(record))]
+    inputs = [("model", trained.digest), (LINEAGE_JSON, digest(record))]
     with stage_run(run, "register_model", inputs=inputs, params=cfg) as (_, io):
         decision = promotion.register(
             uri,
@@ -73,11 +80,11 @@ def register_model(
     if decision.previous and not decision.identical_to:
         explain(uri, name, decision, run.run_id, workspace)
     if decision.identical_to:
-        tags = {"lineage.identical_to": f"{name}/{decision.identical_to}"}
+        tags = {TAG_IDENTICAL_TO: f"{name}/{decision.identical_to}"}
     else:
         tags = {
-            "lineage.model_version": f"{name}/{decision.version}",
-            "lineage.checks": "failed" if decision.failed else "passed",
+            TAG_MODEL_VERSION: f"{name}/{decision.version}",
+            TAG_CHECKS: "failed" if decision.failed else "passed",
         }
     log_tags(run, tags)
     return decision

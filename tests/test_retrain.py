@@ -20,13 +20,13 @@ from flows.training import training_pipeline
 from flows.watch import watch_workspace
 from lineageflow.errors import WorkspaceError
 from lineageflow.retrain.changes import (
-    EVENT,
     DataAt,
     Head,
     Staged,
     change_key,
     detect,
 )
+from lineageflow.tags import DATA_CHANGED_EVENT
 from tests.test_deployments import prefect_server  # noqa: F401 - its fixture
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -94,7 +94,7 @@ def events_of(api: str, commit: str, timeout: float = 30) -> list[dict]:
     while True:
         resp = httpx.post(
             f"{api}/events/filter",
-            json={"filter": {"event": {"name": [EVENT]}}, "limit": 50},
+            json={"filter": {"event": {"name": [DATA_CHANGED_EVENT]}}, "limit": 50},
             timeout=10,
         )
         resp.raise_for_status()
@@ -141,7 +141,7 @@ def test_each_change_is_one_event_with_a_deterministic_id():
         data.reason
     )
     event = data.event("/srv/ws", "churn")
-    assert event["event"] == EVENT
+    assert event["event"] == DATA_CHANGED_EVENT
     assert event["resource"]["lineageflow.workspace"] == "/srv/ws"
     assert event["payload"]["commit"] == HEAD.commit
     assert event["payload"]["md5"] == HEAD.data[0].md5
@@ -413,7 +413,7 @@ def test_deployed_watch_triggers_one_retrain_per_change_and_never_loops(
             str(Path(sys.executable).parent / "prefect"),
             "event",
             "emit",
-            EVENT,
+            DATA_CHANGED_EVENT,
             "--resource",
             json.dumps(resource),
             "--payload",

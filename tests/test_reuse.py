@@ -18,6 +18,7 @@ from flows.training import training_pipeline
 from lineageflow.lineage import graph, report
 from lineageflow.registry.versions import load_native
 from lineageflow.runs import reuse
+from lineageflow.tags import TAG_STAGE_REUSED_FROM
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -123,14 +124,14 @@ def test_only_evaluation_settings_changed_nothing_is_refit(
     assert {r["stage"] for r in second["reused"]} == reused
     for stage in reused:
         tags = after[stage].data.tags
-        assert tags[reuse.TAG_FROM] == before[stage].info.run_id
+        assert tags[TAG_STAGE_REUSED_FROM] == before[stage].info.run_id
         # the same outputs, by digest and URI, as the run that made them
         assert (
             tags["lineage.stage.outputs"]
             == (before[stage].data.tags["lineage.stage.outputs"])
         )
         assert after[stage].info.status == "FINISHED"
-    assert reuse.TAG_FROM not in after["evaluate"].data.tags  # scored again
+    assert TAG_STAGE_REUSED_FROM not in after["evaluate"].data.tags  # scored again
     # no fit happened: the refit's own metrics are absent; autologged params kept
     assert "fit_seconds" in before["train"].data.metrics
     assert "fit_seconds" not in after["train"].data.metrics
@@ -183,7 +184,7 @@ def test_only_training_params_changed_refits_without_re_preparing(make_workspace
     second = run(ws)
     assert {r["stage"] for r in second["reused"]} == {"pull_data", "prepare"}
     before, after = stages_of(first), stages_of(second)
-    assert reuse.TAG_FROM not in after["train"].data.tags
+    assert TAG_STAGE_REUSED_FROM not in after["train"].data.tags
     assert "fit_seconds" in after["train"].data.metrics
     assert after["train"].data.params != before["train"].data.params
     sha = "lineage.stage.params_sha256"
@@ -229,10 +230,12 @@ def test_reuse_off_recomputes_every_stage_and_later_runs_reuse_that(
     again = run(ws, reuse=False)
     assert again["reused"] == []
     recomputed = stages_of(again)
-    assert all(reuse.TAG_FROM not in r.data.tags for r in recomputed.values())
+    assert all(TAG_STAGE_REUSED_FROM not in r.data.tags for r in recomputed.values())
     assert "fit_seconds" in recomputed["train"].data.metrics
     third = stages_of(run(ws))  # the latest run with the same key is the source
-    assert third["train"].data.tags[reuse.TAG_FROM] == (recomputed["train"].info.run_id)
+    assert third["train"].data.tags[TAG_STAGE_REUSED_FROM] == (
+        recomputed["train"].info.run_id
+    )
 
 
 def test_a_reproduction_recomputes_every_stage(make_workspace):
@@ -244,5 +247,5 @@ def test_a_reproduction_recomputes_every_stage(make_workspace):
     assert out["verdict"] == "exact"
     rebuilt = stages_of(dict(first, run_id=out["reproduction_run_id"]))
     assert {"pull_data", "prepare", "train"} <= set(rebuilt)
-    assert all(reuse.TAG_FROM not in r.data.tags for r in rebuilt.values())
+    assert all(TAG_STAGE_REUSED_FROM not in r.data.tags for r in rebuilt.values())
     assert "fit_seconds" in rebuilt["train"].data.metrics

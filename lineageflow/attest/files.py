@@ -18,8 +18,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from lineageflow.attest.keys import keyid, public_pem
+from lineageflow.tags import MODEL_SIGNATURE
 
-SIGNATURE = "model.sig"
 # MLflow writes it into a models:/ download; it is not part of the stored model
 IGNORED = ["registered_model_meta"]
 
@@ -52,16 +52,18 @@ class Trust:
         if self.chain:
             names = ", ".join(p.name for p in self.chain)
             return (
-                f"{SIGNATURE} does not verify against the certificate chain {names} "
+                f"{MODEL_SIGNATURE} does not verify against the certificate chain {names} "
                 f"({str(exc).strip()[:200]}): use the CA the promotion's certificate "
                 "was issued by"
             )
         if str(exc).startswith("Key mismatch"):
             return (
-                f"{SIGNATURE} was not made with the given public key "
+                f"{MODEL_SIGNATURE} was not made with the given public key "
                 f"({keyid(self.public_key)[:12]}): use the key the promotion signed with"
             )
-        return f"{SIGNATURE} does not verify with the given public key ({exc})"[:300]
+        return f"{MODEL_SIGNATURE} does not verify with the given public key ({exc})"[
+            :300
+        ]
 
 
 def verify_files(
@@ -75,7 +77,7 @@ def verify_files(
         payload = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
         signed = payload["subject"][0]["digest"]["sha256"]
     except (KeyError, IndexError, TypeError, ValueError):
-        failures.append(f"{SIGNATURE} is not a model-signing signature")
+        failures.append(f"{MODEL_SIGNATURE} is not a model-signing signature")
         return None, None
     with tempfile.NamedTemporaryFile("wb", suffix=".pub") as f:
         if trust.public_key is not None:
@@ -86,7 +88,8 @@ def verify_files(
         except Exception as exc:  # model-signing: ValueError; OpenSSL for a chain
             if str(exc).startswith("Signature mismatch"):
                 failures.extend(
-                    file_changes(model_dir, payload) or [f"{SIGNATURE}: {exc}"[:300]]
+                    file_changes(model_dir, payload)
+                    or [f"{MODEL_SIGNATURE}: {exc}"[:300]]
                 )
             else:
                 failures.append(trust.refusal(exc))

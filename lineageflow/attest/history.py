@@ -12,9 +12,9 @@ from mlflow.exceptions import MlflowException
 from lineageflow.attest import statements as st
 from lineageflow.runs.artifact_store import download
 from lineageflow.runs.store import client
+from lineageflow.tags import PROMOTION_STATEMENT
 
 HISTORY_LIMIT = 200
-PROMOTION_FILE = "promotion.intoto.jsonl"
 
 
 def follow(
@@ -80,7 +80,7 @@ def latest_promotion(
             continue
         try:
             local = download(
-                f"{where}/{PROMOTION_FILE}", tracking_uri, dst / str(mv.version)
+                f"{where}/{PROMOTION_STATEMENT}", tracking_uri, dst / str(mv.version)
             )
             promo = st.open_envelope(st.read_jsonl(Path(local).read_text())[0], pub)
         except (MlflowException, OSError, ValueError, IndexError):

@@ -22,21 +22,24 @@ if TYPE_CHECKING:  # imported where it signs: with statements, 0.5 s a process
 
 from lineageflow import __version__
 from lineageflow.attest import statements as st
-from lineageflow.attest.files import SIGNATURE, hashing
-from lineageflow.attest.history import PROMOTION_FILE
+from lineageflow.attest.files import hashing
 from lineageflow.attest.keys import SigningKey
 from lineageflow.lineage.checks import DECLARED, Check
 from lineageflow.runs.artifact_store import download
 from lineageflow.runs.store import client
-from lineageflow.runs.tracking import TAG_STAGE, child_runs
+from lineageflow.runs.tracking import child_runs
+from lineageflow.tags import (
+    ATTESTATION_DIR,
+    LINEAGE_STATEMENT,
+    MODEL_SIGNATURE,
+    PROMOTION_STATEMENT,
+    TAG_ATTESTATION,
+    TAG_PROMOTION_SHA256,
+    TAG_SIGNED_BY,
+    TAG_SIGNED_MODEL_SHA256,
+    TAG_STAGE,
+)
 
-ATTEST_DIR = "attestation"
-LINEAGE = "lineage.intoto.jsonl"
-PROMOTION = PROMOTION_FILE
-TAG_ATTESTATION = "lineage.attestation"
-TAG_SIGNED_BY = "lineage.signed_by"
-TAG_MODEL_SHA = "lineage.signed_model_sha256"
-TAG_PROMOTION_SHA = "lineage.promotion_sha256"
 BUILDER = f"lineageflow/{__version__}"
 
 
@@ -51,8 +54,8 @@ class Signed:
         return {
             TAG_ATTESTATION: self.location,
             TAG_SIGNED_BY: self.keyid,
-            TAG_MODEL_SHA: self.model_sha256,
-            TAG_PROMOTION_SHA: self.promotion_sha256,
+            TAG_SIGNED_MODEL_SHA256: self.model_sha256,
+            TAG_PROMOTION_SHA256: self.promotion_sha256,
         }
 
 
@@ -100,12 +103,12 @@ def previous_link(
     if staging is None:
         return None
     tags = client(tracking_uri).get_model_version(model_name, staging).tags
-    if not tags.get(TAG_PROMOTION_SHA):
+    if not tags.get(TAG_PROMOTION_SHA256):
         return {"version": staging, "sha256": None, "location": None}  # unsigned
     return {
         "version": staging,
-        "sha256": tags[TAG_PROMOTION_SHA],
-        "location": f"{tags[TAG_ATTESTATION]}/{PROMOTION}",
+        "sha256": tags[TAG_PROMOTION_SHA256],
+        "location": f"{tags[TAG_ATTESTATION]}/{PROMOTION_STATEMENT}",
     }
 
 
@@ -128,8 +131,8 @@ def sign_promotion(
         model_dir = download(uri, tracking_uri, Path(tmp) / "model")
         out = Path(tmp) / "out"
         out.mkdir()
-        signer(key).set_hashing_config(hashing()).sign(model_dir, out / SIGNATURE)
-        signed = st.bundle_subject(json.loads((out / SIGNATURE).read_text()))
+        signer(key).set_hashing_config(hashing()).sign(model_dir, out / MODEL_SIGNATURE)
+        signed = st.bundle_subject(json.loads((out / MODEL_SIGNATURE).read_text()))
         sha = signed["digest"]["sha256"]
         subject = st.subject(model_name, version, sha)
         checks = [
@@ -159,12 +162,16 @@ def sign_promotion(
             ),
             key.private,
         )
-        (out / LINEAGE).write_text(st.jsonl([st.sign(s, key.private) for s in lineage]))
-        (out / PROMOTION).write_text(st.jsonl([promotion]))
+        (out / LINEAGE_STATEMENT).write_text(
+            st.jsonl([st.sign(s, key.private) for s in lineage])
+        )
+        (out / PROMOTION_STATEMENT).write_text(st.jsonl([promotion]))
         run_id = register_run_id(tracking_uri, record)
-        client(tracking_uri).log_artifacts(run_id, str(out), f"{ATTEST_DIR}/{stamp}")
+        client(tracking_uri).log_artifacts(
+            run_id, str(out), f"{ATTESTATION_DIR}/{stamp}"
+        )
     return Signed(
-        location=f"runs:/{run_id}/{ATTEST_DIR}/{stamp}",
+        location=f"runs:/{run_id}/{ATTESTATION_DIR}/{stamp}",
         keyid=key.keyid,
         model_sha256=sha,
         promotion_sha256=st.envelope_sha256(promotion),

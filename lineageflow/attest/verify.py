@@ -20,15 +20,15 @@ from lineageflow.attest import statements as st
 from lineageflow.attest.files import Trust, verify_files
 from lineageflow.attest.history import follow, latest_promotion
 from lineageflow.attest.keys import KEY_ENV, configured_key, keyid, load_public
-from lineageflow.attest.sign import (
-    LINEAGE,
-    PROMOTION,
-    SIGNATURE,
-    TAG_ATTESTATION,
-)
 from lineageflow.errors import AttestationError, SigningKeyError
 from lineageflow.runs.artifact_store import download
 from lineageflow.runs.store import client, redact_uri
+from lineageflow.tags import (
+    LINEAGE_STATEMENT,
+    MODEL_SIGNATURE,
+    PROMOTION_STATEMENT,
+    TAG_ATTESTATION,
+)
 
 URI_RE = re.compile(
     r"^models:/([A-Za-z0-9][A-Za-z0-9._-]{0,127})(?:/([0-9]+)|@([\w-]+))$"
@@ -74,9 +74,9 @@ class Verified:
             "failures": self.failures,
             "signed_by": self.signed_by,
             "model_sha256": self.model_sha256,
-            "signature": f"{where}/{SIGNATURE}" if where else None,
-            "statement": f"{where}/{LINEAGE}" if where else None,
-            "promotion": f"{where}/{PROMOTION}" if where else None,
+            "signature": f"{where}/{MODEL_SIGNATURE}" if where else None,
+            "statement": f"{where}/{LINEAGE_STATEMENT}" if where else None,
+            "promotion": f"{where}/{PROMOTION_STATEMENT}" if where else None,
             "provenance": self.provenance,
             "verification": self.verification,
             "history": self.history,
@@ -140,22 +140,26 @@ def verify(
             f"({type(exc).__name__}): they were deleted, or the store does not answer"
         )
         return out
-    signed_sha, pub = verify_files(out.model_dir, att / SIGNATURE, trust, out.failures)
+    signed_sha, pub = verify_files(
+        out.model_dir, att / MODEL_SIGNATURE, trust, out.failures
+    )
     if pub is None:  # a certificate that did not verify vouches for no statement
         return out
     subject = st.subject(name, version, signed_sha or "")[0]
     lineage = st.verified_statements(
-        att / LINEAGE, pub, subject, signed_sha, out.failures
+        att / LINEAGE_STATEMENT, pub, subject, signed_sha, out.failures
     )
     out.provenance = lineage.get(st.PROVENANCE)
     out.verification = lineage.get(st.VERIFICATION)
     for kind, label in ((st.PROVENANCE, "provenance"), (st.VERIFICATION, "checks")):
         if kind not in lineage and not out.failures:
-            out.failures.append(f"{LINEAGE} has no {label} statement ({kind})")
+            out.failures.append(
+                f"{LINEAGE_STATEMENT} has no {label} statement ({kind})"
+            )
     if out.verification and out.verification.get("verificationResult") != "PASSED":
-        out.failures.append(f"{LINEAGE}: the checks it records did not pass")
+        out.failures.append(f"{LINEAGE_STATEMENT}: the checks it records did not pass")
     promo = st.verified_statements(
-        att / PROMOTION, pub, subject, signed_sha, out.failures
+        att / PROMOTION_STATEMENT, pub, subject, signed_sha, out.failures
     )
     if st.PROMOTION in promo:
         out.signed_by = keyid(pub)
@@ -166,7 +170,7 @@ def verify(
         if alias == st.ALIAS:
             _alias_is_the_latest_promotion(out, pub, tracking_uri, into / "latest")
     elif not out.failures:
-        out.failures.append(f"{PROMOTION} has no promotion statement")
+        out.failures.append(f"{PROMOTION_STATEMENT} has no promotion statement")
     return out
 
 
@@ -207,7 +211,7 @@ def _download_attestation(
             "its artifacts were deleted, or the store does not answer"
         )
         return None
-    for f in (SIGNATURE, LINEAGE, PROMOTION):
+    for f in (MODEL_SIGNATURE, LINEAGE_STATEMENT, PROMOTION_STATEMENT):
         if not (local / f).is_file():
             out.failures.append(f"{f} is missing from the attestation at {location}")
     return None if out.failures else local
@@ -269,7 +273,7 @@ def render(v: Verified) -> str:
         f"verified {head} ({v.model_uri}): every model file matches its signature; "
         f"statements signed by key {v.signed_by[:12]}",
         f"  model sha256 {v.model_sha256}",
-        f"  stored at {v.location} ({SIGNATURE}, {LINEAGE}, {PROMOTION})",
+        f"  stored at {v.location} ({MODEL_SIGNATURE}, {LINEAGE_STATEMENT}, {PROMOTION_STATEMENT})",
     ]
     prov = v.provenance or {}
     deps = prov.get("buildDefinition", {}).get("resolvedDependencies", [])

@@ -21,6 +21,7 @@ from typing import Protocol
 from lineageflow.data import source
 from lineageflow.lineage.record import digest, flat_tags
 from lineageflow.pipeline import REQUIRED
+from lineageflow.tags import LINEAGE_JSON, TAG_DIGEST
 
 # the stages whose finished child runs a promotable run must have (register_model
 # is still running while the checks run)
@@ -209,13 +210,13 @@ def check_data_read(record: dict) -> Check:
     "retrain",
 )
 def check_digest(record: dict, tags: dict[str, str]) -> Check:
-    want = tags.get("lineage.digest")
+    want = tags.get(TAG_DIGEST)
     got = digest(record)
     if want != got:
         return Check(
             "digest_intact",
             False,
-            f"lineage.json digest {got[:12]} != tag lineage.digest "
+            f"{LINEAGE_JSON} digest {got[:12]} != tag {TAG_DIGEST} "
             f"{str(want)[:12]}: the record or tag was edited after the run; retrain",
         )
     # a flat tag absent from the run claims nothing (runs made before that tag

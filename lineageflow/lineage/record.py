@@ -19,6 +19,20 @@ from typing import Any
 from lineageflow.errors import LineageError
 from lineageflow.lineage.code import pipeline_state
 from lineageflow.pipeline import RECORDED
+from lineageflow.tags import (
+    TAG_CHANGE_KEY,
+    TAG_DATA_PREFIX,
+    TAG_GIT_BRANCH,
+    TAG_GIT_COMMIT,
+    TAG_GIT_DIRTY,
+    TAG_PARAMS_SHA256,
+    TAG_PIPELINE_COMMIT,
+    TAG_PIPELINE_DIRTY,
+    TAG_PIPELINE_VERSION,
+    TAG_SCHEMA,
+    TAG_USER_CODE_PREFIX,
+    TAG_WORKSPACE_REPO,
+)
 
 SCHEMA_VERSION = 1
 # the record's ``stages`` list, in pipeline order (declared in lineageflow.pipeline)
@@ -113,10 +127,7 @@ def verify_input(stage: str, name: str, got: str, want: str | None) -> None:
 def data_tag(path: str, field: str) -> str:
     """``lineage.data.<path>.<field>``; a URI's ``//`` collapsed, as MLflow refuses
     a key that a path normalisation would change (``s3://b/t`` -> ``s3:/b/t``)."""
-    return f"lineage.data.{re.sub('/{2,}', '/', path)}.{field}"
-
-
-TAG_CHANGE_KEY = "lineage.change_key"
+    return f"{TAG_DATA_PREFIX}{re.sub('/{2,}', '/', path)}.{field}"
 
 
 def change_key(commit: str, data: dict[str, str], params_sha256: str) -> str:
@@ -134,15 +145,15 @@ def flat_tags(record: dict) -> dict[str, str]:
     """The record's summary as MLflow tags (everything but the digest)."""
     ws, pipe = record["workspace"], record["pipeline"]
     tags = {
-        "lineage.schema": str(record["schema"]),
-        "lineage.git_commit": ws["commit"],
-        "lineage.git_branch": str(ws["branch"]),
-        "lineage.git_dirty": str(ws["dirty"]).lower(),
-        "lineage.workspace_repo": ws["repo"],
-        "lineage.pipeline_version": str(pipe.get("version")),
-        "lineage.pipeline_commit": str(pipe.get("commit")),
-        "lineage.pipeline_dirty": str(pipe.get("dirty")).lower(),
-        "lineage.params_sha256": record["params_sha256"],
+        TAG_SCHEMA: str(record["schema"]),
+        TAG_GIT_COMMIT: ws["commit"],
+        TAG_GIT_BRANCH: str(ws["branch"]),
+        TAG_GIT_DIRTY: str(ws["dirty"]).lower(),
+        TAG_WORKSPACE_REPO: ws["repo"],
+        TAG_PIPELINE_VERSION: str(pipe.get("version")),
+        TAG_PIPELINE_COMMIT: str(pipe.get("commit")),
+        TAG_PIPELINE_DIRTY: str(pipe.get("dirty")).lower(),
+        TAG_PARAMS_SHA256: record["params_sha256"],
     }
     if not ws["dirty"]:  # uncommitted work trained no commit
         data = {d["path"]: d["md5"] for d in record["data"]}
@@ -151,7 +162,7 @@ def flat_tags(record: dict) -> dict[str, str]:
         tags[data_tag(d["path"], "md5")] = d["md5"]
         tags[data_tag(d["path"], "in_remote")] = str(d["in_remote"]).lower()
     for u in record.get("user_code", []):
-        tags[f"lineage.user_code.{u['role']}"] = (
+        tags[f"{TAG_USER_CODE_PREFIX}{u['role']}"] = (
             f"{u['file']}:{u['function']}@{str(u['blob'])[:12]}"
         )
     return tags

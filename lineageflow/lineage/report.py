@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from lineageflow.data.source import version_of
 from lineageflow.lineage.checks import Check
 from lineageflow.lineage.record import digest
+from lineageflow.tags import TAG_ATTESTATION, TAG_SIGNED_BY, TAG_SIGNED_MODEL_SHA256
 
 
 def yes_no(value) -> str:
@@ -118,9 +119,9 @@ def version_description(
     if signed:
         lines += [
             "",
-            f"**Signed** by key `{signed['lineage.signed_by'][:12]}`: model sha256 "
-            f"`{signed['lineage.signed_model_sha256'][:16]}`, attestation "
-            f"`{signed['lineage.attestation']}`. Verify before loading: "
+            f"**Signed** by key `{signed[TAG_SIGNED_BY][:12]}`: model sha256 "
+            f"`{signed[TAG_SIGNED_MODEL_SHA256][:16]}`, attestation "
+            f"`{signed[TAG_ATTESTATION]}`. Verify before loading: "
             f"`lineageflow verify models:/{_model_name(record)}@staging "
             "--key <public key>`",
         ]

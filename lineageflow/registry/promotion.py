@@ -32,14 +32,17 @@ from lineageflow.registry import champion, versions
 from lineageflow.registry import gate as quality
 from lineageflow.registry.champion import Champion
 from lineageflow.registry.locks import promotion_lock, promotion_slot
-from lineageflow.registry.versions import (
-    STAGING_ALIAS,
+from lineageflow.registry.versions import STAGING_ALIAS, current_staging
+from lineageflow.runs.store import client
+from lineageflow.runs.tracking import child_runs
+from lineageflow.tags import (
     TAG_CHECK_PREFIX,
     TAG_CHECKS,
-    current_staging,
+    TAG_FAILED_CHECKS,
+    TAG_MODEL_DIGEST,
+    TAG_STAGE,
+    TAG_TRAIN_KEY,
 )
-from lineageflow.runs.store import client
-from lineageflow.runs.tracking import TAG_STAGE, child_runs
 
 # (checks, versions it archives, link to the promotion before) -> where it is
 Sign = Callable[[list[Check], list[str], dict | None], Signed]
@@ -94,9 +97,9 @@ def register(
         return Decision(same, False, [], same, identical_to=same)
     tags = versions.version_tags(record, run_id)
     if model_digest:  # lets a later identical retrain be recognised
-        tags["lineage.model_digest"] = model_digest
+        tags[TAG_MODEL_DIGEST] = model_digest
     if train_key:
-        tags["lineage.train_key"] = train_key
+        tags[TAG_TRAIN_KEY] = train_key
     version = versions.register_version(
         tracking_uri, model_name, model_uri, run_id, tags
     )
@@ -229,7 +232,7 @@ def apply_decision(
             c.set_model_version_tag(
                 model_name,
                 version,
-                "lineage.failed_checks",
+                TAG_FAILED_CHECKS,
                 ",".join(ch.name for ch in failed),
             )
         return Decision(version, False, found, previous)

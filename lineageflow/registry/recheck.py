@@ -15,6 +15,7 @@ from lineageflow.errors import LineageError, PromotionRefused
 from lineageflow.registry import versions as registry
 from lineageflow.runs.orchestration import run_logger
 from lineageflow.runs.store import client
+from lineageflow.tags import TAG_RUN_ID
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ def registered_version(uri: str, model_name: str, version: int | str) -> Registe
         raise LineageError(
             f"model {model_name} v{version} is not registered in this MLflow store"
         ) from None
-    run_id = mv.tags.get("lineage.run_id") or mv.run_id
+    run_id = mv.tags.get(TAG_RUN_ID) or mv.run_id
     record, _ = registry.load_lineage(uri, run_id)
     earlier = attested(uri, model_name, version)  # a signed version must still verify
     if earlier is not None and not earlier.ok:

@@ -23,18 +23,29 @@ from lineageflow.errors import LineageError
 from lineageflow.lineage.code import pipeline_state
 from lineageflow.lineage.record import data_tag, digest
 from lineageflow.runs.artifact_store import download, model_location
-from lineageflow.runs.reuse import TAG_KEY
 from lineageflow.runs.store import (
     artifact_store_failure,
     client,
     redact_uri,
     tracking_error,
 )
+from lineageflow.tags import (
+    LINEAGE_JSON,
+    TAG_DATA_MD5S,
+    TAG_DATA_PREFIX,
+    TAG_DIGEST,
+    TAG_GIT_COMMIT,
+    TAG_MANAGED,
+    TAG_MODEL_DIGEST,
+    TAG_PARAMS_SHA256,
+    TAG_PIPELINE_COMMIT,
+    TAG_RUN_ID,
+    TAG_STAGE_KEY,
+    TAG_TRAIN_KEY,
+)
 from lineageflow.workspace import Workspace, git_state
 
 STAGING_ALIAS = ALIAS  # the alias that is the promotion
-TAG_CHECKS = "lineage.checks"
-TAG_CHECK_PREFIX = "lineage.check."
 
 
 # ---------------------------------------------------------------- reading runs
@@ -53,7 +64,7 @@ def load_lineage(tracking_uri: str, run_id: str) -> tuple[dict, dict[str, str]]:
     tags = dict(run.data.tags)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            local = download(f"runs:/{run_id}/lineage.json", tracking_uri, Path(tmp))
+            local = download(f"runs:/{run_id}/{LINEAGE_JSON}", tracking_uri, Path(tmp))
             record = json.loads(local.read_text())
     except (MlflowException, OSError, json.JSONDecodeError) as exc:
         raise _unreadable_lineage(c, tracking_uri, run_id, exc) from None
@@ -69,7 +80,7 @@ def _unreadable_lineage(c, tracking_uri: str, run_id: str, exc: Exception):
         names = {f.path for f in c.list_artifacts(run_id)}
     except Exception as list_exc:  # the listing needs the artifact store too
         return tracking_error(tracking_uri, list_exc, "could not list artifacts")
-    if "lineage.json" not in names:
+    if LINEAGE_JSON not in names:
         return LineageError(
             f"MLflow run {run_id} has no lineage.json: it was not made by the "
             "training-pipeline flow"
@@ -97,7 +108,7 @@ def register_version(
         c.get_registered_model(model_name)
     except MlflowException:
         try:
-            c.create_registered_model(model_name, tags={"lineageflow.managed": "true"})
+            c.create_registered_model(model_name, tags={TAG_MANAGED: "true"})
         except MlflowException as exc:  # a concurrent first run made it meanwhile
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
@@ -153,7 +164,7 @@ def staging_run(tracking_uri: str, model: str) -> tuple[str, str, dict] | None:
         return None
     c = client(tracking_uri)
     mv = c.get_model_version(model, version)
-    run_id = mv.tags.get("lineage.run_id") or mv.run_id
+    run_id = mv.tags.get(TAG_RUN_ID) or mv.run_id
     return version, run_id, dict(c.get_run(run_id).data.tags)
 
 
@@ -170,7 +181,7 @@ def train_identity(tracking_uri: str, record: dict) -> tuple[str | None, str | N
         (o.get("digest") for o in train.get("outputs", []) if o.get("name") == "model"),
         None,
     )
-    key = client(tracking_uri).get_run(train["run_id"]).data.tags.get(TAG_KEY)
+    key = client(tracking_uri).get_run(train["run_id"]).data.tags.get(TAG_STAGE_KEY)
     return digest, key
 
 
@@ -180,13 +191,11 @@ def version_identity(
     """(model digest, train stage key) of a registered version: its tags
     ``lineage.model_digest`` / ``lineage.train_key``, else its run's record."""
     mv = client(tracking_uri).get_model_version(model_name, version)
-    digest, key = mv.tags.get("lineage.model_digest"), mv.tags.get("lineage.train_key")
+    digest, key = mv.tags.get(TAG_MODEL_DIGEST), mv.tags.get(TAG_TRAIN_KEY)
     if digest:
         return digest, key
     try:
-        record, _ = load_lineage(
-            tracking_uri, mv.tags.get("lineage.run_id") or mv.run_id
-        )
+        record, _ = load_lineage(tracking_uri, mv.tags.get(TAG_RUN_ID) or mv.run_id)
     except LineageError:
         return None, None
     return train_identity(tracking_uri, record)
@@ -215,12 +224,12 @@ def unchanged_since_staging(
     git = git_state(ws.git())
     if git.dirty or code["dirty"]:  # uncommitted work is never "unchanged"
         return None
-    recorded = {k for k in tags if k.startswith("lineage.data.") and k.endswith(".md5")}
+    recorded = {k for k in tags if k.startswith(TAG_DATA_PREFIX) and k.endswith(".md5")}
     same = (
-        tags.get("lineage.git_commit") == git.commit
+        tags.get(TAG_GIT_COMMIT) == git.commit
         # new lineageflow code is a new model too
-        and tags.get("lineage.pipeline_commit") == str(code["commit"])
-        and tags.get("lineage.params_sha256") == cfg.sha256()
+        and tags.get(TAG_PIPELINE_COMMIT) == str(code["commit"])
+        and tags.get(TAG_PARAMS_SHA256) == cfg.sha256()
         and recorded == set(pinned)
         and all(tags[k] == v for k, v in pinned.items())
     )
@@ -236,13 +245,11 @@ def recorded_metrics(tracking_uri: str, run_id: str) -> dict[str, float]:
 def version_tags(record: dict, run_id: str) -> dict[str, str]:
     """The lineage summary a registered version carries as tags."""
     return {
-        "lineage.run_id": run_id,
-        "lineage.git_commit": record["workspace"]["commit"],
-        "lineage.digest": digest(record),
-        "lineage.params_sha256": record["params_sha256"],
-        "lineage.data_md5s": ",".join(
-            f"{d['path']}={d['md5']}" for d in record["data"]
-        ),
+        TAG_RUN_ID: run_id,
+        TAG_GIT_COMMIT: record["workspace"]["commit"],
+        TAG_DIGEST: digest(record),
+        TAG_PARAMS_SHA256: record["params_sha256"],
+        TAG_DATA_MD5S: ",".join(f"{d['path']}={d['md5']}" for d in record["data"]),
     }
 
 

@@ -35,6 +35,12 @@ from lineageflow.runs.context import resolve_workspace
 from lineageflow.runs.orchestration import run_logger
 from lineageflow.runs.publish import PipelineResult
 from lineageflow.runs.store import client, run_url, tracking_uri_for
+from lineageflow.tags import (
+    TAG_REPRODUCED_BY,
+    TAG_REPRODUCTION_FIRST_DIVERGENCE,
+    TAG_REPRODUCTION_OF,
+    TAG_REPRODUCTION_VERDICT,
+)
 from lineageflow.workspace import Workspace, open_workspace
 
 
@@ -132,11 +138,11 @@ def compare(job: Reproduction, new_id: str) -> Reproduced:
     )
     c = client(uri)
     for rid, key, value in (
-        (run_id, "lineage.reproduced_by", new_id),
-        (run_id, "lineage.reproduction.verdict", cmp.line()[:5000]),
-        (new_id, "lineage.reproduction.verdict", cmp.line()[:5000]),
+        (run_id, TAG_REPRODUCED_BY, new_id),
+        (run_id, TAG_REPRODUCTION_VERDICT, cmp.line()[:5000]),
+        (new_id, TAG_REPRODUCTION_VERDICT, cmp.line()[:5000]),
         *(
-            (rid, "lineage.reproduction.first_divergence", cmp.divergence[:5000])
+            (rid, TAG_REPRODUCTION_FIRST_DIVERGENCE, cmp.divergence[:5000])
             for rid in ((run_id, new_id) if cmp.divergence else ())
         ),
     ):
@@ -175,7 +181,7 @@ def _rerun(tree: Path, job: Reproduction, rerun: Rerunners) -> str:
     """Run the stages again with the recorded pipeline code; return the new run id."""
     record, cfg, uri, run_id = job.record, job.cfg, job.uri, job.run_id
     logger = run_logger()
-    name, tags = f"reproduce-{run_id[:8]}", {"lineage.reproduction_of": run_id}
+    name, tags = f"reproduce-{run_id[:8]}", {TAG_REPRODUCTION_OF: run_id}
     then, now = record.get("pipeline", {}), pipeline_state()
     commit = then.get("commit")
     if commit and (commit != now["commit"] or now["dirty"]):

@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 from lineageflow.errors import LineageError
 from lineageflow.reproduce.divergence import first_divergence
 from lineageflow.runs.store import client
+from lineageflow.tags import TAG_RUN_ID
 
 RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 MODEL_URI_RE = re.compile(r"^models:/([A-Za-z0-9][A-Za-z0-9._-]{0,127})/([0-9]{1,9})$")
@@ -50,7 +51,7 @@ def resolve_run_id(ref: str, tracking_uri: str) -> str:
         mv = client(tracking_uri).get_model_version(m.group(1), m.group(2))
     except MlflowException:
         raise LineageError(f"{ref} is not a registered model version") from None
-    return mv.tags.get("lineage.run_id") or mv.run_id
+    return mv.tags.get(TAG_RUN_ID) or mv.run_id
 
 
 # ------------------------------------------------------------------ verdict

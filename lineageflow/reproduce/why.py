@@ -10,6 +10,7 @@ from pathlib import Path
 from lineageflow.errors import LineageflowError
 from lineageflow.reproduce.diff import collect, render
 from lineageflow.runs.store import client
+from lineageflow.tags import TAG_RUN_ID
 
 MARK = "### Why it differs from the champion"
 
@@ -24,7 +25,7 @@ def why_it_changed(
 ) -> str:
     """The markdown section: champion ``champion`` (A) against this run (B)."""
     mv = client(tracking_uri).get_model_version(model_name, champion)
-    champ_run = mv.tags.get("lineage.run_id") or mv.run_id
+    champ_run = mv.tags.get(TAG_RUN_ID) or mv.run_id
     head = (
         f"{MARK} (v{champion})\n\n"
         f"`lineageflow diff` of the champion **v{champion}** (A, run `{champ_run}`) "

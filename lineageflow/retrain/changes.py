@@ -12,11 +12,17 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from lineageflow.lineage.record import TAG_CHANGE_KEY, change_key
+from lineageflow.lineage.record import change_key
+from lineageflow.tags import (
+    DATA_CHANGED_EVENT,
+    LABEL_MODEL,
+    LABEL_WORKSPACE,
+    RESOURCE_CODE,
+    RESOURCE_DATASET_PREFIX,
+    RESOURCE_PARAMS,
+)
 
 __all__ = [
-    "EVENT",
-    "TAG_CHANGE_KEY",
     "Change",
     "DataAt",
     "Head",
@@ -25,8 +31,6 @@ __all__ = [
     "detect",
 ]
 
-EVENT = "lineageflow.data.changed"
-WORKSPACE_LABEL = "lineageflow.workspace"
 _NAMESPACE = uuid.UUID("6f1d8a52-3c1e-4c55-9d3f-7a0c2e9b1f40")
 
 
@@ -81,8 +85,8 @@ class Change:
     @property
     def resource_id(self) -> str:
         if self.kind == "data":
-            return f"lineageflow.dataset.{self.resource}"
-        return f"lineageflow.{self.kind}"
+            return RESOURCE_DATASET_PREFIX + self.resource
+        return {"params": RESOURCE_PARAMS, "code": RESOURCE_CODE}[self.kind]
 
     def event_id(self, workspace: str) -> uuid.UUID:
         """The same for the same change, however often it is seen."""
@@ -95,12 +99,12 @@ class Change:
         return {
             "id": str(self.event_id(workspace)),
             "occurred": datetime.now(UTC).isoformat(),
-            "event": EVENT,
+            "event": DATA_CHANGED_EVENT,
             "resource": {
                 "prefect.resource.id": self.resource_id,
                 "prefect.resource.name": self.resource,
-                WORKSPACE_LABEL: workspace,
-                "lineageflow.model": model,
+                LABEL_WORKSPACE: workspace,
+                LABEL_MODEL: model,
             },
             "related": [],
             "payload": {"commit": self.commit, "workspace": workspace}

@@ -19,15 +19,13 @@ from lineageflow.checkouts import tree_at
 from lineageflow.config import PipelineConfig
 from lineageflow.data.source import share_data
 from lineageflow.errors import DataError
-from lineageflow.lineage.record import TAG_CHANGE_KEY
 from lineageflow.retrain.head import locate
 from lineageflow.retrain.queue import one_at_a_time
 from lineageflow.retrain.trained import Trained, already_trained
 from lineageflow.runs.context import experiment, workspace_store
 from lineageflow.runs.store import check_reachable
+from lineageflow.tags import TAG_CHANGE_KEY, TAG_TRIGGER_COMMIT
 from lineageflow.workspace import Workspace
-
-TAG_COMMIT = "lineage.trigger.commit"
 
 
 @dataclass(frozen=True)
@@ -44,7 +42,7 @@ class CommitRun:
     done: Trained | None = None
 
     def tags(self) -> dict[str, str]:
-        return {TAG_CHANGE_KEY: self.key, TAG_COMMIT: self.sha}
+        return {TAG_CHANGE_KEY: self.key, TAG_TRIGGER_COMMIT: self.sha}
 
     def skipped(self) -> dict:
         message = (

@@ -9,9 +9,15 @@ from dataclasses import dataclass
 
 from lineageflow.lineage.record import data_tag
 from lineageflow.registry.versions import staging_run
-from lineageflow.retrain.changes import TAG_CHANGE_KEY, Staged
+from lineageflow.retrain.changes import Staged
 from lineageflow.runs.store import client
-from lineageflow.runs.tracking import TAG_ERROR
+from lineageflow.tags import (
+    TAG_CHANGE_KEY,
+    TAG_CHECKS,
+    TAG_ERROR,
+    TAG_GIT_COMMIT,
+    TAG_PARAMS_SHA256,
+)
 
 
 @dataclass(frozen=True)
@@ -33,9 +39,9 @@ def staged(tracking_uri: str, model: str, names: list[str]) -> Staged | None:
     return Staged(
         version=version,
         run_id=run_id,
-        commit=tags.get("lineage.git_commit", ""),
+        commit=tags.get(TAG_GIT_COMMIT, ""),
         data={n: tags[data_tag(n, "md5")] for n in names if data_tag(n, "md5") in tags},
-        params_sha256=tags.get("lineage.params_sha256", ""),
+        params_sha256=tags.get(TAG_PARAMS_SHA256, ""),
     )
 
 
@@ -55,7 +61,7 @@ def already_trained(tracking_uri: str, experiment: str, key: str) -> Trained | N
         return None
     run = runs[0]
     tags = run.data.tags
-    checks = tags.get("lineage.checks")
+    checks = tags.get(TAG_CHECKS)
     outcome = (
         tags.get(TAG_ERROR)
         or (f"lineage checks {checks}" if checks else None)

@@ -12,7 +12,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from lineageflow.config import PipelineConfig, dataset_name
 from lineageflow.errors import WorkspaceError
-from lineageflow.retrain.changes import EVENT, Change, detect
+from lineageflow.retrain.changes import Change, detect
 from lineageflow.retrain.events import send
 from lineageflow.retrain.head import (
     Upstream,
@@ -25,6 +25,7 @@ from lineageflow.retrain.head import (
 )
 from lineageflow.retrain.trained import already_trained, staged
 from lineageflow.runs.orchestration import run_logger
+from lineageflow.tags import DATA_CHANGED_EVENT
 from lineageflow.workspace import Workspace
 
 
@@ -127,11 +128,11 @@ def announce(seen: Watch, label: str) -> dict:
     send(events)
     seen.summary["events"] = [e["id"] for e in events]
     for c, e in zip(seen.to_send, events, strict=True):
-        logger.info("%s: %s (event %s)", EVENT, c.reason, e["id"])
+        logger.info("%s: %s (event %s)", DATA_CHANGED_EVENT, c.reason, e["id"])
     create_markdown_artifact(
         _markdown(seen.commit, seen.upstream, seen.to_send, events),
         key="data-changed",
-        description=f"changes at {seen.commit[:12]} sent as {EVENT} events",
+        description=f"changes at {seen.commit[:12]} sent as {DATA_CHANGED_EVENT} events",
     )
     return seen.summary
 
@@ -143,7 +144,7 @@ def _markdown(commit: str, where: str, changes: list[Change], events: list[dict]
     )
     return (
         f"## {len(changes)} change(s) at `{commit[:12]}` ({where})\n\n"
-        f"Each was sent as one `{EVENT}` event; the `train` deployment's trigger "
+        f"Each was sent as one `{DATA_CHANGED_EVENT}` event; the `train` deployment's trigger "
         "trains this commit once.\n\n| resource | change | event id |\n|---|---|---|\n"
         + rows
         + "\n"

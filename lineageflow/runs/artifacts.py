@@ -35,6 +35,7 @@ from lineageflow.runs.artifact_store import (
 )
 from lineageflow.runs.reuse import Earlier
 from lineageflow.runs.store import client, redact_uri
+from lineageflow.tags import MODEL_PICKLE, SPLIT_META, TABLES_DIR
 
 
 def log_dataset(
@@ -137,15 +138,15 @@ def persist_table(df, digest: str, name: str) -> str:
     every worker that reaches the tracking server reaches them (proxied
     artifacts need no storage credentials)."""
     file = f"{name}-{digest[:16]}{ARROW}"
-    here = _local_dir(mlflow.get_artifact_uri("tables"))
+    here = _local_dir(mlflow.get_artifact_uri(TABLES_DIR))
     if here is not None:  # a local artifact store: written in place, not copied
         here.mkdir(parents=True, exist_ok=True)
         _write_arrow(df, here / file)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             _write_arrow(df, Path(tmp) / file)
-            mlflow.log_artifact(str(Path(tmp) / file), artifact_path="tables")
-    return f"runs:/{mlflow.active_run().info.run_id}/tables/{file}"
+            mlflow.log_artifact(str(Path(tmp) / file), artifact_path=TABLES_DIR)
+    return f"runs:/{mlflow.active_run().info.run_id}/{TABLES_DIR}/{file}"
 
 
 ARROW = ".arrow"
@@ -197,7 +198,7 @@ def load_table(uri: str, digest: str, stage: str, name: str, tracking_uri: str):
 
 def _model_file(model_uri: str, tracking_uri: str) -> str:
     """Where the model.pkl of a logged model (``models:/m-...``) is stored."""
-    return f"{model_location(model_uri, tracking_uri).rstrip('/')}/model.pkl"
+    return f"{model_location(model_uri, tracking_uri).rstrip('/')}/{MODEL_PICKLE}"
 
 
 def stored_model_digest(model_uri: str, tracking_uri: str) -> str:
@@ -212,9 +213,6 @@ def load_model(model_uri: str, digest: str, stage: str, tracking_uri: str):
     return cloudpickle.loads(
         verified_bytes(model_file, digest, stage, "model", tracking_uri)
     )
-
-
-SPLIT_META = "split.json"
 
 
 def persist_split_meta(split) -> None:

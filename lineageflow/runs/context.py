@@ -36,6 +36,7 @@ from lineageflow.runs.store import (
     ensure_experiment,
 )
 from lineageflow.runs.tracking import RunRef, close_stale_runs, log_params, parent_run
+from lineageflow.tags import TAG_STAGE_CODE
 from lineageflow.workspace import GitState, Workspace, git_state, open_workspace
 
 
@@ -167,7 +168,7 @@ class RunContext:
         # every child run repeats MLflow's source fields and names the pipeline code
         code = self.pipeline.get("commit") or self.pipeline.get("version")
         inherited = source_tags(self.git.as_dict(), self.entrypoint)
-        inherited["lineage.stage.code"] = str(code)
+        inherited[TAG_STAGE_CODE] = str(code)
         with parent_run(
             self.tracking_uri, self.experiment_id, name, tags, inherited=inherited
         ) as run:

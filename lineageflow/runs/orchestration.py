@@ -15,8 +15,8 @@ import uuid
 from pathlib import Path
 
 from lineageflow.errors import LineageflowError
+from lineageflow.tags import TAG_OWNER
 
-TAG_OWNER = "lineageflow.owner"  # host:pid:start-time of the process driving the run
 log = logging.getLogger(__name__)
 
 

@@ -27,6 +27,7 @@ from lineageflow.lineage.graph import draw
 from lineageflow.runs.orchestration import run_logger
 from lineageflow.runs.store import artifact_url, client, run_url
 from lineageflow.runs.tracking import RunRef
+from lineageflow.tags import LINEAGE_PNG
 
 
 @dataclass
@@ -142,10 +143,10 @@ def publish(result: PipelineResult) -> None:
         f"{result.model_name} v{result.model_version}" if result.model_version else None
     )
     with tempfile.TemporaryDirectory() as tmp:
-        png = draw(result.record, Path(tmp) / "lineage.png", model, result.checks)
+        png = draw(result.record, Path(tmp) / LINEAGE_PNG, model, result.checks)
         client(uri).log_artifact(result.run_id, str(png))
     create_image_artifact(
-        artifact_url(uri, result.run_id, "lineage.png"),
+        artifact_url(uri, result.run_id, LINEAGE_PNG),
         key="lineage-graph",
         description=f"commit -> data -> stages -> model of MLflow run {result.run_id}",
     )

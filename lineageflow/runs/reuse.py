@@ -27,11 +27,10 @@ from typing import Any
 
 from lineageflow.lineage.record import package_versions
 from lineageflow.runs.store import client
+from lineageflow.tags import TAG_STAGE_KEY, TAG_STAGE_OUTPUTS, TAG_STAGE_REUSED_FROM
 
 log = logging.getLogger(__name__)
 
-TAG_KEY = "lineage.stage.key"
-TAG_FROM = "lineage.stage.reused_from"
 # what a refit depends on besides inputs and params
 LIBRARIES = ("numpy", "pandas", "scikit-learn", "xgboost", "mlflow", "cloudpickle")
 
@@ -92,7 +91,7 @@ def find(
     """The latest finished stage run under ``key`` (not one of this parent's)."""
     runs = client(tracking_uri).search_runs(
         [experiment_id],
-        filter_string=f"tags.`{TAG_KEY}` = '{key}' and attributes.status = 'FINISHED'",
+        filter_string=f"tags.`{TAG_STAGE_KEY}` = '{key}' and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"],
         max_results=5,
     )
@@ -101,13 +100,13 @@ def find(
         if tags.get("mlflow.parentRunId") == exclude_parent:
             continue
         try:
-            outputs = json.loads(tags.get("lineage.stage.outputs", ""))
+            outputs = json.loads(tags.get(TAG_STAGE_OUTPUTS, ""))
         except json.JSONDecodeError:
             continue
         if not outputs:
             continue
         return Earlier(
-            run_id=tags.get(TAG_FROM) or run.info.run_id,
+            run_id=tags.get(TAG_STAGE_REUSED_FROM) or run.info.run_id,
             outputs=outputs,
             params=dict(run.data.params),
             metrics=dict(run.data.metrics),

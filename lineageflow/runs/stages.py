@@ -28,9 +28,19 @@ import mlflow
 from lineageflow.pipeline import RECORDED, declared
 from lineageflow.runs import reuse
 from lineageflow.runs.artifacts import copy_datasets
-from lineageflow.runs.tracking import TAG_STAGE, RunRef, child_run, child_runs
+from lineageflow.runs.tracking import RunRef, child_run, child_runs
+from lineageflow.tags import (
+    TAG_INPUT_PREFIX,
+    TAG_OUTPUT_PREFIX,
+    TAG_STAGE,
+    TAG_STAGE_CODE,
+    TAG_STAGE_INPUTS,
+    TAG_STAGE_KEY,
+    TAG_STAGE_OUTPUTS,
+    TAG_STAGE_PARAMS_SHA256,
+    TAG_STAGE_REUSED_FROM,
+)
 
-TAG = "lineage.stage."
 T = TypeVar("T")
 
 
@@ -120,8 +130,8 @@ def stage_run(
         ref=ref,
     )
     stage_tags = {
-        TAG + "inputs": json.dumps(io.inputs, separators=(",", ":")),
-        **({TAG + "params_sha256": io.params_sha256} if io.params_sha256 else {}),
+        TAG_STAGE_INPUTS: json.dumps(io.inputs, separators=(",", ":")),
+        **({TAG_STAGE_PARAMS_SHA256: io.params_sha256} if io.params_sha256 else {}),
         **(tags or {}),
     }
     with child_run(ref, stage, tags=stage_tags) as active:
@@ -132,11 +142,11 @@ def stage_run(
         key = io.key()
         mlflow.set_tags(
             {
-                TAG + "inputs": json.dumps(io.inputs, separators=(",", ":")),
-                TAG + "outputs": json.dumps(io.outputs, separators=(",", ":")),
+                TAG_STAGE_INPUTS: json.dumps(io.inputs, separators=(",", ":")),
+                TAG_STAGE_OUTPUTS: json.dumps(io.outputs, separators=(",", ":")),
                 **short_tags(io),
-                **({reuse.TAG_FROM: io.reused_from} if io.reused_from else {}),
-                **({reuse.TAG_KEY: key} if key else {}),
+                **({TAG_STAGE_REUSED_FROM: io.reused_from} if io.reused_from else {}),
+                **({TAG_STAGE_KEY: key} if key else {}),
             }
         )
 
@@ -147,7 +157,10 @@ def short_tags(io: StageIO) -> dict[str, str]:
     JSON tags to a few characters, these read whole. The JSON tags stay (other
     tools read them)."""
     out: dict[str, str] = {}
-    for prefix, entries in (("lineage.in.", io.inputs), ("lineage.out.", io.outputs)):
+    for prefix, entries in (
+        (TAG_INPUT_PREFIX, io.inputs),
+        (TAG_OUTPUT_PREFIX, io.outputs),
+    ):
         for e in entries:
             # MLflow refuses a key a path normalisation would change (s3://)
             name = re.sub(r"/{2,}", "/", re.sub(r"[^\w./ -]", "_", e["name"]))[:200]
@@ -163,12 +176,16 @@ def _entry(run) -> dict[str, Any]:
         "name": tags.get(TAG_STAGE),
         "run_id": run.info.run_id,
         "status": run.info.status,
-        "code": tags.get(TAG + "code"),
-        "params_sha256": tags.get(TAG + "params_sha256"),
-        "inputs": json.loads(tags.get(TAG + "inputs", "[]")),
-        "outputs": json.loads(tags.get(TAG + "outputs", "[]")),
+        "code": tags.get(TAG_STAGE_CODE),
+        "params_sha256": tags.get(TAG_STAGE_PARAMS_SHA256),
+        "inputs": json.loads(tags.get(TAG_STAGE_INPUTS, "[]")),
+        "outputs": json.loads(tags.get(TAG_STAGE_OUTPUTS, "[]")),
         # additive: present only on a stage that took an earlier run's outputs
-        **({"reused_from": tags[reuse.TAG_FROM]} if reuse.TAG_FROM in tags else {}),
+        **(
+            {"reused_from": tags[TAG_STAGE_REUSED_FROM]}
+            if TAG_STAGE_REUSED_FROM in tags
+            else {}
+        ),
     }
 
 

@@ -24,14 +24,11 @@ import mlflow
 from mlflow.entities import Param, RunTag
 
 from lineageflow.errors import PromotionRefused
-from lineageflow.runs.orchestration import TAG_OWNER, process_identity
+from lineageflow.runs.orchestration import process_identity
 from lineageflow.runs.store import client, lost_tracking, tracking_error
+from lineageflow.tags import TAG_ERROR, TAG_KIND, TAG_OWNER, TAG_STAGE
 
 log = logging.getLogger(__name__)
-
-TAG_STAGE = "lineageflow.stage"
-TAG_ERROR = "lineageflow.error"
-TAG_KIND = "lineageflow.kind"
 
 
 @dataclass(frozen=True)

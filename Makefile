@@ -11,7 +11,7 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_TELEMETRY := false
 
-.PHONY: demo test test-fast test-unit lint bench venv clean stack stack-down
+.PHONY: demo test test-fast test-unit lint bench bench-seams venv clean stack stack-down
 
 $(BIN)/lineageflow: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ lint: venv
 bench: venv  ## benchmarks (not part of `make test`); writes bench/RESULTS.md, bench/DELTA.md
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/delta.py
+
+bench-seams: venv  ## before/after a code change (SEAMS_BEFORE, default 980e375), interleaved; writes bench/SEAMS.md
+	$(BIN)/python bench/seams.py
 
 stack: venv  ## the team stack on 127.0.0.1: PostgreSQL, S3 (moto), MLflow, Prefect, 2 workers
 	$(BIN)/python -m deployments.stack up --dir .stack

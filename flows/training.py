@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefect import flow
 
 from lineageflow.config import PipelineConfig
+from lineageflow.data.source import Version
+from lineageflow.model.ml import Split
+from lineageflow.pipeline import (
+    EVALUATE,
+    LINEAGE,
+    PREPARE,
+    PULL_DATA,
+    REGISTER_MODEL,
+    TRAIN,
+    steps,
+)
+from lineageflow.registry.promotion import Decision
 from lineageflow.registry.versions import unchanged_since_staging
 from lineageflow.retrain.commit import commit_run
 from lineageflow.runs.context import RunContext, settings
@@ -14,11 +28,83 @@ from lineageflow.runs.flowstart import flow_setup
 from lineageflow.runs.orchestration import run_logger
 from lineageflow.runs.publish import Clock, PipelineResult, finish
 from lineageflow.runs.store import check_reachable
+from lineageflow.runs.tracking import RunRef
 from lineageflow.tags import TAG_REPRODUCTION_OF
 from lineageflow.workspace import Workspace
-from tasks.data import prepare, pull_all
-from tasks.model import evaluate, train
+from tasks.data import Handoff, prepare, pull_all
+from tasks.model import TrainedModel, evaluate, train
 from tasks.registry import record_lineage, register_model
+
+
+@dataclass
+class Products:
+    """What the steps of one run hand each other, in the order they are made."""
+
+    ctx: RunContext
+    run: RunRef
+    expect: list[dict] | None  # a reproduction's recorded data
+    versions: list[Version] = field(default_factory=list)
+    frames: list[Handoff] = field(default_factory=list)
+    split: Split | None = None
+    trained: TrainedModel | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    record: dict = field(default_factory=dict)
+    decision: Decision | None = None
+
+
+def _pull_data(p: Products) -> None:
+    ws, cfg = p.ctx.ws, p.ctx.cfg
+    p.versions, p.frames = pull_all(ws, cfg.data, p.run, expect=p.expect)
+
+
+def _prepare(p: Products) -> None:
+    cfg = p.ctx.cfg
+    p.split = prepare(
+        p.frames,
+        cfg.data.target,
+        cfg.prepare,
+        p.run,
+        cfg.train.task,
+        p.versions,
+        cfg.evaluate,
+    )
+
+
+def _train(p: Products) -> None:
+    p.trained = train(p.split, p.ctx.cfg.train, p.run, str(p.ctx.ws.root))
+
+
+def _evaluate(p: Products) -> None:
+    p.metrics = evaluate(p.trained, p.split, p.ctx.cfg.evaluate, p.run)
+
+
+def _record(p: Products) -> None:
+    p.record = record_lineage(p.ctx, p.run, p.versions)
+
+
+def _register_model(p: Products) -> None:
+    cfg = p.ctx.cfg
+    p.decision = register_model(
+        p.record,
+        p.trained,
+        p.metrics,
+        p.split,
+        cfg.evaluate,
+        cfg.registration,
+        p.run,
+        str(p.ctx.ws.root),
+    )
+
+
+# what each step of lineageflow.pipeline.steps() runs: a task, and what it hands on
+STEPS: dict[str, Callable[[Products], None]] = {
+    PULL_DATA.name: _pull_data,
+    PREPARE.name: _prepare,
+    TRAIN.name: _train,
+    EVALUATE.name: _evaluate,
+    LINEAGE.name: _record,
+    REGISTER_MODEL.name: _register_model,
+}
 
 
 def run_stages(
@@ -47,40 +133,13 @@ def run_stages(
     with clock("setup"):
         ctx = RunContext.start(ws, cfg, tracking_uri, entrypoint, origin, reuse)
     with ctx.parent_run(run_name, extra_tags) as run:
-        with clock("pull_data"):
-            versions, frames = pull_all(ws, cfg.data, run, expect=expect_data)
-        with clock("prepare"):
-            split = prepare(
-                frames,
-                cfg.data.target,
-                cfg.prepare,
-                run,
-                cfg.train.task,
-                versions,
-                cfg.evaluate,
-            )
-        with clock("train"):
-            trained = train(split, cfg.train, run, str(ws.root))
-        with clock("evaluate"):
-            metrics = evaluate(trained, split, cfg.evaluate, run)
-        with clock("lineage"):
-            record = record_lineage(ctx, run, versions)
-        decision = None
-        if register:
-            with clock("register"):
-                decision = register_model(
-                    record,
-                    trained,
-                    metrics,
-                    split,
-                    cfg.evaluate,
-                    cfg.registration,
-                    run,
-                    str(ws.root),
-                )
+        p = Products(ctx, run, expect_data)
+        for step in steps(register):  # the declared stages (lineageflow.pipeline)
+            with clock(step.clock):
+                STEPS[step.name](p)
         model = cfg.registration.model_name
         of = (extra_tags or {}).get(TAG_REPRODUCTION_OF)
-        result = finish(run, record, metrics, decision, model, clock.timings, of)
+        result = finish(run, p.record, p.metrics, p.decision, model, clock.timings, of)
     result.refuse_if_failed()  # after the run is finished and published
     return result
 

@@ -22,7 +22,7 @@ from lineageflow.errors import DataError
 from lineageflow.retrain.head import locate
 from lineageflow.retrain.queue import one_at_a_time
 from lineageflow.retrain.trained import Trained, already_trained
-from lineageflow.runs.context import experiment, workspace_store
+from lineageflow.runs.context import experiment
 from lineageflow.runs.store import check_reachable
 from lineageflow.tags import TAG_CHANGE_KEY, TAG_TRIGGER_COMMIT
 from lineageflow.workspace import Workspace
@@ -60,21 +60,20 @@ class CommitRun:
 
 @contextlib.contextmanager
 def commit_run(workspace: str | None, rev: str) -> Iterator[CommitRun]:
-    ws, uri = workspace_store(workspace)
-    head, cfg, waiting, origin = locate(ws, rev)
-    sha = head.commit
-    if waiting:
+    at = locate(workspace, rev)
+    sha, key, uri = at.head.commit, at.head.key(), at.tracking_uri
+    if at.waiting:
         raise DataError(
-            f"{', '.join(waiting)} at {sha[:12]} is not in the DVC remote yet: "
+            f"{', '.join(at.waiting)} at {sha[:12]} is not in the DVC remote yet: "
             "`dvc push` it; the next watch run sends the event again"
         )
     check_reachable(uri)
-    with one_at_a_time(ws.root):  # a second event for it waits, then ends here
-        done = already_trained(uri, cfg.mlflow.experiment, head.key())
+    with one_at_a_time(at.ws.root):  # a second event for it waits, then ends here
+        done = already_trained(uri, at.cfg.mlflow.experiment, key)
         if done is not None:
-            yield CommitRun(ws, cfg, uri, sha, head.key(), origin, done)
+            yield CommitRun(at.ws, at.cfg, uri, sha, key, at.origin, done)
             return
-        experiment(ws, cfg, uri)  # a new one keeps its artifacts in the workspace
-        with tree_at(sha, ws.root, None, "workspace") as tree:
-            share_data(tree, ws.root)
-            yield CommitRun(Workspace(tree), cfg, uri, sha, head.key(), origin)
+        experiment(at.ws, at.cfg, uri)  # a new one keeps its artifacts in the workspace
+        with tree_at(sha, at.ws.root, None, "workspace") as tree:
+            share_data(tree, at.ws.root)
+            yield CommitRun(Workspace(tree), at.cfg, uri, sha, key, at.origin)

@@ -15,6 +15,7 @@ from lineageflow.config import PipelineConfig, parse_params
 from lineageflow.data.source import named_at
 from lineageflow.errors import ConfigError, WorkspaceError
 from lineageflow.retrain.changes import DataAt, Head
+from lineageflow.runs.context import workspace_store
 from lineageflow.workspace import (
     Workspace,
     fetch_remote,
@@ -57,11 +58,25 @@ def fetch(repo: git.Repo, up: Upstream) -> None:
     fetch_remote(repo, up.remote, up.describe())
 
 
-def locate(ws: Workspace, rev: str) -> tuple[Head, PipelineConfig, list[str], dict]:
-    """The commit ``rev`` names (fetched from the upstream when it is not here
-    yet): what it would train on, its params, the DVC versions not pushed yet
-    (lineageflow.retrain.head.head_state), and the workspace a run of it
-    records: repo, path, and the branch when the commit is on its upstream."""
+@dataclass(frozen=True)
+class Located:
+    """A commit found in a workspace, and what a run of it needs."""
+
+    ws: Workspace
+    tracking_uri: str  # the workspace's MLflow store
+    head: Head  # what the commit would train on
+    cfg: PipelineConfig  # its params
+    waiting: list[str]  # each DVC version it names that is not pushed yet
+    origin: dict  # the workspace a run of it records: repo, path, branch
+
+
+def locate(workspace: str | None, rev: str) -> Located:
+    """The workspace a flow was given, and the commit ``rev`` names in it
+    (fetched from the upstream when it is not here yet): what it would train
+    on, its params, the DVC versions not pushed yet (``head_state``), and the
+    workspace a run of it records: repo, path, and the branch when the commit
+    is on its upstream."""
+    ws, uri = workspace_store(workspace)
     repo = ws.git()
     up = None if repo.head.is_detached else upstream_of(repo)
     # not here yet: fetched from the upstream, then looked up again
@@ -81,12 +96,8 @@ def locate(ws: Workspace, rev: str) -> tuple[Head, PipelineConfig, list[str], di
     cfg = parse_params_at(params, sha)
     head, waiting = head_state(ws, sha, cfg)
     branch = up.branch if up is not None and on_branch else None
-    return (
-        head,
-        cfg,
-        waiting,
-        {"repo": state.repo, "path": state.path, "branch": branch},
-    )
+    origin = {"repo": state.repo, "path": state.path, "branch": branch}
+    return Located(ws, uri, head, cfg, waiting, origin)
 
 
 def params_at(repo: git.Repo, commit: str) -> PipelineConfig:

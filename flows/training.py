@@ -10,12 +10,13 @@ from prefect import flow
 
 from lineageflow.config import PipelineConfig
 from lineageflow.data.source import Version
+from lineageflow.errors import LineageError
 from lineageflow.model.ml import Split
 from lineageflow.pipeline import (
     EVALUATE,
-    LINEAGE,
     PREPARE,
     PULL_DATA,
+    RECORD_STEP,
     REGISTER_MODEL,
     TRAIN,
     steps,
@@ -102,9 +103,20 @@ STEPS: dict[str, Callable[[Products], None]] = {
     PREPARE.name: _prepare,
     TRAIN.name: _train,
     EVALUATE.name: _evaluate,
-    LINEAGE.name: _record,
+    RECORD_STEP: _record,
     REGISTER_MODEL.name: _register_model,
 }
+
+
+def step_of(name: str) -> Callable[[Products], None]:
+    """What step ``name`` runs; a declared stage with no step is one line."""
+    step = STEPS.get(name)
+    if step is None:
+        raise LineageError(
+            f"stage {name!r} is declared in lineageflow/pipeline.py but "
+            "flows/training.py has no step for it: add it to STEPS"
+        )
+    return step
 
 
 def run_stages(
@@ -134,9 +146,11 @@ def run_stages(
         ctx = RunContext.start(ws, cfg, tracking_uri, entrypoint, origin, reuse)
     with ctx.parent_run(run_name, extra_tags) as run:
         p = Products(ctx, run, expect_data)
-        for step in steps(register):  # the declared stages (lineageflow.pipeline)
-            with clock(step.clock):
-                STEPS[step.name](p)
+        # the declared stages in order (lineageflow.pipeline); a reproduction
+        # (register=False) runs those it declares reproduced
+        for name, timing in steps(reproduction=not register):
+            with clock(timing):
+                step_of(name)(p)
         model = cfg.registration.model_name
         of = (extra_tags or {}).get(TAG_REPRODUCTION_OF)
         result = finish(run, p.record, p.metrics, p.decision, model, clock.timings, of)

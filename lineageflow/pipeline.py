@@ -7,10 +7,12 @@ be taken over (reuse), whether a reproduction runs it again, and whether it is
 part of the lineage record's ``stages`` list. The stage pattern
 (lineageflow.runs.stages) refuses a stage not declared here; the record, the
 checks (lineageflow.lineage.checks), the flow's timings (flows/training.py) and
-the recorded-code driver (flows/pinned.py) read these declarations.
+the recorded-code driver (flows/pinned.py) read these declarations, and
+``run_stages`` (flows/training.py) runs ``steps()``.
 
-A new stage: one ``Stage`` here, in ``PIPELINE`` at its place, and the task
-that runs it (tasks/), called from ``run_stages``.
+A new stage: one ``Stage`` here, in ``PIPELINE`` at its place; the task that
+runs it (tasks/); and its entry in ``STEPS`` (flows/training.py), which calls
+the task with what the earlier steps made.
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ class Stage:
     reusable: bool = False  # may take an identical earlier stage's outputs
     reproduced: bool = True  # a reproduction runs it again
     recorded: bool = True  # listed in lineage.json's ``stages``, in pipeline order
-    needs_record: bool = False  # runs on the finished lineage record
-    timing: str = ""  # its key in the run's timings (default: its name)
+    needs_record: bool = False  # runs on the finished lineage record (so not in it)
+    timing: str = ""  # its key in the run's timings, when not its name
 
     @property
-    def clock(self) -> str:
+    def timing_key(self) -> str:
         return self.timing or self.name
 
 
@@ -41,8 +43,9 @@ TRAIN = Stage("train", reusable=True)
 EVALUATE = Stage("evaluate")
 REGISTER_MODEL = Stage(
     "register_model",
-    required=False,
+    required=False,  # still running while the checks run
     reproduced=False,
+    recorded=False,
     needs_record=True,
     timing="register",
 )
@@ -52,9 +55,9 @@ SWEEP = Stage("sweep", required=False, reproduced=False, recorded=False)
 PIPELINE: tuple[Stage, ...] = (PULL_DATA, PREPARE, TRAIN, EVALUATE, REGISTER_MODEL)
 DECLARED: dict[str, Stage] = {s.name: s for s in (*PIPELINE, SWEEP)}
 
-# not a stage (no child run of its own, refused by stage_run): the flow's step
-# that writes the lineage record, before the first stage that needs it
-LINEAGE = Stage("lineage", required=False, recorded=False)
+# the flow's step that writes the lineage record, before the first stage that
+# needs it: not a stage (no child run of its own; stage_run refuses the name)
+RECORD_STEP = "lineage"
 
 # the record's ``stages`` list, in this order
 RECORDED: tuple[str, ...] = tuple(s.name for s in PIPELINE if s.recorded)
@@ -73,14 +76,24 @@ def declared(name: str) -> Stage:
     return stage
 
 
-def steps(register: bool = True) -> tuple[Stage, ...]:
-    """What the flow runs, in order: every declared stage (one that a
-    reproduction does not rerun only when ``register``), with the lineage record
-    written before the first stage that needs it (or last)."""
-    out: list[Stage] = []
+def steps(reproduction: bool = False) -> tuple[tuple[str, str], ...]:
+    """(name, timing key) of each step the flow runs, in order: every declared
+    stage (in a reproduction only those declared ``reproduced``), and the
+    lineage record written before the first stage that needs it, else last. A
+    recorded stage declared after one that needs the record is refused: the
+    record would never list it."""
+    out: list[tuple[str, str]] = []
     for stage in PIPELINE:
-        if stage.needs_record and LINEAGE not in out:
-            out.append(LINEAGE)
-        if register or stage.reproduced:
-            out.append(stage)
-    return (*out, LINEAGE) if LINEAGE not in out else tuple(out)
+        if stage.needs_record and (RECORD_STEP, RECORD_STEP) not in out:
+            out.append((RECORD_STEP, RECORD_STEP))
+        elif stage.recorded and (RECORD_STEP, RECORD_STEP) in out:
+            raise LineageError(
+                f"stage {stage.name!r} is declared recorded but comes after the "
+                "lineage record is written: move it before the first stage that "
+                "needs the record, or declare it recorded=False"
+            )
+        if stage.reproduced or not reproduction:
+            out.append((stage.name, stage.timing_key))
+    if (RECORD_STEP, RECORD_STEP) not in out:
+        out.append((RECORD_STEP, RECORD_STEP))
+    return tuple(out)

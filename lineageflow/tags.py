@@ -1,5 +1,7 @@
-"""Every MLflow tag key, tag-key prefix, event key and artifact name lineageflow
-writes, in one place (after MLflow's ``mlflow/utils/mlflow_tags.py``).
+"""Every ``lineage.*`` / ``lineageflow.*`` MLflow tag key and prefix, event key
+and artifact name lineageflow writes, in one place (after MLflow's
+``mlflow/utils/mlflow_tags.py``). Prefect's own ``prefect.*`` run tags
+(lineageflow.runs.orchestration) and the keys of Prefect artifacts are not here.
 
 The values are a contract: other tools, the records of earlier runs and
 tests/test_compat.py read them, so a value never changes; a new key is a new

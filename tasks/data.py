@@ -154,7 +154,8 @@ def _earlier_read(earlier, src: Source, version: Version):
         out is not None
         and out["digest"] == src.read_digest(version)
         and version.read_md5 == version.md5
-        and earlier.params.get("format") in ("csv", "parquet", "delta")
+        # it read the data (the format is set once read), whatever its kind
+        and earlier.params.get("format") not in (None, "", "None")
         and {"rows", "columns"} <= set(earlier.metrics)
     )
     if not same:
@@ -212,6 +213,8 @@ def prepare(
     training."""
     inputs = [(d.path, f"md5:{d.read_md5}") for d in data or []]
     params = cfg.model_dump() | {"target": target, "task": task_setting}
+    if engine != "local":  # part of the stage key; local keys stay as they were
+        params["engine"] = engine
     with stage_run(run, PREPARE.name, inputs=inputs, params=params) as (_, io):
         split = io.reuse(lambda e: load_split(e, run.tracking_uri))
         if split is not None:

@@ -58,7 +58,7 @@ def test_every_declared_check_is_run_and_every_run_check_declared(tmp_path):
     found += promotion.gate({"roc_auc": 0.9}, cfg, lambda: (None, None))
     found.append(gate.check_signing_key(None, "k" * 64))  # decide() adds it last
     assert [c.name for c in found] == [d.name for d in checks.DECLARED]
-    assert set(checks.REQUIRED_STAGES) < set(STAGES)
+    assert set(checks.REQUIRED_STAGES) <= set(STAGES)  # each one is recorded
 
 
 def test_readme_layout_names_every_module_once():

@@ -42,25 +42,60 @@ def test_stage_run_refuses_a_stage_that_is_not_declared():
 
 def test_the_flow_runs_the_declared_stages_in_their_order():
     """run_stages runs lineageflow.pipeline.steps(): each declared stage in
-    PIPELINE's order, the lineage record before register_model, which a
-    reproduction (register=False) does not run."""
-    from flows.training import STEPS
+    PIPELINE's order, the lineage record before the first stage that needs it;
+    a reproduction runs only the stages declared reproduced."""
+    from flows.training import STEPS, step_of
 
-    names = [s.name for s in pipeline.steps(register=True)]
-    assert names == [
-        "pull_data",
-        "prepare",
-        "train",
-        "evaluate",
-        "lineage",
-        "register_model",
+    names = [n for n, _ in pipeline.steps()]
+    first = next(s.name for s in pipeline.PIPELINE if s.needs_record)
+    assert names.index(pipeline.RECORD_STEP) == names.index(first) - 1
+    assert [n for n in names if n != pipeline.RECORD_STEP] == [
+        s.name for s in pipeline.PIPELINE
     ]
-    assert [s.name for s in pipeline.steps(register=False)] == names[:-1]
-    assert set(STEPS) == set(names)
+    again = [n for n, _ in pipeline.steps(reproduction=True)]
+    assert again == [
+        n
+        for n in names
+        if n not in {s.name for s in pipeline.PIPELINE if not s.reproduced}
+    ]
+    assert "register_model" not in again and pipeline.RECORD_STEP in again
+    assert set(STEPS) == set(names)  # every step has what it runs
+    with pytest.raises(
+        LineageError, match="'featurize' is declared .* add it to STEPS"
+    ):
+        step_of("featurize")
     # the record step has no child run of its own: stage_run refuses it
     with pytest.raises(LineageError, match="stage 'lineage' is not declared"):
-        pipeline.declared("lineage")
-    assert pipeline.REGISTER_MODEL.clock == "register"  # the timings' key
+        pipeline.declared(pipeline.RECORD_STEP)
+    assert dict(pipeline.steps())["register_model"] == "register"  # timings' key
+
+
+def test_a_recorded_stage_after_the_record_is_refused(monkeypatch):
+    late = pipeline.Stage("report")
+    monkeypatch.setattr(pipeline, "PIPELINE", (*pipeline.PIPELINE, late))
+    with pytest.raises(LineageError, match="'report' is declared recorded but comes"):
+        pipeline.steps()
+
+
+def test_the_picture_draws_a_stage_this_code_does_not_declare(tmp_path):
+    """A record written by newer code (a stage declared there, not here) still
+    draws: its stage gets a column of its own."""
+    from lineageflow.lineage import graph
+
+    record = {
+        "workspace": {"commit": "a" * 40, "branch": "main"},
+        "pipeline": {"commit": "b" * 40},
+        "mlflow": {"parent_run_id": "d" * 32},
+        "data": [{"path": "data/x", "md5": "c" * 32, "dvc_file": "data/x.dvc"}],
+        "stages": [
+            {"name": n, "run_id": f"{i:032x}", "outputs": []}
+            for i, n in enumerate(["pull_data", "prepare", "featurize", "train"])
+        ],
+    }
+    nodes, edges = graph.nodes_and_edges(record, "m", [])
+    assert "featurize" in graph._columns(nodes)
+    out = graph._draw_columns(record, nodes, edges, tmp_path / "g.png")
+    assert out.is_file() and out.stat().st_size > 0
 
 
 def test_every_train_model_has_a_source():

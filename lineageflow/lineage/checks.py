@@ -278,7 +278,8 @@ def run_checks(
     ev: Evidence,
     runs_check: Check,
 ) -> list[Check]:
-    """The lineage checks, in declared order (the gate's follow: lineage.gate)."""
+    """The lineage checks, in declared order (the quality gate follows them:
+    lineageflow.registry.gate)."""
     return [
         check_clean_tree(record),
         check_code_committed(record),

@@ -14,9 +14,23 @@ from pathlib import Path
 from typing import Any
 
 from lineageflow.data.source import version_of
+from lineageflow.pipeline import RECORDED
 
-# columns of the picture, left to right
-_COLS = ("source", "data", "pull_data", "prepare", "train", "evaluate", "model")
+# columns of the picture, left to right: a column per recorded stage, in the
+# declared order (lineageflow.pipeline)
+_COLS = ("source", "data", *RECORDED, "model")
+
+
+def _columns(nodes: dict[str, dict[str, Any]]) -> list[str]:
+    """The columns in use, left to right; a stage this code does not declare
+    (a record written by newer code) gets a column before the model's."""
+    known = [c for c in _COLS if any(n["col"] == c for n in nodes.values())]
+    extra = [n["col"] for n in nodes.values() if n["col"] not in _COLS]
+    return (
+        [c for c in known if c != "model"]
+        + list(dict.fromkeys(extra))
+        + (["model"] if "model" in known else [])
+    )
 
 
 def nodes_and_edges(
@@ -61,7 +75,7 @@ def nodes_and_edges(
         for d in record.get("data", []):
             if d["path"] in read or not read:
                 edges.append((f"data:{d['path']}", f"stage:pull_data:{st['run_id']}"))
-    chain = ("pull_data", "prepare", "train", "evaluate")
+    chain = [c for c in RECORDED if c in by_name]  # the stages this run recorded
     for a, b in zip(chain, chain[1:], strict=False):
         for x in by_name.get(a, []):
             for y in by_name.get(b, []):
@@ -71,7 +85,7 @@ def nodes_and_edges(
         failed = [c.name for c in checks or [] if not c.passed]
         mark = "Staging ✓" if passed else ("None: " + ", ".join(failed[:3]))
         add("model", "model", f"{model}\n{mark}", "#b6d7a8" if passed else "#f4cccc")
-        for x in by_name.get("evaluate", []):
+        for x in by_name.get(chain[-1] if chain else "", []):
             edges.append((x, "model"))
     return nodes, edges
 
@@ -89,7 +103,7 @@ def to_dot(nodes: dict[str, dict[str, Any]], edges: list[tuple[str, str]]) -> st
         'fontsize=10, color="#444444"];',
         '  edge [color="#666666", arrowsize=0.7];',
     ]
-    for col in _COLS:
+    for col in _columns(nodes):
         members = [nid for nid, n in nodes.items() if n["col"] == col]
         if members:
             lines.append("  { rank=same; " + " ".join(q(m) for m in members) + " }")
@@ -125,7 +139,7 @@ def _draw_columns(record: dict, nodes, edges, out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = [c for c in _COLS if any(n["col"] == c for n in nodes.values())]
+    cols = _columns(nodes)
     pos: dict[str, tuple[float, float]] = {}
     for x, col in enumerate(cols):
         members = [nid for nid, n in nodes.items() if n["col"] == col]

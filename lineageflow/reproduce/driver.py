@@ -24,6 +24,7 @@ from lineageflow.data.source import restore
 from lineageflow.errors import LineageError, WorkspaceError
 from lineageflow.lineage.checks import check_digest
 from lineageflow.lineage.code import pipeline_state
+from lineageflow.pipeline import REGISTER_MODEL
 from lineageflow.registry.versions import load_lineage, recorded_metrics
 from lineageflow.reproduce.reproduction import (
     Comparison,
@@ -200,7 +201,7 @@ def _rerun(tree: Path, job: Reproduction, rerun: Rerunners) -> str:
         Workspace(tree),
         cfg,
         uri,
-        register=False,
+        register=REGISTER_MODEL.reproduced,  # a reproduction registers nothing
         run_name=name,
         extra_tags=tags,
         expect_data=record["data"],

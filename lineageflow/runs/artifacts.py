@@ -224,6 +224,9 @@ def persist_split_meta(split) -> None:
         "task_reason": split.task_reason,
         "target": split.target,
         "labels": split.labels,
+        # the engine that holds the tables, when not the local one (whose
+        # split.json files predate engines)
+        **({"engine": split.engine} if split.engine != "local" else {}),
     }
     try:
         blob = json.dumps(meta)
@@ -258,4 +261,5 @@ def load_split(earlier: Earlier, tracking_uri: str):
         target=meta["target"],
         digests={p: earlier.output(f"{p}_table")["digest"] for p in parts},
         uris={p: earlier.output(f"{p}_table")["uri"] for p in parts},
+        engine=meta.get("engine", "local"),
     )

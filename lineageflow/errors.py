@@ -36,6 +36,14 @@ class PromotionRefused(LineageflowError):
         super().__init__(message)
         self.version = version
 
+    @classmethod
+    def unless_passed(cls, checks, message: str, version: str | None) -> None:
+        """Raise when a check failed; a tie with the champion only keeps the
+        champion (the version stays in None, tagged why): no error."""
+        failed = [c for c in checks if not c.passed]
+        if failed and not all(c.tie for c in failed):
+            raise cls(message, version=version)
+
 
 class UserCodeError(LineageflowError):
     """The workspace's own model code (train.factory / train.features) cannot be used."""

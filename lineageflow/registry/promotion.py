@@ -287,6 +287,6 @@ def _archive_staging(c, model_name: str, staged: list[str], keep: str) -> None:
 def refuse_if_failed(decision: Decision, model_name: str) -> None:
     """Fail the flow run when a check failed; a tie with the champion only keeps
     the champion (the version stays in None, tagged why), it is no error."""
-    if decision.failed and not all(c.tie for c in decision.failed):
-        message = decision.message(model_name)
-        raise PromotionRefused(message, version=decision.version)
+    PromotionRefused.unless_passed(
+        decision.checks, decision.message(model_name), decision.version
+    )

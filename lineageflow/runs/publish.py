@@ -48,9 +48,7 @@ class PipelineResult:
     def refuse_if_failed(self) -> None:
         """Fail the flow run when a check failed; a tie with the champion only
         keeps the champion (the version stays in None, tagged why): no error."""
-        failed = [c for c in self.checks if not c.passed]
-        if failed and not all(c.tie for c in failed):
-            raise PromotionRefused(self.outcome, version=self.model_version)
+        PromotionRefused.unless_passed(self.checks, self.outcome, self.model_version)
 
     def summary(self) -> dict:
         return {

@@ -31,8 +31,9 @@ def test_the_record_and_the_checks_read_the_one_declaration():
     assert not pipeline.declared("evaluate").reusable
 
 
-def test_stage_run_refuses_a_stage_that_is_not_declared():
-    ref = RunRef("sqlite:///nowhere.db", "0", "0" * 32)
+def test_stage_run_refuses_a_stage_that_is_not_declared(tmp_path):
+    # refused before any store is touched (a store here would be left empty)
+    ref = RunRef(f"sqlite:///{tmp_path}/nowhere.db", "0", "0" * 32)
     with (
         pytest.raises(LineageError, match=r"stage 'featurize' is not declared: add"),
         stage_run(ref, "featurize", inputs=[]),

@@ -139,21 +139,27 @@ def env_paths(env: dict) -> list[str]:
     return [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
 
 
+def child(cmd: list[str], env: dict, cwd: Path, timeout: float, what: str):
+    """``cmd`` run to its end in ``env`` (no stdin, bounded); it must succeed."""
+    proc = subprocess.run(
+        cmd,
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
 def probe(env: dict, code: Path) -> dict:
     """Where a child with this environment imports the pipeline from: under
     ``code``, or this fails. Run from SEAMS (no package there) so the current
     directory decides nothing."""
-    proc = subprocess.run(
-        [PY, "-c", PROBE],
-        env=env,
-        cwd=SEAMS,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=300,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"the import probe failed for {code}:\n{proc.stderr}")
+    proc = child([PY, "-c", PROBE], env, SEAMS, 300, f"the import probe for {code}")
     files = json.loads(proc.stdout.strip().splitlines()[-1])
     wrong = {
         m: f for m, f in files.items() if not Path(f).resolve().is_relative_to(code)
@@ -169,19 +175,8 @@ def variant_workspace(env: dict, base: Path, name: str, xgb: dict, csv: Path) ->
     """bench/run.py's workspace, made by the variant's own code (its default
     params), with a copy of ``csv`` committed to DVC: a child of this script
     with the variant's environment (--workspace below)."""
-    proc = subprocess.run(
-        [PY, __file__, "--workspace", str(base), name, json.dumps(xgb), str(csv)],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=900,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"making the workspace {base} failed:\n{proc.stdout}\n{proc.stderr}"
-        )
+    cmd = [PY, __file__, "--workspace", str(base), name, json.dumps(xgb), str(csv)]
+    child(cmd, env, ROOT, 900, f"making the workspace {base}")
     return base / "workspace"
 
 

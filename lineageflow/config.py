@@ -23,16 +23,11 @@ from pydantic import (
     Tag,
     ValidationError,
     field_validator,
-    model_validator,
 )
 
 from lineageflow.data.kinds import KINDS, dataset_name, kind_for, tag_of
 from lineageflow.errors import ConfigError
-from lineageflow.estimator_params import (
-    LogisticRegressionParams,
-    RandomForestParams,
-    XGBoostParams,
-)
+from lineageflow.train_config import TrainConfig  # a section of its own module
 
 # MLflow accepts more, but a name that is also safe in a URL, a tag and a file
 # name keeps `models:/<name>/<version>` unambiguous.
@@ -84,73 +79,6 @@ class PrepareConfig(_Section):
     # stays in the holdout as data versions grow and the Staging champion is
     # never scored on rows it trained on. "stratified": seeded random split.
     method: Literal["hash", "stratified"] = "hash"
-
-
-# "models.py:build_model": a Python file committed in the workspace, and a function
-CODE_REF_RE = re.compile(r"^(?P<file>[\w./-]+\.py):(?P<function>[A-Za-z_]\w*)$")
-
-
-def _code_ref(value: str | None, key: str) -> str | None:
-    if value is None:
-        return None
-    m = CODE_REF_RE.match(value.strip())
-    pure = Path(m.group("file")) if m else None
-    if not m or pure.is_absolute() or ".." in pure.parts:
-        raise ValueError(
-            f"{key} must be '<file>.py:<function>' relative to the workspace root, "
-            "e.g. models.py:build_model"
-        )
-    return value.strip()
-
-
-class TrainConfig(_Section):
-    model: Literal["xgboost", "random_forest", "logistic_regression", "custom"] = (
-        "xgboost"
-    )
-    seed: int = 42
-    # auto: from the target (text or few integer values -> classes, else regression)
-    task: Literal["auto", "binary", "multiclass", "regression"] = "auto"
-    xgboost: XGBoostParams = XGBoostParams()
-    random_forest: RandomForestParams = RandomForestParams()
-    logistic_regression: LogisticRegressionParams = LogisticRegressionParams()
-    # model: custom -> the estimator comes from the workspace's own code, pinned by
-    # the workspace commit: `factory` returns an unfitted estimator, called with
-    # the `custom` mapping as keyword arguments.
-    factory: str | None = None
-    custom: dict[str, Any] = Field(default_factory=dict)
-    # optional DataFrame -> DataFrame function applied inside the logged model
-    features: str | None = None
-
-    @field_validator("factory")
-    @classmethod
-    def _factory_ref(cls, v: str | None) -> str | None:
-        return _code_ref(v, "train.factory")
-
-    @field_validator("features")
-    @classmethod
-    def _features_ref(cls, v: str | None) -> str | None:
-        return _code_ref(v, "train.features")
-
-    @model_validator(mode="after")
-    def _custom_needs_factory(self) -> TrainConfig:
-        if self.model == "custom" and not self.factory:
-            raise ValueError(
-                "train.model is custom but train.factory is not set: "
-                "set it to '<file>.py:<function>', e.g. models.py:build_model"
-            )
-        return self
-
-    def estimator_params(self) -> dict[str, Any]:
-        """Only the chosen estimator's parameters (what the model is built with)."""
-        if self.model == "custom":
-            return dict(self.custom)
-        return getattr(self, self.model).model_dump()
-
-    def code_refs(self) -> dict[str, str]:
-        """The workspace code this config runs: role -> '<file>.py:<function>'."""
-        refs = {"factory": self.factory if self.model == "custom" else None}
-        refs["features"] = self.features
-        return {k: v for k, v in refs.items() if v}
 
 
 Metric = Literal[

@@ -43,6 +43,9 @@ class TrainedModel:
     flavor: str
     digest: str = ""  # sha256 of the stored model.pkl (lineageflow.runs.stages)
     model_id: str | None = None
+    # top-level modules imported where it was fitted, beyond this process (a
+    # notebook's kernel): the record's environment names their distributions
+    modules: tuple[str, ...] = ()
 
 
 def _pip_requirements() -> list[str]:
@@ -147,7 +150,13 @@ def train(
             }
         )
     return TrainedModel(
-        model, info.model_uri, active.info.run_id, "sklearn", digest, info.model_id
+        model,
+        info.model_uri,
+        active.info.run_id,
+        "sklearn",
+        digest,
+        info.model_id,
+        source.modules,
     )
 
 

@@ -94,7 +94,8 @@ def check_clean_tree(record: dict) -> Check:
 @declare(
     "code_committed",
     "the lineageflow code had uncommitted changes (files named), or a workspace "
-    "code file of `train.factory`/`train.features` was not committed",
+    "code file of `train.factory`/`train.features`/`train.notebook` was not "
+    "committed (a notebook: its first changed code cell)",
     "commit it, retrain",
 )
 def check_code_committed(record: dict) -> Check:
@@ -113,6 +114,8 @@ def check_code_committed(record: dict) -> Check:
             state = (
                 "is not in git" if u.get("blob") is None else "has uncommitted edits"
             )
+            if u.get("changed_cell"):  # a notebook: its code cells, by number
+                state = f"differs from the commit at code cell {u['changed_cell']}"
             problems.append(
                 f"workspace code {u['file']} (train.{u['role']}) {state}: "
                 "commit it and retrain"

@@ -4,7 +4,8 @@ Two kinds of code decide a model besides data and params:
 - the **pipeline code** (this lineageflow checkout: its commit and dirty files,
   or its installed version when it is not a checkout);
 - the **user code**: Python files committed in the workspace that ``params.yaml``
-  names (``train.factory``, ``train.features``), imported from the tree being
+  names (``train.factory``, ``train.features``, ``train.notebook``: for a
+  notebook, its code cells: lineageflow.lineage.notebooks), read from the tree being
   trained, so a reproduction imports them from the recorded commit's worktree.
 """
 
@@ -23,6 +24,7 @@ import pandas as pd
 
 from lineageflow import __version__
 from lineageflow.errors import UserCodeError
+from lineageflow.lineage.notebooks import notebook_state
 from lineageflow.workspace import origin_url
 
 # What of the pipeline repo decides a model: its packages (an untracked .py file
@@ -86,6 +88,9 @@ def user_code_state(root: Path, refs: dict[str, str]) -> list[dict[str, Any]]:
     repo = git.Repo(root)
     out = []
     for role, ref in sorted(refs.items()):
+        if role == "notebook":  # its code is its code cells (lineage.notebooks)
+            out.append(notebook_state(repo, root, ref))
+            continue
         file, function = parse_ref(ref)
         path = root / file
         if not path.is_file():
@@ -109,6 +114,14 @@ def user_code_state(root: Path, refs: dict[str, str]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def code_id(entry: dict[str, Any]) -> str | None:
+    """What names a ``user_code`` entry's code: a notebook's code-cell digest (a
+    notebook saved again with new outputs is the same code), else its git blob."""
+    if entry.get("role") == "notebook":
+        return entry.get("sha256")
+    return entry.get("blob")
 
 
 def load_callable(root: Path, ref: str, role: str) -> Callable[..., Any]:

@@ -162,9 +162,8 @@ def flat_tags(record: dict) -> dict[str, str]:
         tags[data_tag(d["path"], "md5")] = d["md5"]
         tags[data_tag(d["path"], "in_remote")] = str(d["in_remote"]).lower()
     for u in record.get("user_code", []):
-        tags[f"{TAG_USER_CODE_PREFIX}{u['role']}"] = (
-            f"{u['file']}:{u['function']}@{str(u['blob'])[:12]}"
-        )
+        where = f"{u['file']}:{u['function']}" if u["function"] else u["file"]
+        tags[f"{TAG_USER_CODE_PREFIX}{u['role']}"] = f"{where}@{str(u['blob'])[:12]}"
     return tags
 
 

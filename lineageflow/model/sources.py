@@ -7,7 +7,8 @@ no half-made run; inside the run the train stage calls ``fit`` with the engine
 that holds the tables and logs ``code()`` as ``lineageflow.*`` params.
 
 The sources, by ``train.model``: the built-in models (xgboost, random_forest,
-logistic_regression) and ``custom``, the workspace's own factory function. A
+logistic_regression) ``custom``, the workspace's own factory function, and ``notebook``, a
+committed notebook run by papermill (lineageflow.model.notebook). A
 new source is one class (here or in its own module) and one line in
 ``SOURCES``, plus its ``train.model`` value in lineageflow.config.
 """
@@ -22,6 +23,7 @@ from lineageflow.config import TrainConfig
 from lineageflow.errors import UserCodeError
 from lineageflow.lineage.code import call_user, check_features, load_callable
 from lineageflow.model.ml import Split
+from lineageflow.model.notebook import NotebookSource
 
 
 class ModelSource:
@@ -68,6 +70,10 @@ class ModelSource:
             split.labels,
         )
 
+    # the top-level modules imported where the model was fitted, besides this
+    # process's own (a notebook's kernel): which libraries its code used
+    modules: tuple[str, ...] = ()
+
     def fit(self, split: Split, engine) -> Any:
         """The fitted estimator: raw rows in, the data's own labels out."""
         return engine.fit(self.build(split), split)
@@ -83,11 +89,12 @@ class FactorySource(ModelSource):
         )
 
 
-SOURCES: dict[str, type[ModelSource]] = {
+SOURCES: dict[str, type[ModelSource] | type[NotebookSource]] = {
     "xgboost": ModelSource,
     "random_forest": ModelSource,
     "logistic_regression": ModelSource,
     "custom": FactorySource,
+    "notebook": NotebookSource,  # lineageflow.model.notebook
 }
 
 

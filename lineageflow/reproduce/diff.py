@@ -13,7 +13,7 @@ import git
 
 from lineageflow.checkouts import has_commit
 from lineageflow.data.source import data_diff_row
-from lineageflow.lineage.code import pipeline_state
+from lineageflow.lineage.code import code_id, pipeline_state
 from lineageflow.registry.versions import load_lineage
 from lineageflow.reproduce.reproduction import (
     environment_differences,
@@ -72,8 +72,8 @@ def diff_records(
             "files_changed": files_changed.get("pipeline"),
         },
         "user_code": _changes(
-            {u["file"]: u.get("blob") for u in a.get("user_code", [])},
-            {u["file"]: u.get("blob") for u in b.get("user_code", [])},
+            {u["file"]: code_id(u) for u in a.get("user_code", [])},
+            {u["file"]: code_id(u) for u in b.get("user_code", [])},
         ),
     }
     da = {d["path"]: d for d in a.get("data", [])}

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from mlflow.exceptions import MlflowException
 
 from lineageflow.errors import LineageError
+from lineageflow.lineage.code import code_id
 from lineageflow.reproduce.divergence import first_divergence
 from lineageflow.runs.store import client
 from lineageflow.tags import TAG_RUN_ID
@@ -103,12 +104,15 @@ def code_causes(original: dict, reproduced: dict) -> list[str]:
             f"code not pinned: the workspace had uncommitted changes at run time "
             f"({files})"
         )
-    blobs_then = {(u["file"], u["blob"]) for u in original.get("user_code", [])}
-    blobs_now = {(u["file"], u["blob"]) for u in reproduced.get("user_code", [])}
-    for file, blob in sorted(blobs_then - blobs_now):
-        causes.append(
-            f"code not pinned: workspace code {file} differs from blob {blob}"
-        )
+    # a notebook is named by its code cells' digest, other code by its git blob
+    now = {(u["file"], code_id(u)) for u in reproduced.get("user_code", [])}
+    for u in sorted(original.get("user_code", []), key=lambda u: u["file"]):
+        if (u["file"], code_id(u)) not in now:
+            what = "code cells" if u.get("role") == "notebook" else "blob"
+            causes.append(
+                f"code not pinned: workspace code {u['file']} differs from "
+                f"{what} {code_id(u)}"
+            )
     return causes
 
 

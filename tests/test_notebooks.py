@@ -21,7 +21,7 @@ from flows.training import training_pipeline
 from lineageflow.errors import PromotionRefused, UserCodeError
 from lineageflow.lineage import notebooks
 
-pytestmark = pytest.mark.usefixtures("prefect_api")
+needs_prefect = pytest.mark.usefixtures("prefect_api")
 
 PARAMETERS = """\
 train_table = "train.parquet"
@@ -259,9 +259,48 @@ def test_unused_notebook_keys_leave_every_digest_as_it_was():
     assert nb.train.code_refs() == {"notebook": "n.ipynb"}
 
 
+def test_the_watch_sees_a_notebook_code_change_not_new_outputs(tmp_path):
+    from lineageflow.retrain.head import code_files
+
+    repo = git.Repo.init(tmp_path)
+    nb = "notebooks/train.ipynb"
+    a = commit_files(tmp_path, {nb: TRAIN_IPYNB}, "notebook")
+    cells = [("code", PARAMETERS), ("code", IMPORTS), ("code", FIT)]
+    b = commit_files(tmp_path, {nb: ipynb(cells, outputs="1 rows\n")}, "ran it")
+    edited = [("code", PARAMETERS), ("code", IMPORTS), ("code", FIT + "print(1)\n")]
+    c = commit_files(tmp_path, {nb: ipynb(edited)}, "edited a cell")
+    assert code_files(repo, a, b, nb) == ()
+    assert code_files(repo, a, c, nb) == (nb,)
+    assert code_files(repo, a, c) == ()  # a notebook the config does not train with
+
+
+def test_no_kernel_in_the_environment_is_one_line(monkeypatch, tmp_path):
+    import importlib.util
+
+    from lineageflow.config import parse_params
+    from lineageflow.model.ml import Split
+    from lineageflow.model.notebook import NotebookSource
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "ipykernel" else find_spec(name, *a),
+    )
+    cfg = parse_params({"train": {"model": "notebook", "notebook": "t.ipynb"}}).train
+    split = Split(*[None] * 4)
+    with pytest.raises(UserCodeError) as err:
+        NotebookSource.open(cfg, tmp_path, split)
+    assert str(err.value).startswith(
+        "train.notebook t.ipynb: no Jupyter kernel in this environment ("
+    )
+    assert "install ipykernel" in str(err.value)
+
+
 # ------------------------------------------------------------ through the pipeline
 
 
+@needs_prefect
 @pytest.mark.parametrize(
     "file,text",
     [("notebooks/train.ipynb", TRAIN_IPYNB), ("notebooks/train.py", TRAIN_PY)],
@@ -358,6 +397,7 @@ def failing_run(make_workspace, tracking, fit: str, **kw):
     return message, exp
 
 
+@needs_prefect
 def test_a_cell_that_raises_fails_the_stage_in_one_line(
     make_workspace, tracking, tmp_path
 ):
@@ -386,6 +426,7 @@ def test_a_cell_that_raises_fails_the_stage_in_one_line(
     assert errors and errors[0]["ename"] == "ValueError"
 
 
+@needs_prefect
 @pytest.mark.parametrize(
     "fit,says",
     [
@@ -415,6 +456,7 @@ def test_notebook_failures_are_one_line_and_register_nothing(
     assert says in message, message
 
 
+@needs_prefect
 def test_an_edited_cell_is_refused_and_new_outputs_are_no_code_change(
     make_workspace, tracking
 ):

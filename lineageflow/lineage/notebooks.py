@@ -126,6 +126,19 @@ def first_changed_cell(was: list[str], now: list[str]) -> int | None:
     return None if len(was) == len(now) else min(len(was), len(now)) + 1
 
 
+def code_at(repo: git.Repo, commit: str, file: str) -> list[str] | None:
+    """The code cells of ``file`` at ``commit`` (None: not a notebook there)."""
+    try:
+        return code_cells(parse_notebook(repo.git.show(f"{commit}:{file}"), file))
+    except (git.GitCommandError, UserCodeError):
+        return None
+
+
+def code_changed(repo: git.Repo, a: str, b: str, file: str) -> bool:
+    """Whether notebook ``file``'s code cells differ between commits a and b."""
+    return code_at(repo, a, file) != code_at(repo, b, file)
+
+
 def notebook_state(repo: git.Repo, root: Path, file: str) -> dict[str, Any]:
     """The record's ``user_code`` entry for a notebook: its blob at HEAD, its
     code digest, and whether its code cells are the committed ones (a notebook
@@ -134,9 +147,9 @@ def notebook_state(repo: git.Repo, root: Path, file: str) -> dict[str, Any]:
     cells = code_cells(read_notebook(root, file))
     try:
         blob = repo.git.rev_parse(f"HEAD:{file}")
-        committed_cells = code_cells(parse_notebook(repo.git.show(blob), file))
-    except (git.GitCommandError, UserCodeError):
-        blob, committed_cells = None, None
+    except git.GitCommandError:
+        blob = None
+    committed_cells = code_at(repo, "HEAD", file) if blob else None
     changed = None
     if committed_cells is not None:
         changed = first_changed_cell(committed_cells, cells)

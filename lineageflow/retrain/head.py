@@ -14,6 +14,7 @@ import yaml
 from lineageflow.config import PipelineConfig, parse_params
 from lineageflow.data.source import named_at
 from lineageflow.errors import ConfigError, WorkspaceError
+from lineageflow.lineage.notebooks import code_changed
 from lineageflow.retrain.changes import DataAt, Head
 from lineageflow.runs.context import workspace_store
 from lineageflow.workspace import (
@@ -116,12 +117,20 @@ def parse_params_at(text: str | None, commit: str) -> PipelineConfig:
     return parse_params(raw, source=where)
 
 
-def code_files(repo: git.Repo, since: str | None, commit: str) -> tuple[str, ...]:
-    """The workspace's Python files that differ between two commits."""
+def code_files(
+    repo: git.Repo, since: str | None, commit: str, notebook: str | None = None
+) -> tuple[str, ...]:
+    """The workspace's Python files that differ between two commits, and the
+    ``notebook`` the config trains with when its code cells differ (a notebook
+    committed again with new outputs is no code change)."""
     if not since or since == commit or resolve_commit(repo, since) is None:
         return ()
-    out = repo.git.diff("--name-only", since, commit, "--", "*.py")
-    return tuple(sorted(p for p in out.splitlines() if p.strip()))
+    paths = ["*.py", *([notebook] if notebook else [])]
+    out = repo.git.diff("--name-only", since, commit, "--", *paths)
+    files = {p for p in out.splitlines() if p.strip()}
+    if notebook in files and not code_changed(repo, since, commit, notebook):
+        files.discard(notebook)
+    return tuple(sorted(files))
 
 
 def head_state(

@@ -74,7 +74,8 @@ def compare_with_staging(
     model = cfg.registration.model_name
     names = [dataset_name(e) for e in cfg.data.datasets]
     st = staged(uri, model, names)
-    changed = code_files(ws.git(), st.commit if st else None, commit)
+    notebook = cfg.train.code_refs().get("notebook")
+    changed = code_files(ws.git(), st.commit if st else None, commit, notebook)
     head, waiting = head_state(ws, commit, cfg, changed)
     out = {
         "commit": commit,

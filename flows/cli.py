@@ -233,6 +233,7 @@ def diff(
 class DemoSource(StrEnum):
     dvc = "dvc"
     delta = "delta"
+    notebook = "notebook"
 
 
 @app.command()
@@ -257,7 +258,8 @@ def demo(
         DemoSource,
         typer.Option(
             help="dvc: DVC-tracked CSV files; delta: a Delta table beside the "
-            "workspace (two versions), then a reproduction of the first run.",
+            "workspace (two versions), then a reproduction of the first run; "
+            "notebook: DVC files, and a committed notebook trains the model.",
         ),
     ] = DemoSource.dvc,
 ) -> None:

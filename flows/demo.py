@@ -4,7 +4,8 @@ Layout under ``--dir``: ``workspace/`` (git repo, DVC, params.yaml, data pointer
 and ``dvc-remote/`` (a local-directory DVC remote). With ``--source delta`` the
 same customers are a Delta table ``lake/customers`` beside the workspace, with
 two versions (an append with drift); the first run is then reproduced by time
-travel. Nothing is downloaded.
+travel. With ``--source notebook`` a committed notebook (lineageflow's
+``examples/train.ipynb``) is the model code. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import contextlib
 import io
 import logging
 import os
+import re
 import shutil
-import warnings
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -22,17 +23,16 @@ from pathlib import Path
 import git
 from dvc.cli import main as dvc_main
 
+from flows.demo_report import describe
 from flows.reproduce import reproduce_run
 from flows.training import run_workspace
-from lineageflow.attest import keys
 from lineageflow.data.synthetic import make_customers
 from lineageflow.errors import LineageflowError, PromotionRefused, WorkspaceError
-from lineageflow.runs.store import client, redact_uri
-from lineageflow.tags import TAG_CHECKS, TAG_GIT_COMMIT, TAG_SIGNED_BY
 from lineageflow.workspace import Workspace
 
 MARKER = ".lineageflow-demo"
 DATASET = "data/customers"
+NOTEBOOK, EXAMPLE = "notebooks/train.ipynb", "examples/train.ipynb"
 
 
 def dvc(*args: str, cwd: Path) -> None:
@@ -63,6 +63,12 @@ def dvc(*args: str, cwd: Path) -> None:
 
 def default_params_text() -> str:
     return files("lineageflow").joinpath("params.default.yaml").read_text()
+
+
+def notebook_params() -> str:
+    """The default params with the demo's notebook as the model code."""
+    model = "  model: notebook\n  notebook: " + NOTEBOOK
+    return re.sub(r"(?m)^  model: xgboost.*$", model, default_params_text())
 
 
 @dataclass(frozen=True)
@@ -166,12 +172,22 @@ def run_demo(
     remote: str | None = None,
     source: str = "dvc",
 ) -> list[dict]:
-    """The whole demo: workspace, v1, train, v2 (new rows with drift), retrain."""
+    """The whole demo: workspace, v1, train, v2 (new rows with drift), retrain.
+    ``source="notebook"``: a committed notebook trains the model."""
     paths = prepare_dir(base, force)
     if source == "delta":
         return _delta_demo(paths, rows, echo)
-    init_workspace(paths, remote=remote)
+    init_workspace(
+        paths,
+        remote=remote,
+        params_text=notebook_params() if source == "notebook" else None,
+    )
     ws = paths.workspace
+    if source == "notebook":
+        (ws / NOTEBOOK).parent.mkdir()
+        (ws / NOTEBOOK).write_text(files("lineageflow").joinpath(EXAMPLE).read_text())
+        git.Repo(ws).git.add(NOTEBOOK)
+        git.Repo(ws).index.commit("Training notebook: the model's code")
 
     def commit(part: int, n: int, drift: float, message: str) -> str:
         sha = add_data_version(
@@ -232,53 +248,3 @@ def _delta_demo(paths: DemoPaths, rows: int, echo) -> list[dict]:
         result = reproduce_run(first, workspace=str(ws))
         echo(f"   verdict: {result['verdict']}")
     return summaries
-
-
-def describe(tracking_uri: str, summaries: list[dict], ws: Path) -> str:
-    """A short report: runs, model versions and stages, how to open the UI."""
-    c = client(tracking_uri)
-    lines = [
-        "",
-        f"workspace: {ws}",
-        f"MLflow:    {redact_uri(tracking_uri)}",
-        "",
-        "runs:",
-    ]
-    for s in summaries:
-        lines.append(
-            f"  {s['run_id']}  {s['model']} v{s['version']} -> {s['stage']:8s} "
-            f"roc_auc={s['metrics']['roc_auc']:.4f}"
-        )
-    names = sorted({s["model"] for s in summaries if s.get("model")})
-    lines.append("model versions:")
-    for name in names:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            mvs = c.search_model_versions(f"name = '{name}'")
-        # search results carry no aliases on every store: read them off the model
-        by_version: dict[str, list[str]] = {}
-        for alias, v in c.get_registered_model(name).aliases.items():
-            by_version.setdefault(str(v), []).append(alias)
-        for mv in sorted(mvs, key=lambda m: int(m.version)):
-            aliases = ",".join(by_version.get(str(mv.version), [])) or "-"
-            lines.append(
-                f"  {name} v{mv.version}: stage={mv.current_stage:9s} aliases={aliases:8s} "
-                f"checks={mv.tags.get(TAG_CHECKS)} "
-                f"commit={mv.tags.get(TAG_GIT_COMMIT, '')[:10]} "
-                f"signed_by={mv.tags.get(TAG_SIGNED_BY, '-')[:12]}"
-            )
-        pub = keys.public_path()
-        if name and pub is not None and c.get_registered_model(name).aliases:
-            lines += [
-                "",
-                "verify the Staging model before you load it:",
-                f"  lineageflow verify models:/{name}@staging --key {pub} "
-                f"--workspace {ws}",
-            ]
-    if tracking_uri.startswith("sqlite:"):
-        lines += [
-            "",
-            "open the MLflow UI with:",
-            f"  mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1",
-        ]
-    return "\n".join(lines)

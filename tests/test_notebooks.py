@@ -504,3 +504,43 @@ def test_an_edited_cell_is_refused_and_new_outputs_are_no_code_change(
 
     d = collect(tracking, first["run_id"], again["run_id"])
     assert d["code"]["user_code"] == [], d["code"]
+
+
+@pytest.mark.slow
+def test_the_notebook_demo_trains_both_versions_and_mlflow_shows_the_notebook(
+    tmp_path,
+):
+    """`lineageflow demo --source notebook`, as README shows it, from a clean shell;
+    MLflow's own run page (headless Chromium) names the notebook as the source."""
+    import re
+
+    from tests.servers import mlflow_ui
+    from tests.test_browser import CHROMIUM, rendered
+    from tests.test_e2e import clean_env
+
+    env = clean_env(PREFECT_HOME=str(tmp_path / "prefect-home"))
+    lf = Path(sys.executable).parent / "lineageflow"
+    proc = subprocess.run(
+        [str(lf), "demo", "--dir", str(tmp_path / "d"), "--rows", "2000"]
+        + ["--source", "notebook"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count(" -> Staging") == 2, proc.stdout[-2000:]
+    first = re.search(r"^  ([0-9a-f]{32})  ", proc.stdout, re.M).group(1)
+    db = tmp_path / "d" / "workspace" / ".lineageflow" / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    record = read_record(uri, first)
+    assert record["user_code"][0]["file"] == "notebooks/train.ipynb"
+    train = child(uri, first, "train")
+    assert train.data.tags["mlflow.source.type"] == "NOTEBOOK"
+    if CHROMIUM:
+        exp = train.info.experiment_id
+        with mlflow_ui(db, tmp_path, env) as server:
+            page = f"{server}/#/experiments/{exp}/runs/{train.info.run_id}"
+            shown = rendered(page, "notebooks/train.ipynb", tmp_path)
+        assert "notebooks/train.ipynb" in shown

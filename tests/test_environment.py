@@ -1,5 +1,6 @@
 """The environment a run recorded: every distribution, read from real dist-info
-directories (PEP 610 ``direct_url.json``) and real git checkouts."""
+directories (PEP 610 ``direct_url.json``) and real git checkouts; the check
+environment_pinned and the package-level differences a reproduction names."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from pathlib import Path
 import git
 import pytest
 
+from lineageflow.lineage import checks
 from lineageflow.lineage import environment as env
+from lineageflow.reproduce.reproduction import environment_differences
 
 SHA_A, SHA_B = "a1" * 20, "b2" * 20
 TOKEN = "ghp_s3cr3tT0ken"
@@ -262,3 +265,94 @@ def test_pinned_requirements_pin_imported_vcs_installs_by_commit():
         f"acme-features @ git+https://git.acme/acme-features.git@{SHA_A}",
     ]
 
+
+# ------------------------------------------------------------ the check
+
+
+def record_with(*dists: dict, imported=None) -> dict:
+    names = [env.canonical(d["name"]) for d in dists]
+    return {
+        "environment": {
+            "packages": {},
+            "distributions": list(dists),
+            "imported": names if imported is None else imported,
+        }
+    }
+
+
+VCS = {
+    "name": "acme-features",
+    "version": "0.1.0",
+    "source": "vcs",
+    "vcs": "git",
+    "url": "https://git.acme/acme-features.git",
+    "requested_revision": None,
+    "commit_id": SHA_A,
+}
+DIRTY = {
+    "name": "acme-features",
+    "version": "0.1.0",
+    "source": "editable",
+    "url": "file:///src/acme-features",
+    "path": "/src/acme-features",
+    "commit": SHA_B,
+    "dirty": True,
+    "dirty_files": ["acme_features/core.py"],
+}
+
+
+def test_environment_pinned_refuses_what_nobody_could_install_again():
+    check = checks.check_environment_pinned
+    ok = check(record_with({"name": "numpy", "version": "2", "source": "index"}, VCS))
+    assert ok.passed and "acme-features by commit" in ok.reason
+
+    bad = check(record_with(DIRTY))
+    assert not bad.passed
+    assert bad.reason.startswith(
+        "acme-features is editable from /src/acme-features with uncommitted changes "
+        f"(acme_features/core.py) on {SHA_B[:12]}: commit and push them, install it "
+        "by commit (pip install 'acme-features @ git+<url>@<commit>')"
+    )
+    no_commit = check(record_with(VCS | {"commit_id": None}))
+    assert not no_commit.passed
+    assert no_commit.reason.startswith(
+        "acme-features was installed from https://git.acme/acme-features.git "
+        "with no commit id: install it by commit"
+    )
+
+    # only what the run imported counts
+    assert check(record_with(DIRTY, imported=[])).passed
+    # lineageflow's own checkout is code_committed's (reported once, there)
+    pipeline = DIRTY | {"name": "lineageflow", "pipeline": True}
+    assert check(record_with(pipeline)).passed
+    assert check(record_with(DIRTY | {"name": "lineageflow"})).passed
+
+
+def test_a_record_made_before_distributions_passes_and_says_why():
+    old = {"environment": {"python": "3.11.7", "packages": {"mlflow": "3.17.2"}}}
+    got = checks.check_environment_pinned(old)
+    assert got.passed and got.reason.startswith("recorded by older code")
+
+
+# ------------------------------------------------------------ differences
+
+
+def test_a_library_at_another_commit_is_named_with_both_commits():
+    then = record_with(VCS)
+    now = record_with(VCS | {"commit_id": SHA_B})
+    assert environment_differences(then, now) == [
+        f"acme-features 0.1.0 git@{SHA_A[:12]} -> 0.1.0 git@{SHA_B[:12]}"
+    ]
+    assert environment_differences(then, then) == []
+    moved = record_with(DIRTY | {"dirty": False, "commit": SHA_A})
+    assert environment_differences(moved, record_with(DIRTY)) == [
+        f"acme-features 0.1.0 editable@{SHA_A[:12]} -> "
+        f"0.1.0 editable@{SHA_B[:12]} (dirty)"
+    ]
+
+
+def test_records_without_distributions_compare_their_packages():
+    old = {"environment": {"python": "3.11.7", "packages": {"xgboost": "3.1.0"}}}
+    new = record_with(VCS)
+    new["environment"] |= {"python": "3.11.7", "packages": {"xgboost": "3.2.0"}}
+    assert environment_differences(old, new) == ["xgboost 3.1.0 -> 3.2.0"]

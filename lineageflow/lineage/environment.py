@@ -17,13 +17,15 @@ authenticates, ``git`` is no secret) and is dropped for every other scheme
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
 import re
 import sys
 from collections.abc import Iterable
-from importlib.metadata import Distribution, distributions, packages_distributions
+from importlib.metadata import Distribution, distributions
+from inspect import getmodulename
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -96,11 +98,13 @@ def checkout_state(path: str) -> dict[str, Any]:
     return state
 
 
-def describe(dist: Distribution, probe: bool = True) -> dict[str, Any]:
+def describe(dist: Distribution, probe: bool = True, meta=None) -> dict[str, Any]:
     """One distribution as the record holds it. ``source``: ``index`` (no
     direct_url.json: a release from a package index), ``vcs``, ``editable``,
-    ``dir`` or ``archive``. ``probe=False`` leaves an editable checkout unread."""
-    entry: dict[str, Any] = {"name": dist.metadata["Name"], "version": dist.version}
+    ``dir`` or ``archive``. ``probe=False`` leaves an editable checkout unread;
+    ``meta``: its metadata when already parsed (each read parses the file)."""
+    meta = meta if meta is not None else dist.metadata
+    entry: dict[str, Any] = {"name": meta["Name"], "version": meta["Version"]}
     try:
         direct = json.loads(dist.read_text("direct_url.json") or "null")
     except ValueError:
@@ -138,54 +142,75 @@ def describe(dist: Distribution, probe: bool = True) -> dict[str, Any]:
     )
 
 
-# per process, keyed by the import path and its directories' mtimes: installing
-# or removing a distribution changes its site directory's mtime
-_CACHE: dict[str, Any] = {}
+# per process, keyed by the import path and the mtimes of the directories that
+# held distributions at the last scan (installing or removing one changes them)
+_CACHE: dict[str, tuple[tuple, Any]] = {}
+_SITES: list[str] = []
 
 
-def _path_key() -> tuple:
-    key = []
-    for p in sys.path:
+def _key() -> tuple:
+    def mtime(d: str) -> int | None:
         try:
-            key.append((p, os.stat(p or ".").st_mtime_ns))
+            return os.stat(d).st_mtime_ns
         except OSError:
-            key.append((p, None))
-    return tuple(key)
+            return None
+
+    return tuple(sys.path), tuple((d, mtime(d)) for d in _SITES)
 
 
 def _cached(name: str, build):
-    key = _path_key()
     hit = _CACHE.get(name)
-    if hit is None or hit[0] != key:
-        hit = _CACHE[name] = (key, build())
+    if hit is None or hit[0] != _key():
+        value = build()
+        hit = _CACHE[name] = (_key(), value)
     return hit[1]
 
 
+def _scan() -> list[tuple[dict[str, Any], Distribution]]:
+    """Each name's first distribution on ``sys.path`` (the one ``import`` finds)."""
+    first: dict[str, tuple[Distribution, Any]] = {}
+    for dist in distributions():
+        meta = dist.metadata
+        if meta["Name"]:
+            first.setdefault(canonical(meta["Name"]), (dist, meta))
+    _SITES[:] = sorted({str(d.locate_file("")) for d, _ in first.values()})
+    return [(describe(d, False, m), d) for _, (d, m) in sorted(first.items())]
+
+
 def installed() -> list[dict[str, Any]]:
-    """Every distribution importable here (the first on ``sys.path`` of each
-    name, as ``import`` finds it), sorted by name. An editable checkout is read
-    now, never cached: its files change while a worker lives."""
-
-    def scan() -> list[tuple[dict[str, Any], Distribution]]:
-        first: dict[str, Distribution] = {}
-        for dist in distributions():
-            name = dist.metadata["Name"]
-            if name:
-                first.setdefault(canonical(name), dist)
-        return [(describe(d, probe=False), d) for _, d in sorted(first.items())]
-
+    """Every distribution importable here, sorted by name. An editable
+    checkout is read now, never cached: its files change while a worker lives."""
     out = []
-    for entry, dist in _cached("installed", scan):
+    for entry, dist in _cached("installed", _scan):
         probe = entry.get("source") == "editable" and "pipeline" not in entry
         out.append(describe(dist) if probe else entry)
     return out
+
+
+def _owners() -> dict[str, list[str]]:
+    """Top-level module name -> distribution names, as the stdlib's
+    ``packages_distributions`` but without its existence check of every
+    RECORD line (23k ``stat`` calls, 0.28 s here, for the same answer)."""
+    owners: dict[str, list[str]] = {}
+    for entry, dist in _cached("installed", _scan):
+        declared = (dist.read_text("top_level.txt") or "").split()
+        rows = csv.reader((dist.read_text("RECORD") or "").splitlines())
+        inferred = {
+            row[0].split("/", 1)[0] if "/" in row[0] else getmodulename(row[0])
+            for row in rows
+            if row
+        }
+        for top in declared or inferred:
+            if top and "." not in top and top != "__pycache__":
+                owners.setdefault(top, []).append(entry["name"])
+    return owners
 
 
 def imported(modules: Iterable[str] = ()) -> list[str]:
     """The distributions (canonical names) whose modules this process imported,
     plus those of ``modules`` (e.g. what a notebook's kernel imported)."""
     tops = {m.partition(".")[0] for m in [*sys.modules, *modules] if m}
-    owners = _cached("owners", packages_distributions)
+    owners = _cached("owners", _owners)
     return sorted({canonical(d) for top in tops for d in owners.get(top, ())})
 
 

@@ -22,6 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from lineageflow.config import EvaluateConfig, TrainConfig
 from lineageflow.data.tabular import signature_frame
 from lineageflow.engines import engine
+from lineageflow.lineage.environment import imported, installed, pinned_requirements
 from lineageflow.model import ml
 from lineageflow.model.plots import write_plots
 from lineageflow.model.sources import open_source
@@ -53,7 +54,10 @@ def _pip_requirements() -> list[str]:
     # subprocess per log_model (measured here). xgboost is listed for every model:
     # a custom estimator may use it, and the project installs it anyway.
     pkgs = ["mlflow", "numpy", "pandas", "scikit-learn", "cloudpickle", "xgboost"]
-    return [f"{p}=={version(p)}" for p in pkgs]
+    # + every imported library installed from git, pinned by its commit id
+    return pinned_requirements(
+        [f"{p}=={version(p)}" for p in pkgs], installed(), imported()
+    )
 
 
 @contextlib.contextmanager

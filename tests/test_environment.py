@@ -12,7 +12,7 @@ from pathlib import Path
 import git
 import pytest
 
-from lineageflow.lineage import checks
+from lineageflow.lineage import checks, pins
 from lineageflow.lineage import environment as env
 from lineageflow.reproduce.reproduction import environment_differences
 
@@ -103,7 +103,7 @@ def test_a_vcs_install_is_recorded_with_its_commit_and_without_the_token(tmp_pat
         "commit_id": SHA_A,
     }
     assert TOKEN not in json.dumps(entry)
-    assert env.unpinned(entry) is None
+    assert pins.unpinned(entry) is None
 
 
 def test_a_release_from_an_index_is_name_and_version(tmp_path):
@@ -129,7 +129,7 @@ def test_a_local_directory_and_an_archive_carry_a_content_hash(tmp_path):
     entry = env.describe(d)
     assert entry["source"] == "dir" and entry["path"] == str(src)
     assert entry["commit"] is None  # not a checkout
-    assert "no git commit holds" in env.unpinned(entry)
+    assert "no git commit holds" in pins.unpinned(entry)
     # the hash is of the installed files (RECORD), not of where pip found them
     other = dist_info(
         tmp_path / "site2",
@@ -158,7 +158,7 @@ def test_a_local_directory_and_an_archive_carry_a_content_hash(tmp_path):
     )
     entry = env.describe(a)
     assert entry["source"] == "archive" and entry["sha256"] == env.describe(d)["sha256"]
-    assert env.unpinned(entry) is None
+    assert pins.unpinned(entry) is None
 
 
 def test_an_editable_install_records_its_checkout_commit_and_dirty_files(tmp_path):
@@ -174,7 +174,7 @@ def test_an_editable_install_records_its_checkout_commit_and_dirty_files(tmp_pat
     assert clean["source"] == "editable" and clean["path"] == str(lib)
     assert clean["commit"] == repo.head.commit.hexsha
     assert clean["dirty"] is False and clean["dirty_files"] == []
-    assert env.unpinned(clean) is None  # a clean checkout is pinned by its commit
+    assert pins.unpinned(clean) is None  # a clean checkout is pinned by its commit
 
     # what pip leaves in the checkout is not code; an untracked module is
     (lib / "acme_features.egg-info").mkdir()
@@ -188,7 +188,7 @@ def test_an_editable_install_records_its_checkout_commit_and_dirty_files(tmp_pat
         "acme_features/__init__.py",
         "acme_features/extra.py",
     ]
-    reason = env.unpinned(dirty)
+    reason = pins.unpinned(dirty)
     assert reason.startswith(f"acme-features is editable from {lib} with uncommitted")
     assert "(acme_features/__init__.py, acme_features/extra.py)" in reason
     assert "commit and push them, install it by commit" in reason
@@ -204,7 +204,7 @@ def test_an_editable_install_outside_git_has_no_commit(tmp_path):
     )
     entry = env.describe(d)
     assert entry["commit"] is None
-    assert "which no git commit holds" in env.unpinned(entry)
+    assert "which no git commit holds" in pins.unpinned(entry)
 
 
 # ------------------------------------------------------------ this process

@@ -5,7 +5,7 @@ declared with ``@declare(name, refuses, fix)``; README's table "What the checks
 refuse" is tested against ``DECLARED`` (tests/test_readme.py), in whose order the
 tags and the flow's message list them. Checks read only the record, the run's tags
 and the evidence handed to them (lineageflow.lineage.evidence; data and environment
-rules: the data sources, lineageflow.lineage.environment)."""
+rules: the data sources, lineageflow.lineage.pins)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from lineageflow.data import source
-from lineageflow.lineage.environment import pinned_check
 from lineageflow.lineage.evidence import Evidence
+from lineageflow.lineage.pins import pinned_check
 from lineageflow.lineage.record import digest, flat_tags
 from lineageflow.pipeline import REQUIRED
 from lineageflow.tags import LINEAGE_JSON, TAG_DIGEST

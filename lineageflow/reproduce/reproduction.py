@@ -22,7 +22,7 @@ from mlflow.exceptions import MlflowException
 
 from lineageflow.errors import LineageError
 from lineageflow.lineage.code import code_id
-from lineageflow.lineage.environment import differences as distribution_differences
+from lineageflow.lineage.pins import differences as distribution_differences
 from lineageflow.reproduce.divergence import first_divergence
 from lineageflow.runs.store import client
 from lineageflow.tags import TAG_RUN_ID

@@ -356,3 +356,18 @@ def test_records_without_distributions_compare_their_packages():
     new = record_with(VCS)
     new["environment"] |= {"python": "3.11.7", "packages": {"xgboost": "3.2.0"}}
     assert environment_differences(old, new) == ["xgboost 3.1.0 -> 3.2.0"]
+
+
+# ------------------------------------------------------------ stage reuse
+
+
+def test_a_library_at_another_commit_is_another_reuse_basis():
+    release = {"name": "numpy", "version": "2", "source": "index"}
+    pipeline = DIRTY | {"name": "lineageflow", "pipeline": True}
+    assert pins.private_identity([release, pipeline]) == []  # keys stay as before
+    at_a = pins.private_identity([release, VCS])
+    assert at_a == [f"acme-features 0.1.0 git@{SHA_A[:12]}"]
+    assert at_a != pins.private_identity([VCS | {"commit_id": SHA_B}])
+    # edits no commit names: no basis, so nothing is reused
+    assert pins.private_identity([release, DIRTY]) is None
+    assert pins.private_identity([VCS | {"commit_id": None}]) is None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import site
 import subprocess
 import sys
@@ -25,7 +26,12 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from lineageflow.tags import TAG_REPRODUCED_BY, TAG_REPRODUCTION_VERDICT
+from lineageflow.tags import (
+    TAG_REPRODUCED_BY,
+    TAG_REPRODUCTION_VERDICT,
+    TAG_STAGE,
+    TAG_STAGE_KEY,
+)
 from tests.test_code_lineage import commit_files, read_record, run_id_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
@@ -201,6 +207,16 @@ def acme(record: dict) -> dict:
     return entry
 
 
+def train_key(tracking: str, parent: str) -> str:
+    c = MlflowClient(tracking)
+    exp = c.get_run(parent).info.experiment_id
+    (train,) = c.search_runs(
+        [exp],
+        f"tags.mlflow.parentRunId = '{parent}' and tags.`{TAG_STAGE}` = 'train'",
+    )
+    return train.data.tags[TAG_STAGE_KEY]
+
+
 def test_a_library_installed_by_commit_is_recorded_pinned_and_promoted(
     library, make_workspace, env, tracking, tmp_path
 ):
@@ -307,6 +323,12 @@ def test_a_reproduction_after_the_library_moved_names_it_and_both_commits(
 
     library.install_at(library.sha_b)  # the team's library moved one commit
     try:
+        # a retrain fits again: the library's commit is part of every stage key
+        again = library.cli("train", str(ws), cwd=tmp_path, env=env, ok=False)
+        assert "unchanged since run" not in again.stderr, again.stderr[-3000:]
+        retrained = re.search(r"MLflow parent run ([0-9a-f]{32})", again.stderr)
+        assert train_key(tracking, retrained.group(1)) != train_key(tracking, run_id)
+
         proc = library.cli("reproduce", run_id, cwd=tmp_path, env=env)
         moved = (
             f"acme-features 0.1.0 git@{library.sha_a[:12]} -> "

@@ -1,7 +1,7 @@
 """What a recorded distribution promises (lineageflow.lineage.environment
 records them): whether anyone could install it again as it ran (the check
-environment_pinned) and how it reads in a diff or a verdict. Pure functions of
-the record's entries."""
+environment_pinned), how it reads in a diff or a verdict, and what names its
+code in the stage reuse basis. Pure functions of the record's entries."""
 
 from __future__ import annotations
 
@@ -57,6 +57,25 @@ def pinned_check(record: dict) -> tuple[bool, str]:
     by_commit = [d["name"] for d in dists if d.get("source") != "index"]
     extra = f", {', '.join(by_commit)} by commit or content" if by_commit else ""
     return True, f"{len(dists)} imported distributions pinned{extra}"
+
+
+def private_identity(dists: list[dict]) -> list[str] | None:
+    """What names the code of every distribution not from an index (lineageflow
+    aside: the pipeline commit is in the reuse basis already), for the stage
+    reuse basis: a library at another commit is another model. None when one
+    of them is not named by a commit or content hash (e.g. a dirty checkout):
+    no basis, no reuse. Every installed one counts, as what a run will import
+    is not known before it runs."""
+    out = []
+    for d in dists:
+        if d.get("source") in (None, "index") or d.get("pipeline"):
+            continue
+        if d.get("source") == "editable" and canonical(d["name"]) == PIPELINE_DIST:
+            continue
+        if unpinned(d) is not None:
+            return None
+        out.append(f"{canonical(d['name'])} {label(d)}")
+    return out
 
 
 def label(d: dict | None) -> str:

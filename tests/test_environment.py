@@ -371,3 +371,30 @@ def test_a_library_at_another_commit_is_another_reuse_basis():
     # edits no commit names: no basis, so nothing is reused
     assert pins.private_identity([release, DIRTY]) is None
     assert pins.private_identity([VCS | {"commit_id": None}]) is None
+
+
+def test_the_record_takes_module_names_imported_elsewhere():
+    """RunContext.record(modules=...) -> build_record -> environment(modules):
+    the path a notebook's kernel's imports take into the record."""
+    from lineageflow.lineage.record import build_record
+
+    here = set(env.imported())
+    top, owner = next(
+        (top, env.canonical(owners[0]))
+        for top, owners in sorted(packages_distributions().items())
+        if top.isidentifier() and not {env.canonical(o) for o in owners} & here
+    )
+    ws = {"repo": "r", "path": "p", "commit": "c" * 40, "branch": "main"}
+    kw = dict(
+        workspace=ws | {"dirty": False},
+        data=[],
+        params={},
+        params_sha256="0",
+        orchestration={},
+        mlflow_ids={},
+        pipeline={},
+    )
+    record = build_record(**kw, modules=[top])
+    assert owner in record["environment"]["imported"]
+    assert owner not in build_record(**kw)["environment"]["imported"]
+    assert record["environment"]["packages"]  # the fixed list stays

@@ -49,14 +49,15 @@ class TrainedModel:
     modules: tuple[str, ...] = ()
 
 
-def _pip_requirements() -> list[str]:
+def _pip_requirements(modules: tuple[str, ...] = ()) -> list[str]:
     # Given explicitly: MLflow's inference of requirements spends 3-4.5 s in a
     # subprocess per log_model (measured here). xgboost is listed for every model:
     # a custom estimator may use it, and the project installs it anyway.
     pkgs = ["mlflow", "numpy", "pandas", "scikit-learn", "cloudpickle", "xgboost"]
-    # + every imported library installed from git, pinned by its commit id
+    # + every library installed from git that this process or the model source's
+    # kernel (``modules``) imported, pinned by its commit id
     return pinned_requirements(
-        [f"{p}=={version(p)}" for p in pkgs], installed(), imported()
+        [f"{p}=={version(p)}" for p in pkgs], installed(), imported(modules)
     )
 
 
@@ -134,7 +135,7 @@ def train(
                 model,
                 name="model",
                 signature=_raw_signature(head, model.predict(head)),
-                pip_requirements=_pip_requirements(),
+                pip_requirements=_pip_requirements(source.modules),
                 serialization_format="cloudpickle",
             )
         stored = stored_model_digest(info.model_uri, run.tracking_uri)

@@ -22,6 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from lineageflow.config import EvaluateConfig, TrainConfig
 from lineageflow.data.tabular import signature_frame
 from lineageflow.engines import engine
+from lineageflow.lineage.environment import imported, installed, pinned_requirements
 from lineageflow.model import ml
 from lineageflow.model.plots import write_plots
 from lineageflow.model.sources import open_source
@@ -48,12 +49,16 @@ class TrainedModel:
     modules: tuple[str, ...] = ()
 
 
-def _pip_requirements() -> list[str]:
+def _pip_requirements(modules: tuple[str, ...] = ()) -> list[str]:
     # Given explicitly: MLflow's inference of requirements spends 3-4.5 s in a
     # subprocess per log_model (measured here). xgboost is listed for every model:
     # a custom estimator may use it, and the project installs it anyway.
     pkgs = ["mlflow", "numpy", "pandas", "scikit-learn", "cloudpickle", "xgboost"]
-    return [f"{p}=={version(p)}" for p in pkgs]
+    # + every library installed from git that this process or the model source's
+    # kernel (``modules``) imported, pinned by its commit id
+    return pinned_requirements(
+        [f"{p}=={version(p)}" for p in pkgs], installed(), imported(modules)
+    )
 
 
 @contextlib.contextmanager
@@ -130,7 +135,7 @@ def train(
                 model,
                 name="model",
                 signature=_raw_signature(head, model.predict(head)),
-                pip_requirements=_pip_requirements(),
+                pip_requirements=_pip_requirements(source.modules),
                 serialization_format="cloudpickle",
             )
         stored = stored_model_digest(info.model_uri, run.tracking_uri)

@@ -1,24 +1,20 @@
 """The checks a version passes before promotion, each a declared unit.
 
-A check is a small function returning a ``Check`` (pass/fail and a reason a
-person can act on), declared with ``@declare(name, refuses, fix)``. README's
-table "What the checks refuse" is tested against ``DECLARED``
-(tests/test_lineage.py), so the two cannot drift. The order of ``DECLARED`` is
-the order a version's tags and the flow's message list them.
-
-Checks read only the record, the run's tags and the evidence handed to them
-(lineageflow.lineage.evidence: git, the data sources' remotes; the run statuses
-gathered by lineageflow.registry.promotion). Data checks go through the data
-sources (lineageflow.data.source), so a new kind of data needs no check here.
-"""
+A check returns a ``Check`` (pass/fail, a reason a person can act on) and is
+declared with ``@declare(name, refuses, fix)``; README's table "What the checks
+refuse" is tested against ``DECLARED`` (tests/test_readme.py), in whose order the
+tags and the flow's message list them. Checks read only the record, the run's tags
+and the evidence handed to them (lineageflow.lineage.evidence; data and environment
+rules: the data sources, lineageflow.lineage.pins)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
 
 from lineageflow.data import source
+from lineageflow.lineage.evidence import Evidence
+from lineageflow.lineage.pins import pinned_check
 from lineageflow.lineage.record import digest, flat_tags
 from lineageflow.pipeline import REQUIRED
 from lineageflow.tags import LINEAGE_JSON, TAG_DIGEST
@@ -62,15 +58,6 @@ def declare(name: str, refuses: str, fix: str) -> Callable:
         return fn
 
     return mark
-
-
-class Evidence(Protocol):
-    """What the checks ask git and the data sources (lineage.evidence.LiveEvidence)."""
-
-    def commit_exists(self, commit: str) -> bool: ...
-    def dvc_md5_at(self, commit: str, dvc_file: str) -> str | None: ...
-    def file_at(self, commit: str, path: str) -> str | None: ...
-    def in_remote(self, entry: dict) -> bool: ...
 
 
 @declare(
@@ -129,6 +116,16 @@ def check_code_committed(record: dict) -> Check:
     n = len(record.get("user_code", []))
     extra = f" and {n} workspace code file(s)" if n else ""
     return Check("code_committed", True, f"{where}{extra} committed")
+
+
+@declare(
+    "environment_pinned",
+    "an imported library was editable from a dirty checkout, installed from a VCS "
+    "URL without a commit id, or from a directory no commit holds",
+    "commit and push it, `pip install 'name @ git+URL@<commit>'`, retrain",
+)
+def check_environment_pinned(record: dict) -> Check:
+    return Check("environment_pinned", *pinned_check(record))
 
 
 @declare(
@@ -286,6 +283,7 @@ def run_checks(
     return [
         check_clean_tree(record),
         check_code_committed(record),
+        check_environment_pinned(record),
         check_commit_exists(record, ev),
         check_data_matches_commit(record, ev),
         check_data_in_remote(record, ev),

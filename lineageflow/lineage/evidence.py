@@ -1,15 +1,26 @@
 """The evidence the checks ask for, from the real workspace repo and the data
-sources' remotes (lineageflow.lineage.checks.Evidence)."""
+sources' remotes: ``Evidence`` is what lineageflow.lineage.checks asks,
+``LiveEvidence`` answers it."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 import git
 
 from lineageflow.data import source
 from lineageflow.data.dvc_pointer import md5_in_dvc_text
 from lineageflow.workspace import SHA_RE, commit_exists, file_at
+
+
+class Evidence(Protocol):
+    """What the checks ask git and the data sources."""
+
+    def commit_exists(self, commit: str) -> bool: ...
+    def dvc_md5_at(self, commit: str, dvc_file: str) -> str | None: ...
+    def file_at(self, commit: str, path: str) -> str | None: ...
+    def in_remote(self, entry: dict) -> bool: ...
 
 
 class LiveEvidence:

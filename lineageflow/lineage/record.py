@@ -13,11 +13,13 @@ import json
 import platform
 import re
 import sys
+from collections.abc import Iterable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from lineageflow.errors import LineageError
 from lineageflow.lineage.code import pipeline_state
+from lineageflow.lineage.environment import imported, installed
 from lineageflow.pipeline import RECORDED
 from lineageflow.tags import (
     TAG_CHANGE_KEY,
@@ -70,13 +72,18 @@ def package_versions(names) -> dict[str, str | None]:
     return pkgs
 
 
-def environment() -> dict[str, Any]:
+def environment(modules: Iterable[str] = ()) -> dict[str, Any]:
+    """Python, the fixed ``packages`` list (older readers use it) and every
+    installed distribution with the ones imported (lineage.environment);
+    ``modules``: more module names the run imported (e.g. a notebook's kernel)."""
     pkgs = package_versions(PACKAGES)
     return {
         "python": platform.python_version(),
         "implementation": sys.implementation.name,
         "platform": platform.platform(),
         "packages": pkgs,
+        "distributions": installed(),
+        "imported": imported(modules),
     }
 
 
@@ -92,6 +99,7 @@ def build_record(
     env: dict | None = None,
     user_code: list[dict] | None = None,
     stages: list[dict] | None = None,
+    modules: Iterable[str] = (),
 ) -> dict:
     record = {
         "schema": SCHEMA_VERSION,
@@ -103,7 +111,7 @@ def build_record(
         "data": data,
         "params": params,
         "params_sha256": params_sha256,
-        "environment": env if env is not None else environment(),
+        "environment": env if env is not None else environment(modules),
         "orchestration": orchestration,
         "mlflow": mlflow_ids,
     }

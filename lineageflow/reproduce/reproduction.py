@@ -22,6 +22,7 @@ from mlflow.exceptions import MlflowException
 
 from lineageflow.errors import LineageError
 from lineageflow.lineage.code import code_id
+from lineageflow.lineage.pins import differences as distribution_differences
 from lineageflow.reproduce.divergence import first_divergence
 from lineageflow.runs.store import client
 from lineageflow.tags import TAG_RUN_ID
@@ -117,13 +118,18 @@ def code_causes(original: dict, reproduced: dict) -> list[str]:
 
 
 def environment_differences(original: dict, reproduced: dict) -> list[str]:
-    """Every python / package / platform difference, named."""
+    """Every python / package / platform difference, named; a package by its
+    version and, when both records list distributions, its commit or content
+    (a private library at another commit names both commits)."""
     a, b = original.get("environment", {}), reproduced.get("environment", {})
     out = []
     for key in ("python", "implementation", "platform"):
         if a.get(key) != b.get(key):
             out.append(f"{key} {a.get(key)} -> {b.get(key)}")
-    pa, pb = a.get("packages", {}), b.get("packages", {})
+    by_dist = distribution_differences(a, b)
+    if by_dist is not None:
+        return out + by_dist
+    pa, pb = a.get("packages", {}), b.get("packages", {})  # older records
     for name in sorted(set(pa) | set(pb)):
         if pa.get(name) != pb.get(name):
             out.append(f"{name} {pa.get(name)} -> {pb.get(name)}")

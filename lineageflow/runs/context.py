@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -178,8 +178,9 @@ class RunContext:
             log_params(run, flat_params(self.cfg.as_dict()))
             yield replace(run, reuse_basis=basis, reuse_lookup=self.reuse_lookup)
 
-    def record(self, run: RunRef, versions) -> dict:
-        """The lineage record, once every stage has recorded its own lineage."""
+    def record(self, run: RunRef, versions, modules: Iterable[str] = ()) -> dict:
+        """The lineage record, once every stage has recorded its own lineage;
+        ``modules``: module names imported outside this process (a notebook's)."""
         return build_record(
             workspace=self.git.as_dict(),
             data=[v.as_record() for v in versions],
@@ -193,6 +194,7 @@ class RunContext:
             pipeline=self.pipeline,
             user_code=self.user_code,
             stages=collect_stages(run),
+            modules=modules,
         )
 
 

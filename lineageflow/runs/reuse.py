@@ -2,7 +2,8 @@
 
 A stage's *key* is the sha256 of what decides its outputs: the stage name, its
 input digests, the sha256 of its params section, and the *basis* — the pipeline
-commit, the workspace code it calls and the library versions it runs on. A
+commit, the workspace code it calls, the library versions it runs on and the
+commit or content of every library not installed from an index. A
 stage that finished under the same key in the same experiment has already made
 these outputs: the new run takes them instead of recomputing, after checking
 each one against its recorded digest (a table is re-hashed, a model's stored
@@ -11,7 +12,8 @@ says ``lineage.stage.reused_from`` = the run that produced them, so the lineage
 never claims work that did not happen.
 
 There is no basis, and so no key and no reuse, when the pipeline code has
-uncommitted changes (its content is not named by the commit). A run with
+uncommitted changes (its content is not named by the commit), or a library does
+(an editable checkout with edits, a VCS install without a commit id). A run with
 ``reuse=False`` — and every reproduction, which exists to recompute — looks
 nothing up but still records its keys.
 """
@@ -25,6 +27,8 @@ import platform
 from dataclasses import dataclass
 from typing import Any
 
+from lineageflow.lineage.environment import installed
+from lineageflow.lineage.pins import private_identity
 from lineageflow.lineage.record import package_versions
 from lineageflow.runs.store import client
 from lineageflow.tags import TAG_STAGE_KEY, TAG_STAGE_OUTPUTS, TAG_STAGE_REUSED_FROM
@@ -48,19 +52,21 @@ def basis(pipeline: dict, user_code: list[dict]) -> str | None:
     code = pipeline.get("commit") or (
         f"release:{pipeline['version']}" if pipeline.get("dirty") is None else None
     )
-    if code is None:
+    private = private_identity(installed())
+    if code is None or private is None:
         return None
     libs = package_versions(LIBRARIES)
-    return _sha256(
-        {
-            "pipeline": code,
-            "user_code": sorted(
-                (u["role"], u["file"], u["function"], u["sha256"]) for u in user_code
-            ),
-            "python": platform.python_version(),
-            "libraries": libs,
-        }
-    )
+    doc = {
+        "pipeline": code,
+        "user_code": sorted(
+            (u["role"], u["file"], u["function"], u["sha256"]) for u in user_code
+        ),
+        "python": platform.python_version(),
+        "libraries": libs,
+    }
+    if private:  # absent when there is none: keys made before it stay valid
+        doc["private_libraries"] = private
+    return _sha256(doc)
 
 
 def stage_key(

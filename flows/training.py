@@ -80,7 +80,8 @@ def _evaluate(p: Products) -> None:
 
 
 def _record(p: Products) -> None:
-    p.record = record_lineage(p.ctx, p.run, p.versions)
+    modules = p.trained.modules if p.trained is not None else ()
+    p.record = record_lineage(p.ctx, p.run, p.versions, modules)
 
 
 def _register_model(p: Products) -> None:

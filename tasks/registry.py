@@ -36,10 +36,14 @@ from tasks.model import TrainedModel
     retry_condition_fn=retry_unless_user_error,
     cache_policy=NO_CACHE,
 )
-def record_lineage(ctx: RunContext, run: RunRef, data: list[Version]) -> dict:
+def record_lineage(
+    ctx: RunContext, run: RunRef, data: list[Version], modules: tuple[str, ...] = ()
+) -> dict:
     """The run's lineage record, once every stage has recorded its own: logged as
-    ``lineage.json`` at the parent run's root and as flat ``lineage.*`` tags."""
-    record = ctx.record(run, data)
+    ``lineage.json`` at the parent run's root and as flat ``lineage.*`` tags.
+    ``modules``: those imported where the model was fitted outside this process
+    (a notebook's kernel), so the record names their distributions too."""
+    record = ctx.record(run, data, modules=modules)
     client(run.tracking_uri).log_dict(run.run_id, record, LINEAGE_JSON)
     log_tags(run, flat_tags(record) | {TAG_DIGEST: digest(record)})
     return record

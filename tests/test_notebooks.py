@@ -321,6 +321,8 @@ def test_a_notebook_trains_promotes_serves_and_reproduces(
     assert nb["blob"] == head.tree[file].hexsha and nb["code_cells"] == 3
     cells = notebooks.code_cells(notebooks.parse_notebook(text, file))
     assert nb["sha256"] == notebooks.code_digest(cells)
+    # what the kernel imported is named too (ipykernel: only the kernel runs it)
+    assert {"ipykernel", "scikit-learn"} <= set(record["environment"]["imported"])
 
     c = MlflowClient(tracking)
     train = child(tracking, out["run_id"], "train")

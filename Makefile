@@ -11,7 +11,7 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_TELEMETRY := false
 
-.PHONY: demo test test-fast test-unit lint bench bench-seams venv clean stack stack-down
+.PHONY: demo test test-fast test-unit lint bench bench-seams bench-notebook venv clean stack stack-down
 
 $(BIN)/lineageflow: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ lint: venv
 bench: venv  ## benchmarks (not part of `make test`); writes bench/RESULTS.md, bench/DELTA.md
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/delta.py
+
+bench-notebook: venv  ## a notebook as model code against bare papermill and a bare script; writes bench/NOTEBOOK.md
+	$(BIN)/python bench/notebook.py
 
 bench-seams: venv  ## before/after a code change (SEAMS_BEFORE, default 980e375), interleaved; writes bench/SEAMS.md
 	$(BIN)/python bench/seams.py

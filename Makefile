@@ -25,7 +25,7 @@ demo: venv  ## build a demo workspace, train on data v1 and v2, promote to Stagi
 	$(BIN)/lineageflow demo --dir $(DEMO_DIR) --force
 
 test: venv  ## the whole suite: unit, flow and end-to-end tests
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15  # where the time goes, each run
 
 test-fast: venv  ## unit and flow tests (the session's Prefect API; no README run)
 	$(BIN)/python -m pytest -m "not slow"

@@ -39,6 +39,13 @@ def main() -> None:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }.items():
         os.environ.setdefault(k, v)
+    with tempfile.TemporaryDirectory(prefix="lineageflow-bench-nb-") as tmp:
+        text = run(Path(tmp))
+    (ROOT / "bench" / "NOTEBOOK.md").write_text(text)
+    print(text)
+
+
+def run(work: Path) -> str:
     import mlflow
     import nbformat
     import papermill
@@ -50,8 +57,8 @@ def main() -> None:
     from lineageflow.lineage.notebooks import code_cells
     from lineageflow.model import ml
     from lineageflow.model.notebook import NotebookSource
+    from lineageflow.model.notebook_run import kernel_manager
 
-    work = Path(tempfile.mkdtemp(prefix="lineageflow-bench-nb-"))
     ws = work / "ws"
     (ws / "notebooks").mkdir(parents=True)
     (ws / "notebooks" / "train.ipynb").write_text(EXAMPLE.read_text())
@@ -85,6 +92,9 @@ def main() -> None:
             parameters=params,
             kernel_name="python3",
             progress_bar=False,
+            # the same interpreter as the other two (not whatever `python3`
+            # kernel the machine has), in the notebook's folder
+            kernel_manager_class=kernel_manager(work, ws / "notebooks"),
         )
 
     def bare_script() -> None:
@@ -141,8 +151,7 @@ two cells (the audit hook, the report of modules and files), the executed
 notebook rendered to HTML and stored with it on the MLflow run, the saved model
 loaded and checked. What papermill adds to a script: a kernel started per run.
 """
-    (ROOT / "bench" / "NOTEBOOK.md").write_text(text)
-    print(text)
+    return text
 
 
 if __name__ == "__main__":

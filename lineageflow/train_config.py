@@ -116,6 +116,11 @@ class TrainConfig(BaseModel):
                 "train.model is notebook but train.notebook is not set: "
                 "set it to the notebook's path, e.g. notebooks/train.ipynb"
             )
+        if self.model == "notebook" and self.features:
+            raise ValueError(
+                "train.features does not apply to train.model notebook: do the "
+                "feature work in the notebook (its saved model takes raw rows)"
+            )
         return self
 
     @model_serializer(mode="wrap")

@@ -247,13 +247,32 @@ def test_a_notebook_outside_the_workspace_or_missing_is_one_line(tmp_path):
 
 
 def test_unused_notebook_keys_leave_every_digest_as_it_was():
-    """A config without a notebook dumps exactly as before notebooks existed."""
+    """A config without a notebook dumps exactly as before notebooks existed: the
+    digests below were computed by the code before them (aee6464)."""
     from lineageflow.config import parse_params
+    from lineageflow.runs.stages import section_sha256
 
     cfg = parse_params({})
     assert not {"notebook", "notebook_params", "notebook_timeout"} & set(
         cfg.as_dict()["train"]
     )
+    assert cfg.sha256().startswith("f4c83b1050433b46")
+    assert section_sha256(cfg.train).startswith("f22d020780c7a3a1")
+    custom = parse_params(
+        {"train": {"model": "custom", "factory": "m.py:f", "features": "f.py:g"}}
+    )
+    assert custom.sha256().startswith("555e9bcbb3c7febf")
+    assert section_sha256(custom.train).startswith("68c68a133a0934f2")
+    with pytest.raises(Exception, match=r"train.features does not apply to"):
+        parse_params(
+            {
+                "train": {
+                    "model": "notebook",
+                    "notebook": "n.ipynb",
+                    "features": "f.py:g",
+                }
+            }
+        )
     nb = parse_params({"train": {"model": "notebook", "notebook": "n.ipynb"}})
     assert nb.as_dict()["train"]["notebook"] == "n.ipynb"
     assert nb.train.code_refs() == {"notebook": "n.ipynb"}
@@ -298,6 +317,28 @@ def test_no_kernel_in_the_environment_is_one_line(monkeypatch, tmp_path):
 
 
 # ------------------------------------------------------------ through the pipeline
+
+
+@needs_prefect
+def test_writes_and_workspace_helpers_are_not_unnamed_reads(make_workspace, tracking):
+    """Saving a file and importing a helper module committed beside the notebook
+    is no data read; neither leaves bytecode in the workspace."""
+    fit = FIT + (
+        "import os, tempfile\n"
+        "from helpers import n_rows\n"
+        "out = os.path.join(tempfile.gettempdir(), f'lf-preds-{os.getpid()}.csv')\n"
+        "pd.DataFrame({'n': [n_rows(X)]}).to_csv(out)\n"
+        "os.remove(out)\n"
+    )
+    text = ipynb([("code", PARAMETERS), ("code", IMPORTS), ("code", fit)])
+    ws = notebook_workspace(make_workspace, text=text).workspace
+    commit_files(
+        ws, {"notebooks/helpers.py": "def n_rows(df):\n    return len(df)\n"}, "h"
+    )
+    out = training_pipeline(workspace=str(ws))
+    assert out["stage"] == "Staging", out
+    assert not (ws / "notebooks" / "__pycache__").exists()
+    assert git.Repo(ws).untracked_files == []
 
 
 @needs_prefect
@@ -406,8 +447,8 @@ def test_a_cell_that_raises_fails_the_stage_in_one_line(
     fit = FIT.replace("model.fit(X, y)", "raise ValueError('no such column: plan')")
     message, exp = failing_run(make_workspace, tracking, fit)
     assert message == (
-        "train.notebook notebooks/train.ipynb: cell 3 raised ValueError: no such "
-        "column: plan: fix it and commit"
+        "train.notebook notebooks/train.ipynb: code cell 3 raised ValueError: no "
+        "such column: plan: fix it and commit"
     )
     # the notebook executed up to that cell is on the failed train run
     c = MlflowClient(tracking)

@@ -22,10 +22,10 @@ import textwrap
 from pathlib import Path
 
 import git
-import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from lineageflow.runs.artifact_store import download
 from lineageflow.tags import (
     TAG_REPRODUCED_BY,
     TAG_REPRODUCTION_VERDICT,
@@ -251,9 +251,9 @@ def test_a_library_installed_by_commit_is_recorded_pinned_and_promoted(
     c = MlflowClient(tracking)
     mv = c.get_model_version(name, "1")
     assert mv.tags["lineage.check.environment_pinned"] == "passed"
-    model_dir = Path(
-        mlflow.artifacts.download_artifacts(mv.source, dst_path=str(tmp_path / "m"))
-    )
+    # from this test's store only: MLflow's own `models:/` resolution asks the
+    # process-wide tracking URI, which an earlier test may have pointed elsewhere
+    model_dir = download(mv.source, tracking, tmp_path / "m")
     requirements = (model_dir / "requirements.txt").read_text().splitlines()
     assert f"acme-features @ git+{library.url}@{library.sha_a}" in requirements
 
@@ -265,9 +265,7 @@ def test_a_library_installed_by_commit_is_recorded_pinned_and_promoted(
     )
     for run in runs:
         seen += [json.dumps(run.data.tags), json.dumps(run.data.params)]
-    artifacts = Path(
-        mlflow.artifacts.download_artifacts(run_id=run_id, dst_path=str(tmp_path / "a"))
-    )
+    artifacts = Path(c.download_artifacts(run_id, "", str(tmp_path / "a")))
     for path in [*artifacts.rglob("*"), *model_dir.rglob("*")]:
         if path.is_file():
             seen.append(path.read_bytes().decode("utf-8", "replace"))

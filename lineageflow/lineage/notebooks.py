@@ -39,8 +39,9 @@ def _databricks(text: str, file: str):
 
     cells = []
     body = text.split("\n", 1)[1] if "\n" in text else ""
-    for n, chunk in enumerate(body.split(DATABRICKS_CELL), start=1):
-        lines = chunk.strip("\n").splitlines()
+    chunks = [c.strip("\n") for c in body.split(DATABRICKS_CELL)]
+    for n, chunk in enumerate((c for c in chunks if c.strip()), start=1):
+        lines = chunk.splitlines()
         if lines and all(line.startswith(MAGIC) for line in lines):
             inner = [line[len(MAGIC) :].removeprefix(" ") for line in lines]
             if not inner[0].startswith("%md"):
@@ -52,7 +53,7 @@ def _databricks(text: str, file: str):
                 )
             source = "\n".join([inner[0].removeprefix("%md").strip(), *inner[1:]])
             cells.append(nbformat.v4.new_markdown_cell(source.strip("\n")))
-        elif any(line.strip() for line in lines):
+        else:
             cells.append(nbformat.v4.new_code_cell("\n".join(lines)))
     return nbformat.v4.new_notebook(cells=cells)
 
@@ -158,7 +159,8 @@ def notebook_state(repo: git.Repo, root: Path, file: str) -> dict[str, Any]:
         "file": file,
         "function": "",
         "blob": blob,
-        "committed": blob is not None and changed is None,
+        # committed: the commit holds this notebook (parsed) with these code cells
+        "committed": committed_cells is not None and changed is None,
         "sha256": code_digest(cells),
         "code_cells": len(cells),
     }

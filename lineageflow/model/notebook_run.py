@@ -11,6 +11,8 @@ data read that the params did not name.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +24,7 @@ RECORD_TAG = "lineageflow-record"  # lineageflow's own cells, removed before sto
 KERNELSPEC = {"name": "python3", "language": "python", "display_name": "Python 3"}
 
 
-def _kernel_manager(work: Path):
+def kernel_manager(work: Path, cwd: Path):
     """A kernel manager that starts ipykernel with this process's interpreter,
     talking over Unix sockets in ``work`` (no TCP port for anyone to reach). An
     async one: with a blocking manager, nbclient's cell timeout never fires
@@ -33,6 +35,14 @@ def _kernel_manager(work: Path):
     class ThisEnvironment(AsyncKernelManager):
         def __init__(self, **kw):
             super().__init__(transport="ipc", ip=str(work / "kernel"), **kw)
+
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            # the kernel runs in the notebook's folder (papermill's own `cwd`
+            # would chdir this whole process, every thread of the flow run with
+            # it) and writes no __pycache__ into the user's tree
+            kw["cwd"] = str(cwd)
+            kw["env"] = {**kw.get("env", os.environ), "PYTHONDONTWRITEBYTECODE": "1"}
+            await super()._async_launch_kernel(kernel_cmd, **kw)
 
         @property
         def kernel_spec(self) -> KernelSpec:
@@ -51,14 +61,21 @@ def _kernel_manager(work: Path):
     return ThisEnvironment
 
 
-# The first cell: an audit hook that notes every file the kernel opens through
-# Python (open(), pandas' CSV reader, joblib...); Arrow's native readers (Parquet)
-# open files in C++ and are not seen.
+# The first cell: an audit hook that notes every file the kernel opens for
+# reading through Python (open(), pandas' CSV reader, joblib...); Arrow's native
+# readers (Parquet) open files in C++ and are not seen. Writes are not reads.
 WATCH = """\
 import sys as _lf_sys
 _lf_opened = set()
 def _lf_audit(event, args, _seen=_lf_opened):
-    if event == "open" and isinstance(args[0], str):
+    if event != "open" or not isinstance(args[0], str):
+        return
+    mode, flags = args[1], args[2]
+    if mode is None:
+        reads = flags is not None and flags & 3 == 0  # O_RDONLY
+    else:
+        reads = not any(c in str(mode) for c in "wax+")
+    if reads:
         _seen.add(args[0])
 _lf_sys.addaudithook(_lf_audit)
 """
@@ -101,15 +118,24 @@ def tagged(cell, tag: str) -> bool:
     return tag in cell.get("metadata", {}).get("tags", [])
 
 
-def _cell_number(nb, index: int) -> int:
-    """The failing cell's number in the user's notebook (1-based, every cell
-    counted; papermill's parameters cell and lineageflow's own not)."""
-    extra = sum(
-        1
-        for c in nb.cells[:index]
-        if tagged(c, "injected-parameters") or tagged(c, RECORD_TAG)
-    )
-    return index - extra + 1
+def failed_code_cell(nb) -> int | None:
+    """The failing cell's number among the user's code cells of the executed
+    notebook (1-based, as ``code_committed`` counts them; papermill's parameters
+    cell and lineageflow's own are not the user's; papermill's error banners
+    are markdown)."""
+    n = 0
+    for c in nb.cells:
+        if c.cell_type != "code" or tagged(c, "injected-parameters"):
+            continue
+        failed = any(o.get("output_type") == "error" for o in c.get("outputs", []))
+        if tagged(c, RECORD_TAG):
+            if failed:
+                return None  # lineageflow's own cell
+            continue
+        n += 1
+        if failed or c.get("metadata", {}).get("papermill", {}).get("exception"):
+            return n
+    return None
 
 
 SYSTEM = ("/usr", "/etc", "/proc", "/sys", "/dev", "/opt", "/var/lib", "/lib")
@@ -136,7 +162,8 @@ def unnamed_reads(
     root, work = root.resolve(), work.resolve()
     for name in opened:
         path = (notebook.parent / name).resolve()
-        if path.is_relative_to(work) or path == notebook or path.suffix == ".py":
+        code = path.suffix in (".py", ".pyc") or "__pycache__" in path.parts
+        if path.is_relative_to(work) or path == notebook or code:
             continue
         if path.is_relative_to(root):
             inside = path.relative_to(root)
@@ -187,27 +214,26 @@ def execute(
             parameters=params,
             kernel_name=KERNELSPEC["name"],
             language="python",
-            cwd=str((root / file).parent),
             progress_bar=False,
             execution_timeout=timeout,
-            kernel_manager_class=_kernel_manager(work),
+            kernel_manager_class=kernel_manager(work, (root / file).parent),
         )
     except PapermillExecutionError as exc:
-        n = _cell_number(nbformat.read(executed, as_version=4), exc.cell_index)
-        store(executed)  # executed up to the failing cell
+        n = failed_code_cell(nbformat.read(executed, as_version=4))
+        _keep(store, executed)  # executed up to the failing cell
+        where = f"code cell {n}" if n else "lineageflow's report cell"
         raise UserCodeError(
-            f"train.notebook {file}: cell {n} raised "
+            f"train.notebook {file}: {where} raised "
             f"{last_line(f'{exc.ename}: {exc.evalue}')}: fix it and commit"
         ) from None
     except Exception as exc:
-        if executed.is_file():
-            store(executed)
+        _keep(store, executed)
         raise UserCodeError(f"train.notebook {file}: {_why(exc, timeout)}") from None
     kernel = json.loads((work / "kernel.json").read_text())
     nb_file = (root / file).resolve()
     unnamed = unnamed_reads(kernel["opened"], root, work, nb_file)
     if unnamed:
-        store(executed)
+        _keep(store, executed)
         more = f" and {len(unnamed) - 3} more" if len(unnamed) > 3 else ""
         raise UserCodeError(
             f"train.notebook {file}: it read {', '.join(unnamed[:3])}{more}, "
@@ -217,14 +243,29 @@ def execute(
     return executed, kernel
 
 
+def _keep(store: Callable[[Path], None], executed: Path) -> None:
+    """Store a failed run's notebook; a failure to store it is logged, never
+    put in place of the notebook's own failure."""
+    if not executed.is_file():
+        return
+    try:
+        store(executed)
+    except Exception:
+        logging.getLogger(__name__).warning(
+            "could not store the executed notebook %s", executed, exc_info=True
+        )
+
+
 def _why(exc: Exception, timeout: int | None) -> str:
     """A failure that is not a cell raising: timeout, a dead kernel, no kernel."""
     name = type(exc).__name__
-    if name == "CellTimeoutError" or isinstance(exc, TimeoutError):
+    if name == "CellTimeoutError" and timeout is not None:
         return (
             f"a cell ran longer than train.notebook_timeout ({timeout} "
             "s): make it faster or raise the timeout"
         )
+    if isinstance(exc, TimeoutError):
+        return f"the kernel did not answer in time ({last_line(exc)})"
     if name == "DeadKernelError":
         return (
             "the kernel died while running it (out of memory, or the process "

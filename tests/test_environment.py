@@ -68,6 +68,18 @@ def checkout(path: Path) -> git.Repo:
         ("https://${TOKEN}@git.acme/x.git", "https://${TOKEN}@git.acme/x.git"),
         ("https://git.acme:8443/x.git", "https://git.acme:8443/x.git"),
         ("file:///srv/acme-features", "file:///srv/acme-features"),
+        # a token in the query (GitLab), a signed archive URL: no query stays
+        (f"https://git.acme/x.git?private_token={TOKEN}", "https://git.acme/x.git"),
+        (
+            f"https://s3.acme/w/x-1-py3-none-any.whl?X-Amz-Signature={TOKEN}&a=b",
+            "https://s3.acme/w/x-1-py3-none-any.whl",
+        ),
+        # of a fragment, only what pip reads
+        (
+            f"https://git.acme/x.git#token={TOKEN}&egg=x&subdirectory=libs/x",
+            "https://git.acme/x.git#egg=x&subdirectory=libs/x",
+        ),
+        (f"https://git.acme/x.git#{TOKEN}", "https://git.acme/x.git"),
     ],
 )
 def test_credentials_are_stripped_from_urls(url, recorded):
@@ -103,6 +115,43 @@ def test_a_vcs_install_is_recorded_with_its_commit_and_without_the_token(tmp_pat
     }
     assert TOKEN not in json.dumps(entry)
     assert pins.unpinned(entry) is None
+
+
+def test_a_query_token_is_recorded_nowhere_and_a_subdirectory_is_pinned(tmp_path):
+    d = dist_info(
+        tmp_path,
+        "acme-features",
+        "0.1.0",
+        {
+            "url": f"https://git.acme/mono.git?private_token={TOKEN}",
+            "vcs_info": {"vcs": "git", "commit_id": SHA_A},
+            "subdirectory": "libs/acme-features",
+        },
+    )
+    entry = env.describe(d)
+    assert entry["url"] == "https://git.acme/mono.git"
+    assert entry["subdirectory"] == "libs/acme-features"
+    record = record_with(entry)
+    ok, reason = pins.pinned_check(record)
+    assert ok
+    pinned = env.pinned_requirements(["numpy==2.0.0"], [entry], ["acme-features"])
+    assert pinned == [
+        "numpy==2.0.0",
+        f"acme-features @ git+https://git.acme/mono.git@{SHA_A}"
+        "#subdirectory=libs/acme-features",
+    ]
+    assert TOKEN not in json.dumps([record, reason, pinned, pins.label(entry)])
+
+    wheel = dist_info(
+        tmp_path / "site2",
+        "acme-models",
+        "1.0",
+        {
+            "url": f"https://s3.acme/w/m-1.0-py3-none-any.whl?X-Amz-Signature={TOKEN}",
+            "archive_info": {},
+        },
+    )
+    assert TOKEN not in json.dumps(env.describe(wheel))
 
 
 def test_a_release_from_an_index_is_name_and_version(tmp_path):

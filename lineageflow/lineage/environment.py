@@ -13,7 +13,10 @@ Credentials never reach the record: ``user:token@`` is removed from every URL.
 A user name alone stays for ssh (``git+ssh://git@host/...``: the key
 authenticates, ``git`` is no secret) and is dropped for every other scheme
 (``https://<token>@github.com/...`` passes a token as the user name). A
-``${VAR}`` reference (PEP 610) names a variable, not its value: it stays.
+``${VAR}`` reference (PEP 610) names a variable, not its value: it stays. The
+query (``?private_token=...``, a signed archive URL's signature) and every
+fragment part but ``egg=`` and ``subdirectory=`` are dropped too, for every
+scheme but ``file``: what pip needs to install it again is kept, no more.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import git
 # checkout, so that checkout's state would be a false claim here.
 PIPELINE_DIST = "lineageflow"
 ENV_VAR_USER = re.compile(r"^\$\{\w+\}(:\$\{\w+\})?$")
+PIP_FRAGMENT = ("egg=", "subdirectory=")  # what pip reads; any other part: dropped
 
 
 def canonical(name: str) -> str:
@@ -48,12 +52,15 @@ def canonical(name: str) -> str:
 def strip_credentials(url: str) -> str:
     """``url`` without a password or token (see the module's docstring)."""
     parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    user, _, host = parts.netloc.rpartition("@")
-    ssh = parts.scheme.rpartition("+")[2] == "ssh"
-    keep = (ssh and ":" not in user) or ENV_VAR_USER.match(user)
-    return urlunsplit(parts._replace(netloc=f"{user}@{host}" if keep else host))
+    if parts.scheme != "file":
+        kept = [p for p in parts.fragment.split("&") if p.startswith(PIP_FRAGMENT)]
+        parts = parts._replace(query="", fragment="&".join(kept))
+    if "@" in parts.netloc:
+        user, _, host = parts.netloc.rpartition("@")
+        ssh = parts.scheme.rpartition("+")[2] == "ssh"
+        keep = (ssh and ":" not in user) or ENV_VAR_USER.match(user)
+        parts = parts._replace(netloc=f"{user}@{host}" if keep else host)
+    return urlunsplit(parts)
 
 
 def file_path(url: str) -> str | None:
@@ -113,6 +120,8 @@ def describe(dist: Distribution, probe: bool = True, meta=None) -> dict[str, Any
     if not isinstance(direct, dict):
         return entry | {"source": "index"}
     url = strip_credentials(str(direct.get("url", "")))
+    if direct.get("subdirectory"):  # PEP 610: the project is a monorepo's folder
+        entry["subdirectory"] = str(direct["subdirectory"])
     if "vcs_info" in direct:
         vcs = direct["vcs_info"]
         return entry | {
@@ -224,7 +233,9 @@ def pinned_requirements(
     A pin replaces a ``base`` entry of the same package."""
     used = {canonical(n) for n in imported}
     pins = {
-        canonical(d["name"]): f"{d['name']} @ {d['vcs']}+{d['url']}@{d['commit_id']}"
+        canonical(d["name"]): f"{d['name']} @ {d['vcs']}+"
+        f"{d['url'].partition('#')[0]}@{d['commit_id']}"
+        + (f"#subdirectory={d['subdirectory']}" if d.get("subdirectory") else "")
         for d in dists
         if d.get("source") == "vcs"
         and d.get("commit_id")

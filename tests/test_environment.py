@@ -441,3 +441,107 @@ def test_the_record_takes_module_names_imported_elsewhere():
     assert owner in record["environment"]["imported"]
     assert owner not in build_record(**kw)["environment"]["imported"]
     assert record["environment"]["packages"]  # the fixed list stays
+
+
+# ------------------------------------------------------------ a real editable install
+
+# hatchling, flit, pdm and poetry install editable as this backend does: a wheel
+# holding one .pth (the checkout's directory) and a dist-info with no
+# top_level.txt, so RECORD names no module of the library
+PTH_BACKEND = """
+import base64, hashlib, os, zipfile
+
+DIST = "acme_pth-0.1.0"
+META = "Metadata-Version: 2.1\\nName: acme-pth\\nVersion: 0.1.0\\n"
+WHEEL = "Wheel-Version: 1.0\\nGenerator: t\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"
+
+
+def build_editable(wheel_directory, config_settings=None, metadata_directory=None):
+    files = [
+        ("_acme_pth.pth", (os.path.abspath(".") + "\\n").encode()),
+        (f"{DIST}.dist-info/METADATA", META.encode()),
+        (f"{DIST}.dist-info/WHEEL", WHEEL.encode()),
+    ]
+    name, record = f"{DIST}-py3-none-any.whl", []
+    with zipfile.ZipFile(os.path.join(wheel_directory, name), "w") as z:
+        for arc, data in files:
+            z.writestr(arc, data)
+            h = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            record.append(f"{arc},sha256={h.decode()},{len(data)}")
+        record.append(f"{DIST}.dist-info/RECORD,,")
+        z.writestr(f"{DIST}.dist-info/RECORD", "\\n".join(record) + "\\n")
+    return name
+"""
+
+# run in the venv the library is installed into, with the code under test
+PROBE = """
+import json, sys
+from lineageflow.lineage.environment import imported, installed
+from lineageflow.lineage.pins import pinned_check
+if sys.argv[1] == "import":
+    import acme_pth.core  # noqa: F401
+used = imported(sys.argv[2:])  # as a notebook's kernel hands its imports in
+record = {"environment": {"distributions": installed(), "imported": used}}
+print(json.dumps([used, *pinned_check(record)]))
+"""
+
+
+def test_an_editable_install_named_by_a_pth_only_is_checked(tmp_path):
+    import site
+    import subprocess
+    import sys
+
+    import lineageflow
+
+    lib = tmp_path / "acme-pth"
+    (lib / "acme_pth").mkdir(parents=True)
+    (lib / "acme_pth" / "__init__.py").write_text("")
+    (lib / "acme_pth" / "core.py").write_text("SCALE = 1\n")
+    (lib / "backend.py").write_text(PTH_BACKEND)
+    (lib / "pyproject.toml").write_text(
+        '[build-system]\nrequires = []\nbuild-backend = "backend"\n'
+        'backend-path = ["."]\n\n[project]\nname = "acme-pth"\nversion = "0.1.0"\n'
+    )
+    repo = git.Repo.init(lib)
+    repo.git.add(A=True)
+    repo.index.commit("acme-pth 0.1.0")
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
+    python = str(venv / "bin" / "python")
+    (purelib,) = venv.glob("lib/python*/site-packages")
+    parent = site.getsitepackages()[0]  # pip and lineageflow's dependencies
+    (purelib / "project.pth").write_text(f"import site; site.addsitedir({parent!r})\n")
+    pip = [python, "-m", "pip", "install", "-q", "--no-deps", "--no-index"]
+    pip += ["--no-build-isolation", "--disable-pip-version-check", "-e", str(lib)]
+    subprocess.run(pip, check=True, capture_output=True, timeout=120)
+    (info,) = purelib.glob("acme_pth-0.1.0.dist-info")
+    assert not (info / "top_level.txt").exists()
+    assert "acme_pth/" not in (info / "RECORD").read_text()  # only the .pth
+
+    code = str(Path(lineageflow.__file__).parent.parent)
+    run_env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": code, "HOME": str(tmp_path)}
+
+    def probe(*args: str) -> tuple[list[str], bool, str]:
+        proc = subprocess.run(
+            [python, "-c", PROBE, *args],
+            env=run_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout)
+
+    used, ok, _ = probe("import")
+    assert "acme-pth" in used and ok  # a clean checkout: pinned by its commit
+    (lib / "acme_pth" / "core.py").write_text("SCALE = 2\n")  # not committed
+    used, ok, reason = probe("import")
+    assert "acme-pth" in used and not ok
+    assert reason.startswith(f"acme-pth is editable from {lib} with uncommitted")
+    assert "(acme_pth/core.py)" in reason
+    # a module imported in a notebook's kernel, handed in by name
+    used, ok, _ = probe("-", "acme_pth.core")
+    assert "acme-pth" in used and not ok
+    used, ok, _ = probe("-")
+    assert "acme-pth" not in used and ok

@@ -35,6 +35,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import git
 
+from lineageflow.lineage.import_names import path_names
+
 # lineageflow's own checkout is the record's ``pipeline`` (commit, dirty files)
 # and the check code_committed refuses it dirty; in a reproduction (or the tests)
 # the code that runs is a worktree on PYTHONPATH, not the editable install's
@@ -218,10 +220,17 @@ def _owners() -> dict[str, list[str]]:
 
 def imported(modules: Iterable[str] = ()) -> list[str]:
     """The distributions (canonical names) whose modules this process imported,
-    plus those of ``modules`` (e.g. what a notebook's kernel imported)."""
+    plus those of ``modules`` (e.g. what a notebook's kernel imported).
+
+    ``sys.modules`` is the process's: in a long-lived worker, a library an
+    earlier run imported counts for every later run too (stricter, never less)."""
     tops = {m.partition(".")[0] for m in [*sys.modules, *modules] if m}
     owners = _cached("owners", _owners)
-    return sorted({canonical(d) for top in tops for d in owners.get(top, ())})
+    used = {canonical(d) for top in tops for d in owners.get(top, ())}
+    for entry, dist in _cached("installed", _scan):
+        if entry.get("source") in ("editable", "dir") and path_names(dist) & tops:
+            used.add(canonical(entry["name"]))
+    return sorted(used)
 
 
 def pinned_requirements(

@@ -176,8 +176,12 @@ def test_a_local_directory_and_an_archive_carry_a_content_hash(tmp_path):
     )
     entry = env.describe(d)
     assert entry["source"] == "dir" and entry["path"] == str(src)
-    assert entry["commit"] is None  # not a checkout
-    assert "no git commit holds" in pins.unpinned(entry)
+    assert "commit" not in entry  # what pip copied: no commit is claimed for it
+    assert pins.unpinned(entry) == (
+        f"acme-features was installed from the directory {src}, which no commit "
+        "names: install it by commit: pip install 'acme-features @ "
+        "git+…@<commit>', or release it to your package index"
+    )
     # the hash is of the installed files (RECORD), not of where pip found them
     other = dist_info(
         tmp_path / "site2",
@@ -207,6 +211,25 @@ def test_a_local_directory_and_an_archive_carry_a_content_hash(tmp_path):
     entry = env.describe(a)
     assert entry["source"] == "archive" and entry["sha256"] == env.describe(d)["sha256"]
     assert pins.unpinned(entry) is None
+
+
+def test_a_directory_install_from_a_checkout_claims_none_of_its_commits(tmp_path):
+    """pip copied the files at install time; the checkout's HEAD now may hold
+    other code, so neither its commit nor its state is recorded."""
+    lib = tmp_path / "acme-features"
+    checkout(lib)
+    d = dist_info(
+        tmp_path / "site",
+        "acme-features",
+        "0.1.0",
+        {"url": lib.as_uri(), "dir_info": {}},
+        [("acme_features/__init__.py", "abc")],
+    )
+    entry = env.describe(d)
+    assert {"commit", "dirty", "dirty_files"}.isdisjoint(entry)
+    assert entry["sha256"]
+    bad = checks.check_environment_pinned(record_with(entry))
+    assert not bad.passed and "release it to your package index" in bad.reason
 
 
 def test_an_editable_install_records_its_checkout_commit_and_dirty_files(tmp_path):

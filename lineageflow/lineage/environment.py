@@ -145,13 +145,15 @@ def describe(dist: Distribution, probe: bool = True, meta=None) -> dict[str, Any
         if canonical(entry["name"]) == PIPELINE_DIST:
             return entry | {"pipeline": True}  # its state: the record's pipeline
         return entry | (checkout_state(path) if probe else {})
-    state = checkout_state(path) if os.path.isdir(path) else {}
-    return (
-        entry
-        | {"source": "dir", "url": url, "path": path}
-        | state
-        | {"sha256": installed_digest(dist)}
-    )
+    # pip copied the directory's files when it installed them: its checkout's
+    # commit now may not hold them, so none is claimed; the installed files' hash
+    # names what runs (pins.unpinned refuses it: nobody can install it again)
+    return entry | {
+        "source": "dir",
+        "url": url,
+        "path": path,
+        "sha256": installed_digest(dist),
+    }
 
 
 # per process, keyed by the import path and the mtimes of the directories that

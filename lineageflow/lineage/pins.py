@@ -20,10 +20,15 @@ def unpinned(d: dict) -> str | None:
             f"{name} was installed from {d.get('url')} with no commit id: install it "
             f"by commit ({_pin_hint(d)}) and retrain"
         )
-    if source not in ("editable", "dir"):
+    if source == "dir":  # pip copied it: no commit is known to hold what it copied
+        return (
+            f"{name} was installed from the directory {d.get('path')}, which no "
+            f"commit names: install it by commit: pip install '{name} @ "
+            "git+…@<commit>', or release it to your package index"
+        )
+    if source != "editable":
         return None
-    kind = "is editable from" if source == "editable" else "was installed from"
-    where = f"{name} {kind} {d.get('path')}"
+    where = f"{name} is editable from {d.get('path')}"
     if not d.get("commit"):
         return (
             f"{where}, which no git commit holds: commit and push it, install it "

@@ -247,9 +247,19 @@ def test_an_editable_install_records_its_checkout_commit_and_dirty_files(tmp_pat
     assert clean["dirty"] is False and clean["dirty_files"] == []
     assert pins.unpinned(clean) is None  # a clean checkout is pinned by its commit
 
-    # what pip leaves in the checkout is not code; an untracked module is
+    # what pip or python leave in the checkout is not the library; the rest is
     (lib / "acme_features.egg-info").mkdir()
     (lib / "acme_features.egg-info" / "PKG-INFO").write_text("x")
+    assert env.describe(d)["dirty"] is False
+    (lib / "acme_features" / "__pycache__").mkdir()
+    (lib / "acme_features" / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"")
+    assert env.describe(d)["dirty"] is False
+    # an untracked data or config file changes the library as an edit does
+    (lib / "acme_features" / "bins.json").write_text("[1, 2]")
+    assert env.describe(d)["dirty_files"] == ["acme_features/bins.json"]
+    (lib / ".gitignore").write_text("*.json\n")  # what git ignores is not counted
+    repo.git.add(".gitignore")
+    repo.index.commit("ignore json")
     assert env.describe(d)["dirty"] is False
     (lib / "acme_features" / "__init__.py").write_text("def f(x):\n    return -x\n")
     (lib / "acme_features" / "extra.py").write_text("")

@@ -84,10 +84,20 @@ def installed_digest(dist: Distribution) -> str | None:
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()
 
 
+def _byproduct(name: str) -> bool:
+    """What installing or importing leaves in a checkout: ``*.egg-info``,
+    ``__pycache__``, ``.pyc``. Not the library's code or data."""
+    parts = name.rstrip("/").split("/")
+    return any(
+        p.endswith(".egg-info") or p == "__pycache__" for p in parts
+    ) or name.endswith((".pyc", ".pyo"))
+
+
 def checkout_state(path: str) -> dict[str, Any]:
     """The git commit of the checkout holding ``path`` and the files under
-    ``path`` that differ from it (tracked edits, untracked ``.py`` files: an
-    ``*.egg-info`` or a build log is no code). One ``git status`` call."""
+    ``path`` that differ from it: tracked edits and every untracked file (a data
+    or config file beside the code changes the library as an edit does) but
+    those git ignores and ``_byproduct``s. One ``git status`` call."""
     state: dict[str, Any] = {"commit": None, "dirty": None, "dirty_files": []}
     try:
         with git.Repo(path, search_parent_directories=True) as repo:
@@ -102,7 +112,7 @@ def checkout_state(path: str) -> dict[str, Any]:
         code, name = entry[:2], entry[3:]
         if code[:1] in ("R", "C"):
             next(entries, None)  # a rename's source path
-        if name and (code != "??" or name.endswith(".py")):
+        if name and not (code == "??" and _byproduct(name)):
             files.append(name)
     state.update(commit=commit, dirty=bool(files), dirty_files=sorted(files)[:50])
     return state

@@ -447,6 +447,16 @@ def test_a_library_at_another_commit_is_another_reuse_basis():
     # edits no commit names: no basis, so nothing is reused
     assert pins.private_identity([release, DIRTY]) is None
     assert pins.private_identity([VCS | {"commit_id": None}]) is None
+    # a wheel installed from a file is a release: its version names it, so
+    # `pip install /wheels/*.whl` images keep the keys they had
+    wheel = {"name": "acme-models", "version": "1.0", "source": "archive"}
+    assert pins.private_identity([release, wheel | {"sha256": "f" * 64}]) == []
+    # a directory install is named by its installed files' hash
+    copied = {"name": "acme-dir", "version": "1", "source": "dir", "path": "/x"}
+    at_c = pins.private_identity([copied | {"sha256": "c" * 64}])
+    assert at_c == [f"acme-dir 1 dir sha256 {'c' * 12}"]
+    assert at_c != pins.private_identity([copied | {"sha256": "d" * 64}])
+    assert pins.private_identity([copied]) is None
 
 
 def test_the_record_takes_module_names_imported_elsewhere():

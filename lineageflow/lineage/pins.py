@@ -65,19 +65,27 @@ def pinned_check(record: dict) -> tuple[bool, str]:
 
 
 def private_identity(dists: list[dict]) -> list[str] | None:
-    """What names the code of every distribution not from an index (lineageflow
-    aside: the pipeline commit is in the reuse basis already), for the stage
-    reuse basis: a library at another commit is another model. None when one
-    of them is not named by a commit or content hash (e.g. a dirty checkout):
-    no basis, no reuse. Every installed one counts, as what a run will import
-    is not known before it runs."""
+    """What names the code of every library installed from a VCS URL, an
+    editable checkout or a local directory (lineageflow aside: the pipeline
+    commit is in the reuse basis already), for the stage reuse basis: a library
+    at another commit is another model. Archives (``pip install /wheels/*.whl``)
+    are left out: a release's version names it, as for an index's. None when one
+    is named by nothing (a dirty checkout, a VCS install without a commit id):
+    no basis, no reuse. The basis is made before the run imports anything, so
+    every such install counts, imported by the run or not."""
     out = []
     for d in dists:
-        if d.get("source") in (None, "index") or d.get("pipeline"):
+        source = d.get("source")
+        if source not in ("vcs", "editable", "dir") or d.get("pipeline"):
             continue
-        if d.get("source") == "editable" and canonical(d["name"]) == PIPELINE_DIST:
+        if source == "editable" and canonical(d["name"]) == PIPELINE_DIST:
             continue
-        if unpinned(d) is not None:
+        named = {
+            "vcs": d.get("commit_id"),
+            "editable": d.get("commit") and d.get("dirty") is False,
+            "dir": d.get("sha256"),
+        }[source]
+        if not named:
             return None
         out.append(f"{canonical(d['name'])} {label(d)}")
     return out

@@ -4,8 +4,11 @@ MLflow and Prefect.
 The library is made here: a git repo holding a tiny package, ``acme_features``,
 with a 30-line PEP 517/660 build backend of its own (the project's setuptools
 builds no wheels without ``wheel``, and a test must not need the network). It
-is installed by pip into a venv this module owns (``--without-pip``; a ``.pth``
-adds the project venv's site-packages, so nothing else is reinstalled), and the
+writes no top_level.txt, and its editable wheel holds only a ``.pth``, as
+hatchling's, flit's, pdm's and poetry's do: nothing in the dist-info of an
+editable install names the module it makes importable. It is installed by
+pip into a venv this module owns (``--without-pip``; a ``.pth`` adds the
+project venv's site-packages, so nothing else is reinstalled), and the
 workspace's ``train.features`` imports it. The pipeline's CLI runs in that
 venv's python, with the lineageflow code under test on PYTHONPATH.
 """
@@ -49,7 +52,6 @@ DIST = "acme_features-0.1.0"
 INFO = [
     ("METADATA", "Metadata-Version: 2.1\\nName: acme-features\\nVersion: 0.1.0\\n"),
     ("WHEEL", "Wheel-Version: 1.0\\nGenerator: t\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"),
-    ("top_level.txt", "acme_features\\n"),
 ]
 
 

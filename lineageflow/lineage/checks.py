@@ -121,8 +121,8 @@ def check_code_committed(record: dict) -> Check:
 @declare(
     "environment_pinned",
     "an imported library was editable from a dirty checkout, installed from a VCS "
-    "URL without a commit id, or from a directory no commit holds",
-    "commit and push it, `pip install 'name @ git+URL@<commit>'`, retrain",
+    "URL without a commit id, or copied from a local directory by pip install",
+    "commit, push, `pip install 'name @ git+URL@<commit>'` or release it; retrain",
 )
 def check_environment_pinned(record: dict) -> Check:
     return Check("environment_pinned", *pinned_check(record))

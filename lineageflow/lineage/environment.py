@@ -13,7 +13,10 @@ Credentials never reach the record: ``user:token@`` is removed from every URL.
 A user name alone stays for ssh (``git+ssh://git@host/...``: the key
 authenticates, ``git`` is no secret) and is dropped for every other scheme
 (``https://<token>@github.com/...`` passes a token as the user name). A
-``${VAR}`` reference (PEP 610) names a variable, not its value: it stays.
+``${VAR}`` reference (PEP 610) names a variable, not its value: it stays. The
+query (``?private_token=...``, a signed archive URL's signature) and every
+fragment part but ``egg=`` and ``subdirectory=`` are dropped too, for every
+scheme but ``file``: what pip needs to install it again is kept, no more.
 """
 
 from __future__ import annotations
@@ -32,12 +35,15 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import git
 
+from lineageflow.lineage.import_names import path_names
+
 # lineageflow's own checkout is the record's ``pipeline`` (commit, dirty files)
 # and the check code_committed refuses it dirty; in a reproduction (or the tests)
 # the code that runs is a worktree on PYTHONPATH, not the editable install's
 # checkout, so that checkout's state would be a false claim here.
 PIPELINE_DIST = "lineageflow"
 ENV_VAR_USER = re.compile(r"^\$\{\w+\}(:\$\{\w+\})?$")
+PIP_FRAGMENT = ("egg=", "subdirectory=")  # what pip reads; any other part: dropped
 
 
 def canonical(name: str) -> str:
@@ -48,12 +54,15 @@ def canonical(name: str) -> str:
 def strip_credentials(url: str) -> str:
     """``url`` without a password or token (see the module's docstring)."""
     parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    user, _, host = parts.netloc.rpartition("@")
-    ssh = parts.scheme.rpartition("+")[2] == "ssh"
-    keep = (ssh and ":" not in user) or ENV_VAR_USER.match(user)
-    return urlunsplit(parts._replace(netloc=f"{user}@{host}" if keep else host))
+    if parts.scheme != "file":
+        kept = [p for p in parts.fragment.split("&") if p.startswith(PIP_FRAGMENT)]
+        parts = parts._replace(query="", fragment="&".join(kept))
+    if "@" in parts.netloc:
+        user, _, host = parts.netloc.rpartition("@")
+        ssh = parts.scheme.rpartition("+")[2] == "ssh"
+        keep = (ssh and ":" not in user) or ENV_VAR_USER.match(user)
+        parts = parts._replace(netloc=f"{user}@{host}" if keep else host)
+    return urlunsplit(parts)
 
 
 def file_path(url: str) -> str | None:
@@ -75,10 +84,20 @@ def installed_digest(dist: Distribution) -> str | None:
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()
 
 
+def _byproduct(name: str) -> bool:
+    """What installing or importing leaves in a checkout: ``*.egg-info``,
+    ``__pycache__``, ``.pyc``. Not the library's code or data."""
+    parts = name.rstrip("/").split("/")
+    return any(
+        p.endswith(".egg-info") or p == "__pycache__" for p in parts
+    ) or name.endswith((".pyc", ".pyo"))
+
+
 def checkout_state(path: str) -> dict[str, Any]:
     """The git commit of the checkout holding ``path`` and the files under
-    ``path`` that differ from it (tracked edits, untracked ``.py`` files: an
-    ``*.egg-info`` or a build log is no code). One ``git status`` call."""
+    ``path`` that differ from it: tracked edits and every untracked file (a data
+    or config file beside the code changes the library as an edit does) but
+    those git ignores and ``_byproduct``s. One ``git status`` call."""
     state: dict[str, Any] = {"commit": None, "dirty": None, "dirty_files": []}
     try:
         with git.Repo(path, search_parent_directories=True) as repo:
@@ -93,7 +112,7 @@ def checkout_state(path: str) -> dict[str, Any]:
         code, name = entry[:2], entry[3:]
         if code[:1] in ("R", "C"):
             next(entries, None)  # a rename's source path
-        if name and (code != "??" or name.endswith(".py")):
+        if name and not (code == "??" and _byproduct(name)):
             files.append(name)
     state.update(commit=commit, dirty=bool(files), dirty_files=sorted(files)[:50])
     return state
@@ -113,6 +132,8 @@ def describe(dist: Distribution, probe: bool = True, meta=None) -> dict[str, Any
     if not isinstance(direct, dict):
         return entry | {"source": "index"}
     url = strip_credentials(str(direct.get("url", "")))
+    if direct.get("subdirectory"):  # PEP 610: the project is a monorepo's folder
+        entry["subdirectory"] = str(direct["subdirectory"])
     if "vcs_info" in direct:
         vcs = direct["vcs_info"]
         return entry | {
@@ -134,13 +155,15 @@ def describe(dist: Distribution, probe: bool = True, meta=None) -> dict[str, Any
         if canonical(entry["name"]) == PIPELINE_DIST:
             return entry | {"pipeline": True}  # its state: the record's pipeline
         return entry | (checkout_state(path) if probe else {})
-    state = checkout_state(path) if os.path.isdir(path) else {}
-    return (
-        entry
-        | {"source": "dir", "url": url, "path": path}
-        | state
-        | {"sha256": installed_digest(dist)}
-    )
+    # pip copied the directory's files when it installed them: its checkout's
+    # commit now may not hold them, so none is claimed; the installed files' hash
+    # names what runs (pins.unpinned refuses it: nobody can install it again)
+    return entry | {
+        "source": "dir",
+        "url": url,
+        "path": path,
+        "sha256": installed_digest(dist),
+    }
 
 
 # per process, keyed by the import path and the mtimes of the directories that
@@ -209,10 +232,17 @@ def _owners() -> dict[str, list[str]]:
 
 def imported(modules: Iterable[str] = ()) -> list[str]:
     """The distributions (canonical names) whose modules this process imported,
-    plus those of ``modules`` (e.g. what a notebook's kernel imported)."""
+    plus those of ``modules`` (e.g. what a notebook's kernel imported).
+
+    ``sys.modules`` is the process's: in a long-lived worker, a library an
+    earlier run imported counts for every later run too (stricter, never less)."""
     tops = {m.partition(".")[0] for m in [*sys.modules, *modules] if m}
     owners = _cached("owners", _owners)
-    return sorted({canonical(d) for top in tops for d in owners.get(top, ())})
+    used = {canonical(d) for top in tops for d in owners.get(top, ())}
+    for entry, dist in _cached("installed", _scan):
+        if entry.get("source") in ("editable", "dir") and path_names(dist) & tops:
+            used.add(canonical(entry["name"]))
+    return sorted(used)
 
 
 def pinned_requirements(
@@ -224,7 +254,9 @@ def pinned_requirements(
     A pin replaces a ``base`` entry of the same package."""
     used = {canonical(n) for n in imported}
     pins = {
-        canonical(d["name"]): f"{d['name']} @ {d['vcs']}+{d['url']}@{d['commit_id']}"
+        canonical(d["name"]): f"{d['name']} @ {d['vcs']}+"
+        f"{d['url'].partition('#')[0]}@{d['commit_id']}"
+        + (f"#subdirectory={d['subdirectory']}" if d.get("subdirectory") else "")
         for d in dists
         if d.get("source") == "vcs"
         and d.get("commit_id")

@@ -20,10 +20,15 @@ def unpinned(d: dict) -> str | None:
             f"{name} was installed from {d.get('url')} with no commit id: install it "
             f"by commit ({_pin_hint(d)}) and retrain"
         )
-    if source not in ("editable", "dir"):
+    if source == "dir":  # pip copied it: no commit is known to hold what it copied
+        return (
+            f"{name} was installed from the directory {d.get('path')}, which no "
+            f"commit names: install it by commit: pip install '{name} @ "
+            "git+…@<commit>', or release it to your package index"
+        )
+    if source != "editable":
         return None
-    kind = "is editable from" if source == "editable" else "was installed from"
-    where = f"{name} {kind} {d.get('path')}"
+    where = f"{name} is editable from {d.get('path')}"
     if not d.get("commit"):
         return (
             f"{where}, which no git commit holds: commit and push it, install it "
@@ -60,19 +65,27 @@ def pinned_check(record: dict) -> tuple[bool, str]:
 
 
 def private_identity(dists: list[dict]) -> list[str] | None:
-    """What names the code of every distribution not from an index (lineageflow
-    aside: the pipeline commit is in the reuse basis already), for the stage
-    reuse basis: a library at another commit is another model. None when one
-    of them is not named by a commit or content hash (e.g. a dirty checkout):
-    no basis, no reuse. Every installed one counts, as what a run will import
-    is not known before it runs."""
+    """What names the code of every library installed from a VCS URL, an
+    editable checkout or a local directory (lineageflow aside: the pipeline
+    commit is in the reuse basis already), for the stage reuse basis: a library
+    at another commit is another model. Archives (``pip install /wheels/*.whl``)
+    are left out: a release's version names it, as for an index's. None when one
+    is named by nothing (a dirty checkout, a VCS install without a commit id):
+    no basis, no reuse. The basis is made before the run imports anything, so
+    every such install counts, imported by the run or not."""
     out = []
     for d in dists:
-        if d.get("source") in (None, "index") or d.get("pipeline"):
+        source = d.get("source")
+        if source not in ("vcs", "editable", "dir") or d.get("pipeline"):
             continue
-        if d.get("source") == "editable" and canonical(d["name"]) == PIPELINE_DIST:
+        if source == "editable" and canonical(d["name"]) == PIPELINE_DIST:
             continue
-        if unpinned(d) is not None:
+        named = {
+            "vcs": d.get("commit_id"),
+            "editable": d.get("commit") and d.get("dirty") is False,
+            "dir": d.get("sha256"),
+        }[source]
+        if not named:
             return None
         out.append(f"{canonical(d['name'])} {label(d)}")
     return out

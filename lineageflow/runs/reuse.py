@@ -3,7 +3,9 @@
 A stage's *key* is the sha256 of what decides its outputs: the stage name, its
 input digests, the sha256 of its params section, and the *basis* — the pipeline
 commit, the workspace code it calls, the library versions it runs on and the
-commit or content of every library not installed from an index. A
+commit or content hash of every library installed from a VCS URL, an editable
+checkout or a local directory (lineageflow.lineage.pins.private_identity;
+archives of released packages, like index releases, are named by version). A
 stage that finished under the same key in the same experiment has already made
 these outputs: the new run takes them instead of recomputing, after checking
 each one against its recorded digest (a table is re-hashed, a model's stored
@@ -13,7 +15,9 @@ never claims work that did not happen.
 
 There is no basis, and so no key and no reuse, when the pipeline code has
 uncommitted changes (its content is not named by the commit), or a library does
-(an editable checkout with edits, a VCS install without a commit id). A run with
+(an editable checkout with edits, a VCS install without a commit id). The basis
+is made before the run imports anything, so this holds for every such library
+installed, whether the run imports it or not. A run with
 ``reuse=False`` — and every reproduction, which exists to recompute — looks
 nothing up but still records its keys.
 """

@@ -120,6 +120,9 @@ SPLIT_META = "split.json"  # prepare's split description (runs.artifacts)
 TABLES_DIR = "tables"  # prepare's tables, Arrow IPC named by digest
 PLOTS_DIR = "plots"  # evaluate's plots
 MODEL_PICKLE = "model.pkl"  # MLflow's sklearn flavour's file in a logged model
+# in the train run: the modules imported where the model was fitted outside this
+# process (a notebook's kernel), for a later run that reuses the stage
+FITTED_MODULES = "fitted_modules.json"
 
 ARTIFACTS = (
     LINEAGE_JSON,
@@ -132,4 +135,5 @@ ARTIFACTS = (
     TABLES_DIR,
     PLOTS_DIR,
     MODEL_PICKLE,
+    FITTED_MODULES,
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import tempfile
 import time
@@ -33,7 +34,7 @@ from lineageflow.runs.reuse import Earlier
 from lineageflow.runs.stages import stage_run
 from lineageflow.runs.store import client
 from lineageflow.runs.tracking import RunRef
-from lineageflow.tags import PARAM_PREFIX, PLOTS_DIR
+from lineageflow.tags import FITTED_MODULES, PARAM_PREFIX, PLOTS_DIR
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,8 @@ def train(
         # prefixed: sklearn's autolog of a Pipeline already logs its step `model`
         code = {"seed": cfg.seed, "task": split.task} | source.code()
         mlflow.log_params({PARAM_PREFIX + k: v for k, v in code.items()})
+        if source.modules:  # for a run that reuses this stage: its record names them
+            mlflow.log_dict({"modules": list(source.modules)}, FITTED_MODULES)
         # the schema of the raw rows (ints stay long, text stays string): what
         # pandas reads from the training data is accepted as it is
         head = eng.sample(split, "train")[0].head(200)
@@ -174,8 +177,25 @@ def _earlier_model(earlier: Earlier, run: RunRef) -> TrainedModel:
     model = load_model(out["uri"], out["digest"], "train", run.tracking_uri)
     model_id = out["uri"].removeprefix("models:/")
     return TrainedModel(
-        model, out["uri"], earlier.run_id, "sklearn", out["digest"], model_id
+        model,
+        out["uri"],
+        earlier.run_id,
+        "sklearn",
+        out["digest"],
+        model_id,
+        _fitted_modules(earlier.run_id, run.tracking_uri),
     )
+
+
+def _fitted_modules(run_id: str, tracking_uri: str) -> tuple[str, ...]:
+    """What an earlier train run recorded as imported where it fitted (none
+    when it fitted in its own process)."""
+    c = client(tracking_uri)
+    if not any(a.path == FITTED_MODULES for a in c.list_artifacts(run_id)):
+        return ()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = c.download_artifacts(run_id, FITTED_MODULES, tmp)
+        return tuple(json.loads(Path(path).read_text())["modules"])
 
 
 @task(name=EVALUATE.name, cache_policy=NO_CACHE)

@@ -31,3 +31,22 @@ def test_a_stored_file_is_read_from_the_store_given_and_checked(tmp_path):
     with pytest.raises(LineageError, match=r"^train refused input blob: its digest"):
         store.verified_bytes(stored, "0" * 64, "train", "blob", uri)
     assert store.model_location("runs:/r/model", uri) == "runs:/r/model"
+
+
+def test_a_logged_model_is_read_from_the_store_given(tmp_path):
+    """``models:/m-<id>``: MLflow's own resolution asks the process-wide store
+    whatever tracking_uri it is given; lineageflow reads the one given."""
+    from sklearn.dummy import DummyClassifier
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    art = (tmp_path / "artifacts").as_uri()
+    with mlflow.start_run(experiment_id=mlflow.create_experiment("m", art)):
+        fitted = DummyClassifier().fit([[0], [1]], [0, 1])
+        info = mlflow.sklearn.log_model(fitted, name="model")
+    assert info.model_uri.startswith("models:/m-")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'other.db'}")  # knows no model
+    local = store.download(info.model_uri, uri, tmp_path / "whole")
+    assert (local / "MLmodel").is_file()
+    one = store.download(f"{info.model_uri}/MLmodel", uri, tmp_path / "one")
+    assert one.name == "MLmodel" and "sklearn" in one.read_text()

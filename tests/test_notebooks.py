@@ -542,6 +542,9 @@ def test_an_edited_cell_is_refused_and_new_outputs_are_no_code_change(
     assert record["user_code"][0]["blob"] != was["user_code"][0]["blob"]
     train = child(tracking, again["run_id"], "train")
     assert train.data.tags.get("lineage.stage.reused_from"), "train ran again"
+    # the reused stage still names what the kernel imported (ipykernel: only
+    # the kernel imports it)
+    assert "ipykernel" in record["environment"]["imported"]
     print(again)
     from lineageflow.reproduce.diff import collect
 

@@ -56,6 +56,12 @@ def download(uri: str, tracking_uri: str | None, dst: Path) -> Path:
             name, _, alias = version.rpartition("@")
             version = str(c.get_model_version_by_alias(name, alias).version)
         uri = c.get_model_version_download_uri(name, version)
+    if uri.startswith("models:/m-"):
+        # a logged model by id: MLflow's models:/ repository looks the id up in
+        # the process-wide store whatever tracking_uri says (measured, 3.17)
+        model_id, _, path = uri.removeprefix("models:/").partition("/")
+        where = model_location(f"models:/{model_id}", tracking_uri)
+        uri = where + (f"/{path}" if path else "")
     return Path(
         mlflow.artifacts.download_artifacts(
             artifact_uri=uri, dst_path=str(dst), tracking_uri=tracking_uri

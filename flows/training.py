@@ -10,6 +10,7 @@ from prefect import flow
 
 from lineageflow.config import PipelineConfig
 from lineageflow.data.source import Version
+from lineageflow.engines import engine, open_engine
 from lineageflow.errors import LineageError
 from lineageflow.model.ml import Split
 from lineageflow.pipeline import (
@@ -55,7 +56,8 @@ class Products:
 
 def _pull_data(p: Products) -> None:
     ws, cfg = p.ctx.ws, p.ctx.cfg
-    p.versions, p.frames = pull_all(ws, cfg.data, p.run, expect=p.expect)
+    engine = cfg.compute.engine
+    p.versions, p.frames = pull_all(ws, cfg.data, p.run, p.expect, engine)
 
 
 def _prepare(p: Products) -> None:
@@ -68,6 +70,7 @@ def _prepare(p: Products) -> None:
         cfg.train.task,
         p.versions,
         cfg.evaluate,
+        cfg.compute.engine,
     )
 
 
@@ -81,7 +84,8 @@ def _evaluate(p: Products) -> None:
 
 def _record(p: Products) -> None:
     modules = p.trained.modules if p.trained is not None else ()
-    p.record = record_lineage(p.ctx, p.run, p.versions, modules)
+    compute = engine(p.ctx.cfg.compute.engine).describe(p.split)
+    p.record = record_lineage(p.ctx, p.run, p.versions, modules, compute)
 
 
 def _register_model(p: Products) -> None:
@@ -145,7 +149,9 @@ def run_stages(
     clock = Clock()
     with clock("setup"):
         ctx = RunContext.start(ws, cfg, tracking_uri, entrypoint, origin, reuse)
-    with ctx.parent_run(run_name, extra_tags) as run:
+    # the engine first: a cluster that cannot be reached ends the run before
+    # any MLflow run starts (nothing left RUNNING)
+    with open_engine(cfg.compute), ctx.parent_run(run_name, extra_tags) as run:
         p = Products(ctx, run, expect_data)
         # the declared stages in order (lineageflow.pipeline); a reproduction
         # (register=False) runs those it declares reproduced

@@ -23,8 +23,10 @@ from pydantic import (
     Tag,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
+from lineageflow.compute_config import ComputeConfig  # a section of its own module
 from lineageflow.data.kinds import KINDS, dataset_name, kind_for, tag_of
 from lineageflow.errors import ConfigError
 from lineageflow.train_config import TrainConfig  # a section of its own module
@@ -158,9 +160,35 @@ class PipelineConfig(_Section):
     # the attribute.
     registration: RegisterConfig = Field(default=RegisterConfig(), alias="register")
     mlflow: MlflowConfig = MlflowConfig()
+    compute: ComputeConfig = ComputeConfig()
+
+    @model_validator(mode="after")
+    def _engine_fits_model(self) -> PipelineConfig:
+        if self.compute.engine == "dask" and (
+            self.train.model != "xgboost" or self.train.features
+        ):
+            what = (
+                "train.features"
+                if self.train.model == "xgboost"
+                else f"train.model {self.train.model}"
+            )
+            raise ValueError(
+                f"{what} cannot train on compute.engine dask, which fits "
+                "xgboost's own Dask interface: set train.model: xgboost (without "
+                "train.features), or compute.engine: local"
+            )
+        if self.compute.engine == "dask" and self.prepare.method != "hash":
+            raise ValueError(
+                "prepare.method stratified needs the whole table in one process: "
+                "use prepare.method: hash with compute.engine dask"
+            )
+        return self
 
     def as_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True)
+        out = self.model_dump(mode="json", by_alias=True)
+        if self.compute.is_default():  # configs from before engines keep digests
+            out.pop("compute")
+        return out
 
     def sha256(self) -> str:
         return params_sha256(self.as_dict())
@@ -198,7 +226,7 @@ def parse_params(raw: Any, source: str = "params.yaml") -> PipelineConfig:
     if not isinstance(raw, dict):
         raise ConfigError(
             f"{source}: top level must be a mapping of sections "
-            f"(data, prepare, train, evaluate, register, mlflow), got {type(raw).__name__}"
+            f"(data, prepare, train, evaluate, register, mlflow, compute), got {type(raw).__name__}"
         )
     try:
         return PipelineConfig.model_validate(raw)

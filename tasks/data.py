@@ -7,6 +7,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
@@ -25,12 +26,7 @@ from lineageflow.engines import engine as get_engine
 from lineageflow.model.ml import Split, check_metric
 from lineageflow.ops.procs import release_freed_memory
 from lineageflow.pipeline import PREPARE, PULL_DATA
-from lineageflow.runs.artifacts import (
-    load_split,
-    log_dataset,
-    persist_split_meta,
-    persist_table,
-)
+from lineageflow.runs.artifacts import log_dataset, persist_split_meta
 from lineageflow.runs.orchestration import run_logger
 from lineageflow.runs.stages import stage_run
 from lineageflow.runs.tracking import RunRef
@@ -55,11 +51,14 @@ def pull_data(
     remote: str | None,
     run: RunRef,
     expect: list[dict] | None = None,
+    engine: str = "local",
 ) -> tuple[Version, Handoff]:
     """Pin one dataset's version (a DVC file pulled if absent; a Delta table's
-    version chosen), verify it, read it, log it as an input; the frame comes
+    version chosen), verify it, read it, log it as an input; the table comes
     back in a Handoff for prepare to take. ``expect``: a reproduction's
-    recorded data (a Delta table is read at its recorded version)."""
+    recorded data (a Delta table is read at its recorded version). ``engine``
+    reads it: into this process (local), or where a cluster's workers hold its
+    partitions (dask), which hash its files as they read them."""
     dataset = dataset_name(entry := dataset)
     recorded = next((d for d in expect or [] if d.get("path") == dataset), None)
     src = open_source(Workspace(Path(workspace)), entry, remote, expect=recorded)
@@ -84,17 +83,19 @@ def pull_data(
             copy_params=False,
             datasets_also_on=run.run_id,
         )
+        eng = get_engine(engine)
         if earlier is not None:
             version, rows, columns = earlier
-            handoff = Handoff.later(src, version)
+            handoff = Handoff(None, lambda v=version: eng.read(src, v).table)
         else:
-            df, version = src.read(version)
+            read = eng.read(src, version)
+            version, rows, columns = read.version, read.rows, read.columns
             io.output(dataset, src.read_digest(version))
-            rows, columns, handoff = len(df), df.shape[1], Handoff(df)
+            handoff = Handoff(read.table)
             name, source = src.mlflow_dataset(version)
             for on in (None, run.run_id):  # this stage's run, and the parent's panel
                 log_dataset(
-                    df,
+                    read.frame,
                     name,
                     version.md5,
                     "training",
@@ -102,7 +103,7 @@ def pull_data(
                     run_id=on,
                     tracking_uri=run.tracking_uri,
                 )
-            del df
+            del read
         t2 = time.perf_counter()
         mlflow.log_params(
             {
@@ -124,16 +125,21 @@ def pull_data(
 
 
 def pull_all(
-    ws: Workspace, cfg: DataConfig, run: RunRef, expect: list[dict] | None = None
+    ws: Workspace,
+    cfg: DataConfig,
+    run: RunRef,
+    expect: list[dict] | None = None,
+    engine: str = "local",
 ) -> tuple[list[Version], list[Handoff]]:
     """pull_data for every dataset, in parallel threads: their versions and
-    frames. ``expect``: a reproduction's recorded data, which it must read exactly."""
+    tables. ``expect``: a reproduction's recorded data, which it must read exactly."""
     pulled = pull_data.map(
         unmapped(str(ws.root)),
         cfg.datasets,
         unmapped(cfg.remote),
         unmapped(run),
         unmapped(expect),
+        unmapped(engine),
     )
     versions, frames = zip(*[f.result() for f in pulled], strict=True)
     if expect is not None:
@@ -165,7 +171,8 @@ def _earlier_read(earlier, src: Source, version: Version):
 
 
 class Handoff:
-    """A frame handed from pull_data to prepare exactly once.
+    """A table handed from pull_data to prepare exactly once (a frame, or an
+    engine's partitions); ``source`` reads one not read yet, if anyone takes it.
 
     Prefect keeps every task's result for the rest of the flow run (it links results
     to states to track dependencies), so a frame returned as such stays in memory
@@ -173,19 +180,14 @@ class Handoff:
 
     __slots__ = ("frame", "source")
 
-    def __init__(self, frame: pd.DataFrame | None, source=None):
-        self.frame: pd.DataFrame | None = frame
-        self.source = source  # reads the frame when it was not read yet
-
-    @classmethod
-    def later(cls, source: Source, version: Version) -> Handoff:
-        """A table not read yet: whoever takes it reads it (if anyone does)."""
-        return cls(None, lambda: source.read(version)[0])
+    def __init__(self, frame: Any, source=None):
+        self.frame: Any = frame
+        self.source = source  # reads the table when it was not read yet
 
     def drop(self) -> None:
         self.frame = self.source = None
 
-    def take(self) -> pd.DataFrame:
+    def take(self) -> Any:
         frame, self.frame = self.frame, None
         source, self.source = self.source, None
         if frame is None and source is not None:
@@ -216,13 +218,13 @@ def prepare(
     if engine != "local":  # part of the stage key; local keys stay as they were
         params["engine"] = engine
     with stage_run(run, PREPARE.name, inputs=inputs, params=params) as (_, io):
-        split = io.reuse(lambda e: load_split(e, run.tracking_uri))
+        eng = get_engine(engine)
+        split = io.reuse(lambda e: eng.load(e, run.tracking_uri))
         if split is not None:
             for f in frames:  # a frame pull_data read anyway is not needed
                 if isinstance(f, Handoff):
                     f.drop()
         else:
-            eng = get_engine(engine)
             split = _split(eng, frames, target, cfg, task_setting, data or [], io)
         if evaluate is not None:
             check_metric(split.task, evaluate.metric)
@@ -242,12 +244,12 @@ def _split(eng, frames, target, cfg, task_setting, data, io) -> Split:
     )
     if split.labels:
         mlflow.log_param("labels", json.dumps(split.labels, default=str)[:6000])
-    mlflow.log_metrics(split.sizes())
+    mlflow.log_metrics(eng.sizes(split))
     split = eng.digested(split)
     persist_split_meta(split)
     uris = {}
     for part in ("train", "holdout"):
-        uri = persist_table(split.table(part), split.digests[part], f"{part}_table")
+        uri = eng.persist(split, part)
         io.output(f"{part}_table", split.digests[part], uri=uri)
         uris[part] = uri
     return replace(split, uris=uris)

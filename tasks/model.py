@@ -113,7 +113,10 @@ def train(
     eng = engine(split.engine)
     lib = source.autolog_library()
     inputs = [("train_table", split.digests.get("train", ""))]
-    with stage_run(run, TRAIN.name, inputs=inputs, params=cfg) as (active, io):
+    # where it fits is part of what it fits: a cluster's shape shapes the model
+    shape = eng.fit_shape()
+    params = cfg.model_dump(mode="json") | shape if shape else cfg
+    with stage_run(run, TRAIN.name, inputs=inputs, params=params) as (active, io):
         eng.verify(split, TRAIN.name, "train")
         reused = io.reuse(lambda e: _earlier_model(e, run))
         if reused is not None:
@@ -144,7 +147,7 @@ def train(
         stored = stored_model_digest(info.model_uri, run.tracking_uri)
         digest = io.output("model", stored, uri=info.model_uri)
         log_dataset(
-            split.table("train"),
+            eng.table(split, "train"),
             "train",
             split.digests["train"],
             "training",
@@ -220,7 +223,7 @@ def evaluate(
         metrics = eng.score(model, split)
         test_metrics = {f"test_{k}": v for k, v in metrics.items()}
         holdout = log_dataset(
-            split.table("holdout"),
+            eng.table(split, "holdout"),
             "holdout",
             split.digests["holdout"],
             "holdout",
@@ -232,7 +235,8 @@ def evaluate(
         mlflow.log_metrics(test_metrics, model_id=trained.model_id, dataset=holdout)
         with tempfile.TemporaryDirectory() as tmp:
             X, y = eng.sample(split, "holdout")
-            for png in write_plots(model, X, y, Path(tmp), split.task):
+            note = eng.sample_note(split, "holdout")
+            for png in write_plots(model, X, y, Path(tmp), split.task, note):
                 mlflow.log_artifact(str(png), artifact_path=PLOTS_DIR)
         io.output("metrics", ml.metrics_digest(test_metrics))
     c = client(run.tracking_uri)

@@ -37,13 +37,18 @@ from tasks.model import TrainedModel
     cache_policy=NO_CACHE,
 )
 def record_lineage(
-    ctx: RunContext, run: RunRef, data: list[Version], modules: tuple[str, ...] = ()
+    ctx: RunContext,
+    run: RunRef,
+    data: list[Version],
+    modules: tuple[str, ...] = (),
+    compute: dict | None = None,
 ) -> dict:
     """The run's lineage record, once every stage has recorded its own: logged as
     ``lineage.json`` at the parent run's root and as flat ``lineage.*`` tags.
     ``modules``: those imported where the model was fitted outside this process
-    (a notebook's kernel), so the record names their distributions too."""
-    record = ctx.record(run, data, modules=modules)
+    (a notebook's kernel), so the record names their distributions too;
+    ``compute``: where the engine computed (lineageflow.engines)."""
+    record = ctx.record(run, data, modules=modules, compute=compute)
     client(run.tracking_uri).log_dict(run.run_id, record, LINEAGE_JSON)
     log_tags(run, flat_tags(record) | {TAG_DIGEST: digest(record)})
     return record

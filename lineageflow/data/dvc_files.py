@@ -8,6 +8,8 @@ inode/mtime/size, so an unchanged 1 GB file is not re-hashed on every run.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -21,7 +23,8 @@ from lineageflow.data.dvc_pointer import (
     remote_has,
     resolve_remote,
 )
-from lineageflow.data.tabular import read_table
+from lineageflow.data.tabular import read_table, table_files
+from lineageflow.engines.partitions import Part
 from lineageflow.errors import DataError
 from lineageflow.workspace import Workspace
 
@@ -79,6 +82,33 @@ class DvcFile:
         df, fmt = read_table(self.paths()[0])
         return df, replace(version, format=fmt)
 
+    def partitions(self, version: DataVersion) -> list[Part]:
+        """Its files (a directory's in name order), one partition each, for an
+        engine that reads them where its workers run."""
+        data_path = self.paths()[0]
+        files, fmt = table_files(data_path)
+        base = data_path if data_path.is_dir() else data_path.parent
+        return [
+            Part(self.name, f.relative_to(base).as_posix(), str(f), fmt) for f in files
+        ]
+
+    def read_files(
+        self, version: DataVersion, md5s: dict[str, str | None]
+    ) -> DataVersion:
+        """``version`` with ``read_md5`` made from the md5s of the files as
+        read elsewhere (by relative path), the way DVC hashes a directory: what
+        the data check compares with the ``.dvc`` md5. Kept as DVC hashed it
+        here when the cache has no listing of the recorded directory."""
+        fmt = table_files(self.paths()[0])[1]
+        if not version.md5.endswith(".dir"):
+            [(_, md5)] = md5s.items()
+            return replace(version, read_md5=md5 or version.read_md5, format=fmt)
+        listing = dir_listing(self.ws.root, version.md5)
+        if listing is None or None in md5s.values():
+            return replace(version, format=fmt)
+        listing.update(md5s)
+        return replace(version, read_md5=dir_md5(listing), format=fmt)
+
     @staticmethod
     def read_digest(version: DataVersion) -> str:
         """The digest of what was read (DVC's md5 of the file as it is)."""
@@ -94,6 +124,27 @@ class DvcFile:
     def pinned_md5(self) -> str | None:
         """The md5 the ``.dvc`` file names now (nothing pulled or hashed)."""
         return md5_in_dvc_text(self.paths()[1].read_text())
+
+
+def dir_md5(listing: dict[str, str]) -> str:
+    """DVC's md5 of a directory from its files' md5s by relative path (the md5
+    of its sorted JSON listing, dvc_data's Tree.as_bytes)."""
+    entries = [{"md5": m, "relpath": p} for p, m in sorted(listing.items())]
+    blob = json.dumps(entries, sort_keys=True).encode("utf-8")
+    return hashlib.md5(blob).hexdigest() + ".dir"
+
+
+def dir_listing(root: Path, md5: str) -> dict[str, str] | None:
+    """The files of a directory version in the DVC cache (relative path -> md5);
+    None when the cache lacks it or it does not hash back to ``md5``."""
+    value = md5.removesuffix(".dir")
+    path = Path(_cache_dir(root)) / "files" / "md5" / value[:2] / (value[2:] + ".dir")
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    listing = {e["relpath"]: e["md5"] for e in entries}
+    return listing if dir_md5(listing) == md5 else None
 
 
 def dvc_out(repo, dvc_file: Path):

@@ -114,22 +114,37 @@ def validate_frame(df: pd.DataFrame, target: str, name: str = "dataset") -> None
     """Refuse data no model should be trained on, with a fix in the message."""
     if df.empty:
         raise DataError(f"{name} has no rows: add data and run `dvc add`")
-    if target not in df.columns:
-        cols = ", ".join(map(str, df.columns[:8]))
+    features = df.drop(columns=[target]) if target in df.columns else df
+    check_table(
+        df.iloc[:0],
+        target,
+        int(df[target].isna().sum()) if target in df.columns else 0,
+        [str(c) for c in features.columns if features[c].isna().all()],
+        name,
+    )
+
+
+def check_table(
+    meta: pd.DataFrame, target: str, missing_labels: int, empty: list[str], name: str
+) -> None:
+    """The checks of ``validate_frame`` on what they need: the table's columns
+    and dtypes (``meta``, no rows), the rows without a label, and the feature
+    columns with no value at all. A table held in partitions (the Dask engine)
+    sums those over its partitions."""
+    if target not in meta.columns:
+        cols = ", ".join(map(str, meta.columns[:8]))
         raise DataError(
             f"target column '{target}' is not in {name} (columns: {cols}): "
             "set data.target in params.yaml"
         )
-    n_nan = int(df[target].isna().sum())
-    if n_nan:
+    if missing_labels:
         raise DataError(
-            f"{name} has {n_nan} rows with a missing '{target}' label: "
+            f"{name} has {missing_labels} rows with a missing '{target}' label: "
             "drop or label them, then `dvc add`"
         )
-    features = df.drop(columns=[target])
+    features = meta.drop(columns=[target])
     if features.shape[1] == 0:
         raise DataError(f"{name} has no feature columns besides '{target}'")
-    empty = [str(c) for c in features.columns if features[c].isna().all()]
     if empty:
         raise DataError(
             f"{name} column(s) {empty[:5]} are entirely empty: drop them before "

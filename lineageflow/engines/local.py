@@ -5,7 +5,7 @@ functions, called as they always were."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pandas as pd
@@ -14,10 +14,28 @@ from lineageflow.config import PrepareConfig
 from lineageflow.data.tabular import validate_frame
 from lineageflow.model import ml
 from lineageflow.model.ml import Split
+from lineageflow.runs.artifacts import load_split, persist_table
+
+
+@dataclass
+class Read:
+    """What pull_data read of one dataset: the table as the engine holds it
+    (a frame, or partitions on a cluster), its version as read, its size, and a
+    frame for MLflow's dataset panel (the whole table, or its first rows)."""
+
+    table: Any
+    version: Any
+    rows: int
+    columns: int
+    frame: pd.DataFrame
 
 
 class LocalEngine:
     name = "local"
+
+    def read(self, src, version) -> Read:
+        df, version = src.read(version)
+        return Read(df, version, len(df), df.shape[1], df)
 
     def split(
         self, frames: list[pd.DataFrame], target: str, cfg: PrepareConfig, task: str
@@ -31,8 +49,19 @@ class LocalEngine:
     def digested(self, split: Split) -> Split:
         return split.with_digests()
 
+    def persist(self, split: Split, part: str) -> str:
+        """Store one side by digest on prepare's run; its ``runs:/`` URI."""
+        return persist_table(split.table(part), split.digests[part], f"{part}_table")
+
+    def load(self, earlier, tracking_uri: str) -> Split:
+        """An earlier prepare's split, from the tables it stored."""
+        return load_split(earlier, tracking_uri)
+
     def verify(self, split: Split, stage: str, part: str) -> str:
         return split.verify(stage, part)
+
+    def sizes(self, split: Split) -> dict[str, int]:
+        return split.sizes()
 
     def fit(self, model: Any, split: Split) -> Any:
         return ml.fit(model, split)
@@ -45,3 +74,15 @@ class LocalEngine:
 
     def sample(self, split: Split, part: str = "holdout") -> tuple[Any, Any]:
         return split.parts(part)  # the whole side: it is in this process already
+
+    def table(self, split: Split, part: str) -> pd.DataFrame:
+        return split.table(part)
+
+    def sample_note(self, split: Split, part: str) -> str | None:
+        return None  # plots show every row
+
+    def fit_shape(self) -> dict:
+        return {}  # a local fit's stage key is its params section, as it was
+
+    def describe(self, split: Split | None) -> dict | None:
+        return None  # records of local runs stay as they were

@@ -100,6 +100,7 @@ def build_record(
     user_code: list[dict] | None = None,
     stages: list[dict] | None = None,
     modules: Iterable[str] = (),
+    compute: dict | None = None,
 ) -> dict:
     record = {
         "schema": SCHEMA_VERSION,
@@ -119,6 +120,8 @@ def build_record(
         record["user_code"] = user_code
     if stages:  # additive: name, run id, code, params sha256, inputs, outputs
         record["stages"] = stages
+    if compute:  # additive: where a run beyond this process computed (its engine)
+        record["compute"] = compute
     return record
 
 

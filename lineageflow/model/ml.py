@@ -54,6 +54,9 @@ class Split:
     # the engine that holds the tables and runs split, fit and score on them
     # (lineageflow.engines): the stages after prepare call that one
     engine: str = "local"
+    # what that engine holds the tables in when they are not the frames above
+    # (the Dask engine: partitions on its cluster, lineageflow.engines.dask)
+    data: Any = field(default=None, compare=False, repr=False)
 
     def sizes(self) -> dict[str, int]:
         return {"train_rows": len(self.X_train), "test_rows": len(self.X_test)}
@@ -103,11 +106,21 @@ def check_metric(task: str, metric: str | None) -> None:
 
 def encode_labels(y: pd.Series) -> tuple[pd.Series, list[Any]]:
     """Map labels to 0..k-1 (xgboost requires it); keep the original classes."""
-    classes = sorted(y.unique().tolist(), key=lambda v: (str(type(v)), v))
+    classes = label_order(y.unique().tolist())
+    return apply_labels(y, classes), classes
+
+
+def label_order(values: list) -> list:
+    """The classes in code order: sorted within each type."""
+    return sorted(values, key=lambda v: (str(type(v)), v))
+
+
+def apply_labels(y: pd.Series, classes: list) -> pd.Series:
+    """``y`` as codes 0..k-1 of ``classes`` (one partition of a table, or all)."""
     if classes == list(range(len(classes))):
-        return y.astype("int64"), classes
+        return y.astype("int64")
     mapping = {c: i for i, c in enumerate(classes)}
-    return y.map(mapping).astype("int64"), classes
+    return y.map(mapping).astype("int64")
 
 
 def hash_test_mask(df: pd.DataFrame, test_size: float, seed: int) -> np.ndarray:
@@ -136,10 +149,7 @@ def split_frame(
         test = hash_test_mask(df, cfg.test_size, cfg.seed)
         too_few = task != "regression" and y[~test].nunique() < 2
         if test.all() or not test.any() or too_few:
-            raise DataError(
-                f"cannot split {len(df)} rows with test_size={cfg.test_size}: one "
-                "side would be empty or single-class; add rows or change test_size"
-            )
+            raise cannot_split(len(df), cfg.test_size)
         # each side copied once from df: no whole-frame X copy first (peak memory)
         split = Split(
             df.loc[~test, features],
@@ -171,12 +181,22 @@ def split_frame(
     if task != "regression":
         only_test = sorted(set(split.y_test) - set(split.y_train))
         if only_test:
-            names = [labels[i] for i in only_test][:5]
-            raise DataError(
-                f"class(es) {names} of '{target}' appear only in the holdout: add "
-                "training rows of them, drop them, or use prepare.method: stratified"
-            )
+            raise only_in_holdout([labels[i] for i in only_test], target)
     return split
+
+
+def cannot_split(rows: int, test_size: float) -> DataError:
+    return DataError(
+        f"cannot split {rows} rows with test_size={test_size}: one side would be "
+        "empty or single-class; add rows or change test_size"
+    )
+
+
+def only_in_holdout(classes: list, target: str) -> DataError:
+    return DataError(
+        f"class(es) {classes[:5]} of '{target}' appear only in the holdout: add "
+        "training rows of them, drop them, or use prepare.method: stratified"
+    )
 
 
 def table_digest(X: pd.DataFrame, y: pd.Series) -> str:
@@ -184,11 +204,25 @@ def table_digest(X: pd.DataFrame, y: pd.Series) -> str:
     rows, order, values. pandas' row hashes alone ignore both names and dtypes (a
     category column hashes like its strings), and a model trained on one schema
     is not the model for another (its signature differs)."""
-    schema = json.dumps(
-        [[str(c), str(t)] for c, t in X.dtypes.items()] + [str(y.dtype)]
+    return digest_of(
+        schema_of(X.dtypes, y.dtype), frame_digest(X), frame_digest(y.rename(None))
     )
-    both = schema + frame_digest(X) + frame_digest(y.rename(None))
-    return hashlib.sha256(both.encode()).hexdigest()
+
+
+def schema_of(dtypes: pd.Series, target_dtype) -> str:
+    """The schema part of ``table_digest``: column names and dtypes, then the
+    target's dtype."""
+    return json.dumps(
+        [[str(c), str(t)] for c, t in dtypes.items()] + [str(target_dtype)]
+    )
+
+
+def digest_of(schema: str, features: str, target: str) -> str:
+    """``table_digest`` from its parts: the schema and the sha256 hex digests of
+    the features' and the target's row hashes (index included), in row order.
+    A table held in partitions streams each partition's row hashes, in order,
+    into those two sha256s: the same digest as the table in one frame."""
+    return hashlib.sha256((schema + features + target).encode()).hexdigest()
 
 
 def frame_digest(df: pd.DataFrame | pd.Series) -> str:
@@ -228,16 +262,25 @@ def score(
 ) -> dict[str, float]:
     """Holdout metrics. Classification: binary metrics on the positive class,
     macro otherwise (``y`` holds codes 0..k-1). Regression: rmse, mae, r2."""
+    if task == "regression":
+        return score_predictions(y, np.asarray(model.predict(X), dtype="float64"), task)
+    return score_predictions(y, np.asarray(model.predict_proba(X)), task)
+
+
+def score_predictions(y, predicted: np.ndarray, task: str) -> dict[str, float]:
+    """``score`` from the predictions (regression) or class probabilities of
+    every holdout row, however they were computed (in one process, or by
+    partition on a cluster and joined in row order)."""
     from sklearn import metrics as m
 
     if task == "regression":
-        pred = np.asarray(model.predict(X), dtype="float64")
+        pred = predicted
         return {
             "rmse": float(np.sqrt(m.mean_squared_error(y, pred))),
             "mae": float(m.mean_absolute_error(y, pred)),
             "r2": float(m.r2_score(y, pred)),
         }
-    proba = np.asarray(model.predict_proba(X))
+    proba = predicted
     pred = proba.argmax(axis=1)
     binary = proba.shape[1] == 2
     avg = "binary" if binary else "macro"

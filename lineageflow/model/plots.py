@@ -9,8 +9,15 @@ import pandas as pd
 
 
 def write_plots(
-    model, X: pd.DataFrame, y: pd.Series, out_dir: Path, task: str = "binary"
+    model,
+    X: pd.DataFrame,
+    y: pd.Series,
+    out_dir: Path,
+    task: str = "binary",
+    note: str | None = None,
 ) -> list[Path]:
+    """The holdout plots; ``note`` says which rows they show when they are a
+    sample (an engine that keeps the holdout on a cluster), in every figure."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on workers
@@ -20,6 +27,8 @@ def write_plots(
     written: list[Path] = []
 
     def save(fig, name: str) -> None:
+        if note:
+            fig.text(0.5, -0.02, f"sample: {note}", ha="center", fontsize=8)
         written.append(out_dir / name)
         fig.savefig(written[-1], dpi=80, bbox_inches="tight")
         plt.close(fig)

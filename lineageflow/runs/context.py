@@ -178,9 +178,16 @@ class RunContext:
             log_params(run, flat_params(self.cfg.as_dict()))
             yield replace(run, reuse_basis=basis, reuse_lookup=self.reuse_lookup)
 
-    def record(self, run: RunRef, versions, modules: Iterable[str] = ()) -> dict:
+    def record(
+        self,
+        run: RunRef,
+        versions,
+        modules: Iterable[str] = (),
+        compute: dict | None = None,
+    ) -> dict:
         """The lineage record, once every stage has recorded its own lineage;
-        ``modules``: module names imported outside this process (a notebook's)."""
+        ``modules``: module names imported outside this process (a notebook's);
+        ``compute``: the engine's account of where it computed."""
         return build_record(
             workspace=self.git.as_dict(),
             data=[v.as_record() for v in versions],
@@ -195,6 +202,7 @@ class RunContext:
             user_code=self.user_code,
             stages=collect_stages(run),
             modules=modules,
+            compute=compute,
         )
 
 

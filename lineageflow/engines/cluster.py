@@ -1,0 +1,153 @@
+"""The Dask cluster of a run: connect to the team's scheduler, or start a
+LocalCluster for the run; which worker holds which partition; faults as one line.
+
+Placement is fixed: the workers sorted by name, partition i of n on worker
+i*W//n (contiguous blocks, in partition order). xgboost's distributed fit
+depends on which rows each worker holds and in what order (measured: the same 8
+partitions placed by Dask's scheduler landed differently on each of 3 fits, and
+the 3 models differed), so a fixed placement is what makes the same cluster
+shape give the same model.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from lineageflow.compute_config import (
+    ADDRESS_ENV,
+    ComputeConfig,
+    parse_bytes,
+    without_credentials,
+)
+from lineageflow.errors import ConfigError, DataError
+
+CONNECT_SECONDS = 10
+WORKERS_SECONDS = 30
+MEMORY_FIX = "raise compute.memory_limit, or write the data as smaller partitions"
+
+
+@dataclass
+class Cluster:
+    client: Any  # distributed.Client
+    local: Any  # the LocalCluster started for this run, or None
+    address: str  # the scheduler, as recorded (no credentials)
+    log_level: int = logging.NOTSET  # distributed's, restored on close
+
+    def workers(self) -> list[str]:
+        """Worker addresses, sorted by worker name (then address)."""
+        info = self.client.scheduler_info(n_workers=-1)["workers"]
+        return sorted(info, key=lambda a: (_natural(str(info[a].get("name"))), a))
+
+    def shape(self) -> dict:
+        info = self.client.scheduler_info(n_workers=-1)["workers"]
+        ws = [info[a] for a in self.workers()]
+        return {
+            "workers": len(ws),
+            "threads_per_worker": sorted({w.get("nthreads") for w in ws}),
+            "memory_limit": sorted({w.get("memory_limit") for w in ws}),
+        }
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+            if self.local is not None:
+                self.local.close()
+        finally:
+            logging.getLogger("distributed").setLevel(self.log_level)
+
+
+def _natural(name: str) -> tuple:
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
+
+
+def open_cluster(cfg: ComputeConfig) -> Cluster:
+    """The cluster ``cfg`` names; an unreachable scheduler or one without
+    workers is one line naming it."""
+    import dask
+
+    # the scheduler must not move tasks away from the worker placement chose
+    dask.config.set({"distributed.scheduler.work-stealing": False})
+    # a LocalCluster's scheduler runs in this process: its INFO lines (every
+    # worker and client coming and going) would fill the flow run's log
+    log = logging.getLogger("distributed")
+    level, _ = log.level, log.setLevel(logging.WARNING)
+    try:
+        return _open(cfg, level)
+    except BaseException:
+        log.setLevel(level)
+        raise
+
+
+def _open(cfg: ComputeConfig, level: int) -> Cluster:
+    from distributed import Client, LocalCluster
+
+    address = cfg.scheduler()
+    if address is None:
+        local = LocalCluster(
+            n_workers=cfg.workers,
+            threads_per_worker=cfg.threads_per_worker,
+            memory_limit=parse_bytes(cfg.memory_limit),
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
+        return Cluster(Client(local), local, "LocalCluster", level)
+    shown = without_credentials(address)
+    try:
+        client = Client(address, timeout=CONNECT_SECONDS)
+    except (OSError, TimeoutError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ConfigError(
+            f"the Dask scheduler at {shown} is unreachable ({first}): start it, or "
+            f"set compute.address (or ${ADDRESS_ENV}) to a running scheduler"
+        ) from None
+    try:
+        client.wait_for_workers(1, timeout=WORKERS_SECONDS)
+    except TimeoutError:
+        client.close()
+        raise ConfigError(
+            f"the Dask scheduler at {shown} has no workers after "
+            f"{WORKERS_SECONDS} s: start `dask worker {shown}`"
+        ) from None
+    return Cluster(client, None, shown, level)
+
+
+def gather(cluster: Cluster, futures: list, doing: str) -> list:
+    """The futures' results, in order; a worker lost on the way is one line
+    (over its memory limit, or killed) and nothing is retried here."""
+    from distributed.client import FutureCancelledError
+    from distributed.scheduler import KilledWorker
+
+    try:
+        return cluster.client.gather(futures)
+    except DataError:
+        raise
+    except (KilledWorker, FutureCancelledError, OSError) as exc:
+        raise lost_worker(cluster, doing, exc) from None
+
+
+def lost_worker(cluster: Cluster, doing: str, exc: BaseException) -> DataError:
+    """Why a task failed when a worker died: its memory, or the worker itself."""
+    if over_memory(cluster):
+        return DataError(
+            f"a Dask worker went over its memory limit while {doing} and was "
+            f"restarted: {MEMORY_FIX}"
+        )
+    first = (str(exc).strip().splitlines() or [""])[0][:160]
+    return DataError(
+        f"a Dask worker died while {doing} ({type(exc).__name__}: {first}): check "
+        "the workers at the scheduler and run again"
+    )
+
+
+def over_memory(cluster: Cluster) -> bool:
+    """Whether a nanny restarted its worker for memory (its log says so)."""
+    try:
+        logs = cluster.client.get_worker_logs(nanny=True)
+    except Exception:  # noqa: BLE001 - no nannies, or the scheduler is gone
+        return False
+    return any("memory budget" in msg for lines in logs.values() for _, msg in lines)

@@ -1,0 +1,325 @@
+"""The Dask engine: tables live in partitions on a Dask cluster; split, digests,
+fit (xgboost's own Dask interface), predictions and scores run on its workers.
+
+The flow's process holds per-partition summaries, row hashes streamed through
+two sha256s, and the holdout's predictions; never a table. Partition i of a
+table is one file of a dataset, read on the worker placement gives it
+(lineageflow.engines.cluster), numbered from its position in the whole table,
+so its rows' sides and hashes are those the local engine computes: the same
+data gives the same split membership and the same digests on both engines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from importlib.metadata import version as dist_version
+from itertools import accumulate
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lineageflow.config import PrepareConfig
+from lineageflow.data.tabular import check_same_schema, check_table, infer_task
+from lineageflow.engines import partitions as P
+from lineageflow.engines.cluster import Cluster, gather, lost_worker
+from lineageflow.engines.dask_fit import fit_xgboost
+from lineageflow.engines.local import Read
+from lineageflow.errors import DataError
+from lineageflow.lineage.record import verify_input
+from lineageflow.model import ml
+from lineageflow.model.ml import Split
+from lineageflow.tags import TABLES_DIR
+
+# rows gathered into the flow's process for the signature and the plots
+SAMPLE_ROWS = 20_000
+
+
+@dataclass
+class Tables:
+    """A split held on the cluster: each side's partitions, as futures."""
+
+    parts: list[P.Part]
+    infos: list[dict]  # per partition: md5, rows
+    workers: list[str]  # per partition: the worker holding it
+    sides: dict  # "train"/"holdout" -> (X futures, y futures)
+    rows: dict  # "train"/"holdout" -> rows
+    features: pd.DataFrame  # zero-row frame: the feature columns and dtypes
+    categories: dict = field(default_factory=dict)  # train side, per column
+
+
+class DaskEngine:
+    name = "dask"
+
+    def __init__(self, cluster: Cluster):
+        self.cluster = cluster
+        self.client = cluster.client
+
+    # ------------------------------------------------------------ placement
+
+    def _placed(self, n: int) -> list[str]:
+        ws = self.cluster.workers()
+        if not ws:
+            raise DataError("the Dask cluster has no workers: start `dask worker`")
+        return [ws[i * len(ws) // n] for i in range(n)]
+
+    def _on(self, worker: str, fn, *args):
+        return self.client.submit(
+            fn, *args, workers=[worker], allow_other_workers=False, pure=False
+        )
+
+    # ------------------------------------------------------------- pull_data
+
+    def read(self, src, version) -> Read:
+        """The dataset's partitions inspected where they will be read: each
+        file's md5 (what ``data_read_matches`` compares), rows and columns."""
+        parts = src.partitions(version)
+        where = self._placed(len(parts))
+        futures = [self._on(w, P.inspect, p) for p, w in zip(parts, where, strict=True)]
+        infos = gather(self.cluster, futures, f"reading {src.name}")
+        check_same_schema(
+            [(_Named(p.name), i["meta"]) for p, i in zip(parts, infos, strict=True)],
+            src.name,
+        )
+        version = src.read_files(
+            version, {p.name: i["md5"] for p, i in zip(parts, infos, strict=True)}
+        )
+        head = gather(self.cluster, [self._on(where[0], _head, parts[0])], "sampling")[
+            0
+        ]
+        rows = sum(i["rows"] for i in infos)
+        return Read((parts, infos), version, rows, infos[0]["meta"].shape[1], head)
+
+    # --------------------------------------------------------------- prepare
+
+    def split(self, tables: list, target: str, cfg: PrepareConfig, task: str) -> Split:
+        parts = [p for t in tables for p in t[0]]
+        infos = [i for t in tables for i in t[1]]
+        tables.clear()
+        rows = [i["rows"] for i in infos]
+        name = ", ".join(dict.fromkeys(p.dataset for p in parts))
+        if not sum(rows):
+            raise DataError(f"{name} has no rows: add data and run `dvc add`")
+        meta = pd.concat([i["meta"] for i in infos])  # pandas' common dtypes
+        check_table(meta, target, 0, [], name)
+        offsets = [0, *accumulate(rows)][:-1]
+        where = self._placed(len(parts))
+        dtypes = meta.dtypes.to_dict()
+        pieces = [
+            self._on(w, P.split_piece, p, off, dtypes, cfg.test_size, cfg.seed)
+            for p, off, w in zip(parts, offsets, where, strict=True)
+        ]
+        sums = gather(
+            self.cluster,
+            [
+                self._on(w, P.summarize, f, target)
+                for f, w in zip(pieces, where, strict=True)
+            ],
+            "splitting",
+        )
+        empty = set.intersection(*(set(s["empty"]) for s in sums))
+        missing = sum(s["missing_labels"] for s in sums)
+        check_table(meta, target, missing, sorted(empty), name)
+        y = pd.Series(
+            list(dict.fromkeys(v for s in sums for v in s["labels"])),
+            dtype=meta[target].dtype,
+        )
+        task, reason = infer_task(y, task, target)
+        labels = None if task == "regression" else ml.label_order(y.tolist())
+        side_rows = {k: sum(s["rows"][k] for s in sums) for k in ("train", "holdout")}
+        if not side_rows["train"] or not side_rows["holdout"]:
+            raise ml.cannot_split(sum(rows), cfg.test_size)
+        if labels is not None:
+            seen = {
+                k: {v for s in sums for v in s["sides"][k]}
+                for k in ("train", "holdout")
+            }
+            if len(seen["train"]) < 2:
+                raise ml.cannot_split(sum(rows), cfg.test_size)
+            only = [c for c in labels if c in seen["holdout"] - seen["train"]]
+            if only:
+                raise ml.only_in_holdout(only, target)
+        done = [
+            self._on(w, P.finish, f, target, labels)
+            for f, w in zip(pieces, where, strict=True)
+        ]
+        del pieces
+        sides = {
+            side: tuple(
+                [
+                    self._on(w, P.pick, f, k + j)
+                    for f, w in zip(done, where, strict=True)
+                ]
+                for j in (0, 1)
+            )
+            for side, k in (("train", 0), ("holdout", 2))
+        }
+        del done
+        cats: dict[str, set] = {}
+        for s in sums:
+            for c, values in s["categories"].items():
+                cats.setdefault(c, set()).update(values)
+        tables = Tables(
+            parts,
+            infos,
+            where,
+            sides,
+            side_rows,
+            meta.drop(columns=[target]).iloc[:0],
+            {c: sorted(v) for c, v in cats.items()},
+        )
+        labels_out = [] if labels is None else labels
+        empty_y = pd.Series(dtype="float64")
+        split = Split(
+            pd.DataFrame(),
+            pd.DataFrame(),
+            empty_y,
+            empty_y,
+            task,
+            labels_out,
+            reason,
+            target,
+            engine=self.name,
+            data=tables,
+        )
+        return split
+
+    def digested(self, split: Split) -> Split:
+        return replace(
+            split, digests={p: self._digest(split, p) for p in ("train", "holdout")}
+        )
+
+    def _digest(self, split: Split, part: str) -> str:
+        """``ml.table_digest`` of one side, its partitions' row hashes streamed
+        in partition order (one partition's hashes in this process at a time)."""
+        t: Tables = split.data
+        Xs, ys = t.sides[part]
+        hx, hy = hashlib.sha256(), hashlib.sha256()
+        futures = [
+            self._on(w, P.hashes, X, y)
+            for X, y, w in zip(Xs, ys, t.workers, strict=True)
+        ]
+        for f in futures:
+            bx, by = gather(self.cluster, [f], "hashing the split")[0]
+            hx.update(bx)
+            hy.update(by)
+            f.release()
+        ytype = "float64" if split.task == "regression" else "int64"
+        schema = ml.schema_of(t.features.dtypes, ytype)
+        return ml.digest_of(schema, hx.hexdigest(), hy.hexdigest())
+
+    def persist(self, split: Split, part: str) -> str:
+        """One side's partitions by digest on prepare's run (a manifest: the
+        files, their md5s and rows; the rows stay where they are)."""
+        import mlflow
+
+        t: Tables = split.data
+        manifest = {
+            "digest": split.digests[part],
+            "rows": t.rows[part],
+            "partitions": [
+                p.record() | {"rows": i["rows"], "md5": i["md5"]}
+                for p, i in zip(t.parts, t.infos, strict=True)
+            ],
+        }
+        path = f"{TABLES_DIR}/{part}_partitions-{split.digests[part][:16]}.json"
+        mlflow.log_dict(manifest, path)
+        return f"runs:/{mlflow.active_run().info.run_id}/{path}"
+
+    def load(self, earlier, tracking_uri: str) -> Split:
+        raise LookupError("a split on Dask is made again where its partitions are")
+
+    def verify(self, split: Split, stage: str, part: str) -> str:
+        got = self._digest(split, part)
+        verify_input(stage, f"{part}_table", got, split.digests.get(part))
+        return got
+
+    def sizes(self, split: Split) -> dict[str, int]:
+        rows = split.data.rows
+        return {"train_rows": rows["train"], "test_rows": rows["holdout"]}
+
+    # ------------------------------------------------------------ train
+
+    def fit(self, model: Any, split: Split) -> Any:
+        return fit_xgboost(self, model, split)
+
+    # --------------------------------------------------------- evaluate
+
+    def predict(self, model: Any, split: Split, part: str = "holdout") -> np.ndarray:
+        t: Tables = split.data
+        regression = split.task == "regression"
+        [shared] = self.client.scatter([model], broadcast=True, hash=False)
+        futures = [
+            self._on(w, P.predict, shared, X, regression)
+            for X, w in zip(t.sides[part][0], t.workers, strict=True)
+        ]
+        try:
+            out = gather(self.cluster, futures, f"predicting the {part} rows")
+        finally:
+            del futures, shared
+        return np.concatenate(out)
+
+    def score(self, model: Any, split: Split) -> dict[str, float]:
+        """Metrics over every holdout row: predictions made by partition on the
+        workers, joined in row order, scored as the local engine scores."""
+        predicted = self.predict(model, split, "holdout")
+        t: Tables = split.data
+        y = np.concatenate(gather(self.cluster, list(t.sides["holdout"][1]), "scoring"))
+        return ml.score_predictions(pd.Series(y), predicted, split.task)
+
+    def sample(self, split: Split, part: str = "holdout") -> tuple[Any, Any]:
+        """The first ``SAMPLE_ROWS`` rows of one side, in partition order."""
+        t: Tables = split.data
+        Xs, ys = t.sides[part]
+        got_X, got_y, n = [], [], 0
+        for X, y, w in zip(Xs, ys, t.workers, strict=True):
+            hx, hy = gather(
+                self.cluster, [self._on(w, P.head, X, y, SAMPLE_ROWS - n)], "sampling"
+            )[0]
+            got_X.append(hx)
+            got_y.append(hy)
+            n += len(hx)
+            if n >= SAMPLE_ROWS:
+                break
+        return pd.concat(got_X), pd.concat(got_y)
+
+    def table(self, split: Split, part: str) -> pd.DataFrame:
+        X, y = self.sample(split, part)
+        return X.assign(**{split.target: y})
+
+    def sample_note(self, split: Split, part: str) -> str | None:
+        rows = split.data.rows[part]
+        shown = min(rows, SAMPLE_ROWS)
+        return None if shown == rows else f"first {shown:,} of {rows:,} {part} rows"
+
+    def fit_shape(self) -> dict:
+        """What of the cluster's shape goes into the train stage's key."""
+        return {"engine": self.name} | self.cluster.shape()
+
+    def describe(self, split: Split | None) -> dict:
+        """What lineage.json records of where the run computed."""
+        out = {"engine": self.name, "scheduler": self.cluster.address}
+        out |= self.cluster.shape()
+        out["xgboost"] = dist_version("xgboost")
+        if split is not None and isinstance(split.data, Tables):
+            t: Tables = split.data
+            out["partitions"] = [
+                p.record() | {"rows": i["rows"], "md5": i["md5"]}
+                for p, i in zip(t.parts, t.infos, strict=True)
+            ]
+        return out
+
+    def lost(self, doing: str, exc: BaseException) -> DataError:
+        return lost_worker(self.cluster, doing, exc)
+
+
+class _Named:
+    """A partition's name where tabular's schema check expects a Path."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+
+def _head(part: P.Part) -> pd.DataFrame:
+    return P.read(part).head(1000)

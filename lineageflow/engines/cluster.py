@@ -27,6 +27,7 @@ from lineageflow.errors import ConfigError, DataError
 CONNECT_SECONDS = 10
 WORKERS_SECONDS = 30
 MEMORY_FIX = "raise compute.memory_limit, or write the data as smaller partitions"
+POLL_SECONDS = 1.0
 
 
 @dataclass
@@ -67,6 +68,7 @@ def open_cluster(cfg: ComputeConfig) -> Cluster:
     """The cluster ``cfg`` names; an unreachable scheduler or one without
     workers is one line naming it."""
     import dask
+    import distributed  # noqa: F401 - its import sets its loggers' levels
 
     # the scheduler must not move tasks away from the worker placement chose
     dask.config.set({"distributed.scheduler.work-stealing": False})
@@ -123,11 +125,34 @@ def gather(cluster: Cluster, futures: list, doing: str) -> list:
     from distributed.scheduler import KilledWorker
 
     try:
-        return cluster.client.gather(futures)
+        return watched(cluster, lambda: cluster.client.gather(futures), doing)
     except DataError:
         raise
     except (KilledWorker, FutureCancelledError, OSError) as exc:
         raise lost_worker(cluster, doing, exc) from None
+
+
+def watched(cluster: Cluster, call, doing: str):
+    """``call()`` in a thread while this one watches the workers: tasks are
+    pinned to a worker, so one that died (or that its nanny restarted at a new
+    address, over its memory limit) would leave them waiting for ever."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = set(cluster.workers())
+    pool = ThreadPoolExecutor(1, thread_name_prefix="lineageflow-dask")
+    try:
+        job = pool.submit(call)
+        while True:
+            try:
+                return job.result(timeout=POLL_SECONDS)
+            except TimeoutError:
+                if not before <= set(cluster.workers()):
+                    raise lost_worker(
+                        cluster, doing, RuntimeError("a worker left the cluster")
+                    ) from None
+    finally:
+        # a call stuck on a lost worker ends when the run's client closes
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def lost_worker(cluster: Cluster, doing: str, exc: BaseException) -> DataError:

@@ -294,8 +294,12 @@ class DaskEngine:
         return None if shown == rows else f"first {shown:,} of {rows:,} {part} rows"
 
     def fit_shape(self) -> dict:
-        """What of the cluster's shape goes into the train stage's key."""
-        return {"engine": self.name} | self.cluster.shape()
+        """What of the cluster's shape goes into the train stage's key: what the
+        model depends on (not the memory limit)."""
+        shape = self.cluster.shape()
+        return {"engine": self.name} | {
+            k: shape[k] for k in ("workers", "threads_per_worker")
+        }
 
     def describe(self, split: Split | None) -> dict:
         """What lineage.json records of where the run computed."""

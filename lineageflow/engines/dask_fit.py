@@ -12,8 +12,12 @@ from typing import Any
 import numpy as np
 
 from lineageflow.engines import partitions as P
-from lineageflow.errors import ConfigError
+from lineageflow.engines.cluster import watched
+from lineageflow.errors import ConfigError, DataError
 from lineageflow.model.ml import Split
+
+# seconds an allreduce may wait for a peer (xgboost's default is far longer)
+COLLECTIVE_SECONDS = 300
 
 
 def parts_of(model: Any) -> tuple[Any, Any, Any]:
@@ -59,6 +63,7 @@ def fit_xgboost(engine, model: Any, split: Split) -> Any:
     import dask.dataframe as dd
     import mlflow
     from xgboost import dask as dxgb
+    from xgboost.collective import Config as CollConfig
 
     wrapper, raw, est = parts_of(model)
     t = split.data
@@ -73,11 +78,22 @@ def fit_xgboost(engine, model: Any, split: Split) -> Any:
     ytype = "float64" if split.task == "regression" else "int64"
     y = dd.from_delayed(list(ys), meta=_series(ytype), verify_meta=False)
     params, rounds = booster_params(est, split.task, len(split.labels))
-    try:
+
+    def fit():
         dtrain = dxgb.DaskQuantileDMatrix(engine.client, X, y, enable_categorical=True)
         pin(dtrain, engine.cluster.workers(), t.workers)
-        out = dxgb.train(engine.client, params, dtrain, num_boost_round=rounds)
-    except ConfigError:
+        return dxgb.train(
+            engine.client,
+            params,
+            dtrain,
+            num_boost_round=rounds,
+            # a collective operation waiting on a dead peer fails, not hangs
+            coll_cfg=CollConfig(timeout=COLLECTIVE_SECONDS),
+        )
+
+    try:
+        out = watched(engine.cluster, fit, "fitting xgboost")
+    except (ConfigError, DataError):
         raise
     except Exception as exc:  # a lost worker, or a collective that broke with it
         raise engine.lost("fitting xgboost", exc) from None

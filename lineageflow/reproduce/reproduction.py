@@ -136,6 +136,26 @@ def environment_differences(original: dict, reproduced: dict) -> list[str]:
     return out
 
 
+def cluster_differences(original: dict, reproduced: dict) -> list[str]:
+    """What of where the two runs computed can change the model: the engine,
+    the cluster's shape and the partitioning (xgboost's Dask fit depends on
+    which rows each worker holds), named. Records without ``compute`` ran on
+    the local engine."""
+    a = original.get("compute") or {"engine": "local"}
+    b = reproduced.get("compute") or {"engine": "local"}
+    out = [
+        f"{key} {a.get(key)} -> {b.get(key)}"
+        for key in ("engine", "workers", "threads_per_worker")
+        if a.get(key) != b.get(key)
+    ]
+    pa, pb = a.get("partitions"), b.get("partitions")
+    if pa is not None and pb is not None:
+        shape = [(p.get("file"), p.get("rows")) for p in pa]
+        if shape != [(p.get("file"), p.get("rows")) for p in pb]:
+            out.append(f"partitions {len(pa)} -> {len(pb)}")
+    return out
+
+
 @dataclass(frozen=True)
 class Comparison:
     verdict: str  # exact | within_tolerance | diverged | unpinned
@@ -144,6 +164,7 @@ class Comparison:
     causes: list[str] = field(default_factory=list)  # code not pinned
     environment: list[str] = field(default_factory=list)  # named differences
     divergence: str | None = None  # where a reproduction that is not exact split
+    cluster: list[str] = field(default_factory=list)  # engine / shape differences
 
     def notes(self) -> list[str]:
         out = [self.divergence] if self.divergence else []
@@ -152,6 +173,8 @@ class Comparison:
             out.append(f"metrics {self.metrics_verdict}")
         if self.environment:
             out.append("environment differs: " + ", ".join(self.environment))
+        if self.cluster:
+            out.append("cluster differs: " + ", ".join(self.cluster))
         return out
 
     def line(self) -> str:
@@ -179,5 +202,10 @@ def judge(
         causes.append("data read differs from the recorded versions")
     verdict = "unpinned" if causes else metrics_verdict
     env = environment_differences(original, reproduced)
-    split = None if verdict == "exact" else first_divergence(original, reproduced, env)
-    return Comparison(verdict, metrics_verdict, rows, causes, env, split)
+    cluster = cluster_differences(original, reproduced)
+    split = (
+        None
+        if verdict == "exact"
+        else first_divergence(original, reproduced, cluster + env)
+    )
+    return Comparison(verdict, metrics_verdict, rows, causes, env, split, cluster)

@@ -37,6 +37,8 @@ from lineageflow.ops.procs import free_port
 from lineageflow.workspace import Workspace
 
 DATASET = "data/customers"
+# a test that runs the flow: against the session's Prefect API
+flow_test = pytest.mark.usefixtures("prefect_api")
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +208,8 @@ def record_of(tracking: str, run_id: str) -> dict:
         )
 
 
-def test_dask_trains_promotes_serves_and_reproduces(make_workspace, tracking):
+@flow_test
+def test_dask_trains_promotes_serves_reproduces_and_reuses(make_workspace, tracking):
     paths = dask_workspace(make_workspace)
     ws = paths.workspace
     name = make_workspace.model_name
@@ -250,6 +253,11 @@ def test_dask_trains_promotes_serves_and_reproduces(make_workspace, tracking):
     assert "first differed at train's params" in line, line
     assert "cluster differs: workers 2 -> 3" in line, line
 
+    # only the gate changed: the fit on the same cluster shape is reused
+    set_params(ws, "a lower gate", **{"evaluate.threshold": 0.55})
+    again = training_pipeline(workspace=str(ws))
+    assert "train" in {r["stage"] for r in again["reused"]}, again
+
 
 class three_workers:
     """A LocalCluster of 3 workers that the test starts and stops."""
@@ -271,27 +279,6 @@ class three_workers:
         self.c.close()
 
 
-def test_dask_reuses_the_fit_when_only_the_gate_changed(make_workspace, tracking):
-    paths = dask_workspace(make_workspace, versions=2)
-    ws = paths.workspace
-    first = training_pipeline(workspace=str(ws))
-    set_params(ws, "a lower gate", **{"evaluate.threshold": 0.55})
-
-    second = training_pipeline(workspace=str(ws))
-
-    c = MlflowClient(tracking)
-    train = [
-        r
-        for r in c.search_runs(
-            [second["experiment_id"]],
-            f"tags.`mlflow.parentRunId` = '{second['run_id']}'",
-        )
-        if r.data.tags.get("lineageflow.stage") == "train"
-    ]
-    assert train and train[0].data.tags.get("lineage.stage.reused_from"), first
-    assert second["identical_to"] or second["stage"] in ("Staging", None)
-
-
 def no_run_left_running(tracking: str) -> None:
     c = MlflowClient(tracking)
     running = c.search_runs(
@@ -301,6 +288,7 @@ def no_run_left_running(tracking: str) -> None:
     assert running == []
 
 
+@flow_test
 def test_an_unreachable_scheduler_is_one_line_and_starts_no_run(
     make_workspace, tracking
 ):
@@ -326,6 +314,7 @@ def test_an_unreachable_scheduler_is_one_line_and_starts_no_run(
     no_run_left_running(tracking)
 
 
+@flow_test
 def test_a_partition_changed_after_dvc_add_is_refused(make_workspace, tracking):
     paths = dask_workspace(make_workspace, versions=2, rows=800)
     ws = paths.workspace
@@ -340,6 +329,7 @@ def test_a_partition_changed_after_dvc_add_is_refused(make_workspace, tracking):
     no_run_left_running(tracking)
 
 
+@flow_test
 def test_a_worker_over_its_memory_limit_is_one_line(make_workspace, tracking):
     paths = make_workspace(
         **{
@@ -364,6 +354,7 @@ def test_a_worker_over_its_memory_limit_is_one_line(make_workspace, tracking):
     no_run_left_running(tracking)
 
 
+@flow_test
 def test_a_worker_killed_during_the_fit_is_one_line(make_workspace, tracking):
     with three_workers() as address:
         paths = dask_workspace(make_workspace, versions=2, rows=3000)
@@ -405,3 +396,44 @@ def kill_when_training(tracking: str, pids: dict, timeout: float = 120) -> None:
             os.kill(sorted(pids.values())[0], signal.SIGKILL)
             return
         time.sleep(0.2)
+
+
+def prepare_outputs(tracking: str, run_id: str) -> dict:
+    [prep] = [
+        s for s in record_of(tracking, run_id)["stages"] if s["name"] == "prepare"
+    ]
+    return {o["name"]: o["digest"] for o in prep["outputs"]}
+
+
+@flow_test
+def test_a_dvc_directory_and_a_delta_table_train_on_both_engines_alike(
+    make_workspace, tmp_path, tracking
+):
+    from deltalake import write_deltalake
+
+    from lineageflow.data.synthetic import make_customers
+
+    table = tmp_path / "more-customers"
+    write_deltalake(table, make_customers(700, seed=9, drift=0.2))
+    write_deltalake(table, make_customers(300, seed=10, drift=0.2), mode="append")
+    paths = make_workspace(
+        rows=1200,
+        **{
+            "data.datasets": ["data/customers", {"delta": str(table)}],
+            "evaluate.champion_tolerance": 1.0,
+        },
+    )
+    ws = paths.workspace
+    add_data_version(ws, 1, 900, seed=8, drift=0.0, message="data v2")
+    local = training_pipeline(workspace=str(ws), reuse=False)
+    set_params(ws, "train on the cluster", **{"compute.engine": "dask"})
+
+    dask = training_pipeline(workspace=str(ws), reuse=False)
+
+    assert dask["stage"] == "Staging", dask
+    assert prepare_outputs(tracking, dask["run_id"]) == prepare_outputs(
+        tracking, local["run_id"]
+    )
+    parts = record_of(tracking, dask["run_id"])["compute"]["partitions"]
+    assert [p["dataset"] for p in parts] == ["data/customers"] * 2 + [str(table)] * 2
+    assert sum(p["rows"] for p in parts) == 1200 + 900 + 1000

@@ -21,11 +21,12 @@ import numpy as np
 import pandas as pd
 
 from lineageflow.config import PrepareConfig
-from lineageflow.data.tabular import check_same_schema, check_table, infer_task
+from lineageflow.data.tabular import check_same_schema, check_table
 from lineageflow.engines import partitions as P
 from lineageflow.engines.cluster import Cluster, gather, lost_worker
 from lineageflow.engines.dask_fit import fit_xgboost
 from lineageflow.engines.local import Read
+from lineageflow.engines.summaries import combine
 from lineageflow.errors import DataError
 from lineageflow.lineage.record import verify_input
 from lineageflow.model import ml
@@ -118,30 +119,9 @@ class DaskEngine:
             ],
             "splitting",
         )
-        empty = set.intersection(*(set(s["empty"]) for s in sums))
-        missing = sum(s["missing_labels"] for s in sums)
-        check_table(meta, target, missing, sorted(empty), name)
-        y = pd.Series(
-            list(dict.fromkeys(v for s in sums for v in s["labels"])),
-            dtype=meta[target].dtype,
-        )
-        task, reason = infer_task(y, task, target)
-        labels = None if task == "regression" else ml.label_order(y.tolist())
-        side_rows = {k: sum(s["rows"][k] for s in sums) for k in ("train", "holdout")}
-        if not side_rows["train"] or not side_rows["holdout"]:
-            raise ml.cannot_split(sum(rows), cfg.test_size)
-        if labels is not None:
-            seen = {
-                k: {v for s in sums for v in s["sides"][k]}
-                for k in ("train", "holdout")
-            }
-            if len(seen["train"]) < 2:
-                raise ml.cannot_split(sum(rows), cfg.test_size)
-            only = [c for c in labels if c in seen["holdout"] - seen["train"]]
-            if only:
-                raise ml.only_in_holdout(only, target)
+        d = combine(sums, meta, target, task, cfg.test_size, name)
         done = [
-            self._on(w, P.finish, f, target, labels)
+            self._on(w, P.finish, f, target, d.labels)
             for f, w in zip(pieces, where, strict=True)
         ]
         del pieces
@@ -156,34 +136,21 @@ class DaskEngine:
             for side, k in (("train", 0), ("holdout", 2))
         }
         del done
-        cats: dict[str, set] = {}
-        for s in sums:
-            for c, values in s["categories"].items():
-                cats.setdefault(c, set()).update(values)
-        tables = Tables(
-            parts,
-            infos,
-            where,
-            sides,
-            side_rows,
-            meta.drop(columns=[target]).iloc[:0],
-            {c: sorted(v) for c, v in cats.items()},
-        )
-        labels_out = [] if labels is None else labels
-        empty_y = pd.Series(dtype="float64")
-        split = Split(
+        features = meta.drop(columns=[target]).iloc[:0]
+        t = Tables(parts, infos, where, sides, d.rows, features, d.categories)
+        none = pd.Series(dtype="float64")
+        return Split(
             pd.DataFrame(),
             pd.DataFrame(),
-            empty_y,
-            empty_y,
-            task,
-            labels_out,
-            reason,
+            none,
+            none,
+            d.task,
+            d.labels or [],
+            d.reason,
             target,
             engine=self.name,
-            data=tables,
+            data=t,
         )
-        return split
 
     def digested(self, split: Split) -> Split:
         return replace(

@@ -48,7 +48,7 @@ bench-notebook: venv  ## a notebook as model code against bare papermill and a b
 bench-seams: venv  ## before/after a code change (SEAMS_BEFORE, default 980e375), interleaved; writes bench/SEAMS.md
 	$(BIN)/python bench/seams.py
 
-stack: venv  ## the team stack on 127.0.0.1: PostgreSQL, S3 (moto), MLflow, Prefect, 2 workers
+stack: venv  ## the team stack on 127.0.0.1: PostgreSQL, S3 (moto), MLflow, Prefect, 2 workers, Dask scheduler + 2 workers
 	$(BIN)/python -m deployments.stack up --dir .stack
 
 stack-down:  ## stop what `make stack` started, by PID

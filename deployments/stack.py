@@ -1,7 +1,8 @@
 """The team stack on one machine, every server bound to 127.0.0.1:
 
     python -m deployments.stack up [--dir .stack]    # or: make stack
-    source .stack/env.sh                             # MLFLOW_TRACKING_URI, PREFECT_API_URL, AWS_*
+    source .stack/env.sh                             # MLFLOW_TRACKING_URI, PREFECT_API_URL, AWS_*,
+                                                     # LINEAGEFLOW_DASK_ADDRESS
     python -m deployments.stack down [--dir .stack]  # or: make stack-down
 
 - PostgreSQL 15: a cluster of its own (``initdb`` in a temp dir, its own port), one
@@ -11,10 +12,13 @@
 - an MLflow tracking server on PostgreSQL with ``--artifacts-destination s3://…``
   (proxied artifacts: clients need no S3 credentials);
 - a Prefect server on PostgreSQL (``PREFECT_API_DATABASE_CONNECTION_URL``), a process
-  work pool ``lineageflow-process`` and two workers.
+  work pool ``lineageflow-process`` and two workers;
+- a Dask scheduler (work stealing off) and two Dask workers named ``0`` and ``1``,
+  one thread each, for ``compute.engine: dask``: ``LINEAGEFLOW_DASK_ADDRESS`` names
+  the scheduler to the Prefect workers' flow runs and in env.sh.
 
 Every process is started in its own session and stopped by PID (a prefect worker
-takes two SIGINTs); every wait is bounded. moto keeps objects in memory: stopping
+takes two SIGINTs, a Dask worker a SIGTERM); every wait is bounded. moto keeps objects in memory: stopping
 the stack drops them. For a real cluster the same variables point at real servers
 (README, "Scaling out").
 """
@@ -22,6 +26,7 @@ the stack drops them. For a real cluster the same variables point at real server
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -33,6 +38,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+
 from deployments.services import (
     BUCKET,
     S3_KEYS,
@@ -41,6 +48,7 @@ from deployments.services import (
     loopback,
     make_bucket,
 )
+from lineageflow.compute_config import ADDRESS_ENV, parse_bytes
 from lineageflow.ops.procs import alive, free_port, stop_group
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,6 +69,9 @@ class TeamStack:
 
     base: Path
     workers: int = 2
+    # the Dask engine places partitions on workers sorted by name: 0, 1, ...
+    dask_workers: int = 2
+    dask_memory_limit: str = "4GiB"  # per Dask worker
     procs: dict[str, Proc] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     pg: Postgres | None = None
@@ -81,6 +92,10 @@ class TeamStack:
     def dvc_remote(self) -> str:
         return f"s3://{BUCKET}/dvc"
 
+    @property
+    def dask_address(self) -> str:
+        return f"tcp://127.0.0.1:{self.ports['dask']}"
+
     def client_env(self) -> dict[str, str]:
         """What a client, a worker or a user's shell needs (env.sh)."""
         return {
@@ -91,6 +106,8 @@ class TeamStack:
             # the DVC remote: botocore reads the endpoint and keys from here
             "AWS_ENDPOINT_URL_S3": self.s3_endpoint,
             **S3_KEYS,
+            # a run with compute.engine: dask trains on the stack's cluster
+            ADDRESS_ENV: self.dask_address,
         }
 
     def _env(self, **extra: str) -> dict[str, str]:
@@ -160,6 +177,60 @@ class TeamStack:
             interrupts=2,  # a prefect worker needs two SIGINTs
         )
 
+    def start_dask(self) -> None:
+        """The scheduler and its workers, started without waiting (they import
+        while the other servers start): `wait_dask` checks them. Every listener
+        on 127.0.0.1: a scheduler or worker serves HTTP (health, metrics, its
+        state as JSON) even without its dashboard, on 0.0.0.0 unless told."""
+        self._start(
+            "dask-scheduler",
+            [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1"]
+            + ["--port", str(self.ports["dask"]), "--no-dashboard"]
+            + ["--dashboard-address", f"127.0.0.1:{self.ports['dask-http']}"],
+            # the engine places each partition on a worker: no task may move
+            self._env(DASK_DISTRIBUTED__SCHEDULER__WORK_STEALING="False"),
+        )
+        for n in range(self.dask_workers):
+            self._start(
+                f"dask-worker-{n}",
+                [str(BIN / "dask"), "worker", self.dask_address]
+                + ["--nworkers", "1", "--nthreads", "1"]
+                + ["--memory-limit", self.dask_memory_limit]
+                + ["--host", "127.0.0.1", "--name", str(n)]
+                + ["--no-dashboard", "--dashboard-address", "127.0.0.1:0"]
+                + ["--local-directory", str(self.base / f"dask-worker-{n}")],
+                self._env(),
+                # SIGTERM: a SIGINT to the group reaches the worker process too,
+                # which then hangs until its nanny kills it 8 s later (measured)
+                interrupts=0,
+            )
+
+    def wait_dask(self, timeout: float = 120) -> None:
+        """Until the scheduler counts every worker (its HTTP JSON); a process
+        that exits on the way is named with its log."""
+        http = f"http://127.0.0.1:{self.ports['dask-http']}"
+        procs = [p for n, p in self.procs.items() if n.startswith("dask-")]
+        deadline = time.monotonic() + timeout
+        self.procs["dask-scheduler"].wait_http(f"{http}/health", timeout=timeout)
+        seen = 0
+        while time.monotonic() < deadline:
+            for proc in procs:
+                if proc.popen.poll() is not None:
+                    raise RuntimeError(
+                        f"{proc.name} exited {proc.popen.returncode}:\n{proc.tail()}"
+                    )
+            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+                counts = httpx.get(f"{http}/json/counts.json", timeout=2).json()
+                seen = counts["workers"]
+            if seen >= self.dask_workers:
+                return
+            time.sleep(0.3)
+        raise TimeoutError(
+            f"the Dask scheduler at {self.dask_address} counts {seen} of "
+            f"{self.dask_workers} workers after {timeout}s:\n"
+            + "\n".join(p.tail(1500) for p in procs)
+        )
+
     def create_pool(self, tries: int = 5) -> None:
         """The process work pool; retried, since a Prefect server answering
         /health may still refuse its first writes."""
@@ -185,7 +256,11 @@ class TeamStack:
 
     def up(self) -> TeamStack:
         self.base.mkdir(parents=True, exist_ok=True)
-        self.ports = {k: free_port() for k in ("pg", "s3", "mlflow", "prefect")}
+        parse_bytes(self.dask_memory_limit)  # a malformed size, before anything starts
+        self.ports = {
+            k: free_port()
+            for k in ("pg", "s3", "mlflow", "prefect", "dask", "dask-http")
+        }
         try:
             # its own temp dir: as root the cluster runs as `postgres`, which must
             # reach it (a pytest or home directory is often private to root)
@@ -193,12 +268,14 @@ class TeamStack:
             self.pg = Postgres(pg_base, self.ports["pg"])
             self.pg.init()
             self.pg.start()
+            self.start_dask()
             for db in ("mlflow", "prefect"):
                 self.pg.createdb(db)
             self.start_s3()
             self.start_mlflow()
             self.start_prefect()
             self.create_pool()
+            self.wait_dask()
             for n in range(1, self.workers + 1):
                 self.start_worker(n)
         except BaseException:
@@ -222,6 +299,7 @@ class TeamStack:
             "ports": self.ports,
             "pids": {n: [p.pid, p.interrupts] for n, p in self.procs.items()},
             "pg": str(self.pg.base) if self.pg else None,
+            "dask": self.dask_address,
         }
         (self.base / "stack.json").write_text(json.dumps(state, indent=2))
         lines = [f"export {k}={shlex.quote(v)}" for k, v in self.client_env().items()]
@@ -251,7 +329,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["up", "down"])
     parser.add_argument("--dir", type=Path, default=ROOT / ".stack")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--dask-workers", type=int, default=2, help="Dask workers, named 0, 1, ..."
+    )
+    parser.add_argument(
+        "--dask-memory-limit", default="4GiB", help="per Dask worker (default 4GiB)"
+    )
     args = parser.parse_args(argv)
+    if args.dask_workers < 1:
+        parser.error("--dask-workers must be at least 1")
+    try:
+        parse_bytes(args.dask_memory_limit)
+    except ValueError as exc:
+        parser.error(str(exc))
     base = args.dir.resolve()
     if args.action == "down":
         stopped = TeamStack.stop_saved(base)
@@ -266,13 +356,20 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     shutil.rmtree(base, ignore_errors=True)
-    stack = TeamStack(base, workers=args.workers).up()
+    stack = TeamStack(
+        base,
+        workers=args.workers,
+        dask_workers=args.dask_workers,
+        dask_memory_limit=args.dask_memory_limit,
+    ).up()
     print(
         f"PostgreSQL 127.0.0.1:{stack.ports['pg']} (databases mlflow, prefect)\n"
         f"S3 (moto)  {stack.s3_endpoint}  bucket {BUCKET}; DVC remote {stack.dvc_remote}\n"
         f"MLflow     {stack.mlflow_uri}\n"
         f"Prefect    {stack.prefect_api.removesuffix('/api')}  pool {POOL}, "
         f"{args.workers} workers\n"
+        f"Dask       {stack.dask_address}  {args.dask_workers} workers, 1 thread "
+        f"and {args.dask_memory_limit} each\n"
         f"logs in {base}; now: source {base / 'env.sh'}"
     )
     return 0

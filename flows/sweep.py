@@ -8,12 +8,14 @@ started under the sweep's parent run by explicit id:
 - ``sweep`` (default): Prefect's ProcessPoolTaskRunner, 2 processes;
 - ``sweep_on("dask")``: prefect-dask's DaskTaskRunner on a LocalCluster of worker
   processes (one thread each), or ``sweep_on("dask", address="tcp://host:8786")`` on
-  a running Dask cluster. The split then travels to the workers by value, so a
-  worker on another machine needs only the tracking server.
+  a running Dask cluster ($LINEAGEFLOW_DASK_ADDRESS when no address is given: the
+  team stack's). The split then travels to the workers by value, so a worker on
+  another machine needs only the tracking server.
 """
 
 from __future__ import annotations
 
+import os
 import pickle
 import tempfile
 import time
@@ -25,6 +27,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
+from lineageflow.compute_config import ADDRESS_ENV
 from lineageflow.engines import engine
 from lineageflow.model.estimators import xgb_classifier
 from lineageflow.model.ml import HIGHER_IS_BETTER, Split, metrics_digest
@@ -128,8 +131,9 @@ def _on_dask() -> bool:
 
 def sweep_on(runner: str = "process", address: str | None = None, workers: int = 2):
     """The sweep flow on `runner`: ``process`` (a local process pool), ``thread``
-    (one at a time: autolog is process-global), or ``dask`` (a LocalCluster of
-    `workers` processes, or the scheduler at `address`)."""
+    (one at a time: autolog is process-global), or ``dask`` (the scheduler at
+    `address`, else at $LINEAGEFLOW_DASK_ADDRESS, else a LocalCluster of `workers`
+    processes)."""
     if runner == "process":
         return sweep.with_options(
             task_runner=ProcessPoolTaskRunner(max_workers=workers)
@@ -139,6 +143,7 @@ def sweep_on(runner: str = "process", address: str | None = None, workers: int =
     if runner == "dask":
         from prefect_dask import DaskTaskRunner
 
+        address = address or os.environ.get(ADDRESS_ENV, "").strip()
         if address:
             return sweep.with_options(task_runner=DaskTaskRunner(address=address))
         return sweep.with_options(

@@ -69,6 +69,9 @@ if PIPELINE is not None:
         p for p in (str(PIPELINE), os.environ.get("PYTHONPATH")) if p
     )
 
+# a shell that sourced the team stack's env.sh names its Dask scheduler: the
+# suite's dask runs start their own LocalCluster unless a test names one
+os.environ.pop("LINEAGEFLOW_DASK_ADDRESS", None)
 os.environ.update(
     {
         # subprocesses (CLI, workers) must not write into the user's ~/.prefect

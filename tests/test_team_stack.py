@@ -1,11 +1,12 @@
 """The whole product on the team stack (deployments/stack.py), all on 127.0.0.1:
 PostgreSQL 15 for MLflow and Prefect, an S3 store (moto) behind MLflow's proxied
-artifacts and as the DVC remote, a process pool with two workers.
+artifacts and as the DVC remote, a process pool with two workers, a Dask scheduler
+with two workers.
 
 `prefect deploy --all`, the train deployment, a nightly run that skips, a UI-style
 reproduction on another checkout with an empty DVC cache, 8 concurrent promotions,
 then an audit of the Staging version that reads only the tracking server (PostgreSQL)
-and the object store."""
+and the object store. A `compute.engine: dask` run on the stack's Dask cluster."""
 
 from __future__ import annotations
 
@@ -466,3 +467,67 @@ def test_signed_promotions_verify_from_the_stacks_s3_artifacts(team, tmp_path):
 
     rows = pd.read_csv(next((paths.workspace / "data" / "customers").glob("*.csv")))
     assert len(model.predict(rows.drop(columns=["churned"]).head(10))) == 10
+
+
+def test_a_dask_run_on_the_stacks_scheduler_and_workers(team, tmp_path):
+    """``compute.engine: dask`` on a DVC directory of three CSV partitions (one per
+    data version), run by the train deployment on a pool worker: the flow run
+    finds the stack's scheduler in the worker's environment
+    (LINEAGEFLOW_DASK_ADDRESS), not a LocalCluster of its own; it reaches
+    Staging, its record names that scheduler, its two workers and the
+    partitions, and the registered model predicts raw rows."""
+    import mlflow
+    import pandas as pd
+
+    from flows.demo import add_data_version
+    from lineageflow.runs.artifact_store import download
+
+    paths, name = workspace_with_origin(
+        tmp_path, team, rows=1500, compute={"engine": "dask"}
+    )
+    ws = paths.workspace
+    os.environ.update(S3_KEYS, AWS_ENDPOINT_URL_S3=team.s3_endpoint)  # dvc push
+    try:
+        for part in (1, 2):
+            add_data_version(
+                ws, part, 1500, seed=7 + part, drift=0.2, message=f"v{part + 1}"
+            )
+    finally:
+        for key in (*S3_KEYS, "AWS_ENDPOINT_URL_S3"):
+            os.environ.pop(key, None)
+    git.Repo(ws).git.push("origin", "main")
+    env = stack_env(team)
+    deploy_env = dict(env, LINEAGEFLOW_WORKSPACE=str(ws))
+    cli([str(BIN / "prefect"), "--no-prompt", "deploy", "--name", "train"], deploy_env)
+
+    proc = watch_train_deployment(env)
+    logs = "\n".join(p.tail() for p in team.procs.values() if "worker" in p.name)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{logs[-3000:]}"
+    mlf = MlflowClient(team.mlflow_uri)
+    _, (staged,) = staging_versions(mlf, name)
+    with tempfile.TemporaryDirectory() as tmp:
+        text = Path(
+            mlf.download_artifacts(staged.run_id, "lineage.json", tmp)
+        ).read_text()
+    compute = json.loads(text)["compute"]
+    assert compute["engine"] == "dask"
+    assert compute["scheduler"] == team.dask_address  # the stack's, no credentials
+    assert compute["workers"] == 2 and compute["threads_per_worker"] == [1]
+    files = sorted((ws / "data" / "customers").glob("*.csv"))
+
+    def md5(f: Path) -> str:  # DVC's hash of a file
+        return hashlib.md5(f.read_bytes()).hexdigest()
+
+    assert [f.name for f in files] == ["part-000.csv", "part-001.csv", "part-002.csv"]
+    assert compute["partitions"] == [
+        {"dataset": "data/customers", "file": f.name, "rows": 1500, "md5": md5(f)}
+        for f in files
+    ]
+    assert S3_KEYS["AWS_SECRET_ACCESS_KEY"] not in text
+
+    # the registered model: pyfunc, raw rows in, the data's own labels out
+    model_dir = download(f"models:/{name}@staging", team.mlflow_uri, tmp_path / "m")
+    model = mlflow.pyfunc.load_model(str(model_dir))
+    rows = pd.read_csv(files[-1])
+    predicted = model.predict(rows.drop(columns=["churned"]))
+    assert len(predicted) == len(rows) and set(predicted) == {0, 1}  # churned's

@@ -49,10 +49,10 @@ bench-seams: venv  ## before/after a code change (SEAMS_BEFORE, default 980e375)
 	$(BIN)/python bench/seams.py
 
 stack: venv  ## the team stack on 127.0.0.1: PostgreSQL, S3 (moto), MLflow, Prefect, 2 workers, Dask scheduler + 2 workers
-	$(BIN)/python -m deployments.stack up --dir .stack
+	$(BIN)/python -m deployments.up up --dir .stack
 
 stack-down:  ## stop what `make stack` started, by PID
-	$(BIN)/python -m deployments.stack down --dir .stack
+	$(BIN)/python -m deployments.up down --dir .stack
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) bench/work .pytest_cache .stack

@@ -1,9 +1,9 @@
 """The team stack on one machine, every server bound to 127.0.0.1:
 
-    python -m deployments.stack up [--dir .stack]    # or: make stack
+    python -m deployments.up [--dir .stack]          # or: make stack
     source .stack/env.sh                             # MLFLOW_TRACKING_URI, PREFECT_API_URL, AWS_*,
                                                      # LINEAGEFLOW_DASK_ADDRESS
-    python -m deployments.stack down [--dir .stack]  # or: make stack-down
+    python -m deployments.up down [--dir .stack]     # or: make stack-down
 
 - PostgreSQL 15: a cluster of its own (``initdb`` in a temp dir, its own port), one
   database for MLflow and one for Prefect;
@@ -25,8 +25,6 @@ the stack drops them. For a real cluster the same variables point at real server
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import json
 import os
 import shlex
@@ -38,8 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
+from deployments.dask_stack import dask_commands, wait_dask
 from deployments.services import (
     BUCKET,
     S3_KEYS,
@@ -178,57 +175,27 @@ class TeamStack:
         )
 
     def start_dask(self) -> None:
-        """The scheduler and its workers, started without waiting (they import
-        while the other servers start): `wait_dask` checks them. Every listener
-        on 127.0.0.1: a scheduler or worker serves HTTP (health, metrics, its
-        state as JSON) even without its dashboard, on 0.0.0.0 unless told."""
-        self._start(
-            "dask-scheduler",
-            [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1"]
-            + ["--port", str(self.ports["dask"]), "--no-dashboard"]
-            + ["--dashboard-address", f"127.0.0.1:{self.ports['dask-http']}"],
-            # the engine places each partition on a worker: no task may move
-            self._env(DASK_DISTRIBUTED__SCHEDULER__WORK_STEALING="False"),
-        )
-        for n in range(self.dask_workers):
-            self._start(
-                f"dask-worker-{n}",
-                [str(BIN / "dask"), "worker", self.dask_address]
-                + ["--nworkers", "1", "--nthreads", "1"]
-                + ["--memory-limit", self.dask_memory_limit]
-                + ["--host", "127.0.0.1", "--name", str(n)]
-                + ["--no-dashboard", "--dashboard-address", "127.0.0.1:0"]
-                + ["--local-directory", str(self.base / f"dask-worker-{n}")],
-                self._env(),
-                # SIGTERM: a SIGINT to the group reaches the worker process too,
-                # which then hangs until its nanny kills it 8 s later (measured)
-                interrupts=0,
-            )
+        """The Dask scheduler and workers (deployments.dask_stack), started
+        without waiting: they import while the other servers start."""
+        http = self.ports["dask-http"]
+        for name, cmd, extra, interrupts in dask_commands(
+            BIN,
+            self.ports["dask"],
+            http,
+            self.dask_workers,
+            self.dask_memory_limit,
+            self.base,
+        ):
+            self._start(name, cmd, self._env(**extra), interrupts=interrupts)
 
     def wait_dask(self, timeout: float = 120) -> None:
-        """Until the scheduler counts every worker (its HTTP JSON); a process
-        that exits on the way is named with its log."""
-        http = f"http://127.0.0.1:{self.ports['dask-http']}"
         procs = [p for n, p in self.procs.items() if n.startswith("dask-")]
-        deadline = time.monotonic() + timeout
-        self.procs["dask-scheduler"].wait_http(f"{http}/health", timeout=timeout)
-        seen = 0
-        while time.monotonic() < deadline:
-            for proc in procs:
-                if proc.popen.poll() is not None:
-                    raise RuntimeError(
-                        f"{proc.name} exited {proc.popen.returncode}:\n{proc.tail()}"
-                    )
-            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
-                counts = httpx.get(f"{http}/json/counts.json", timeout=2).json()
-                seen = counts["workers"]
-            if seen >= self.dask_workers:
-                return
-            time.sleep(0.3)
-        raise TimeoutError(
-            f"the Dask scheduler at {self.dask_address} counts {seen} of "
-            f"{self.dask_workers} workers after {timeout}s:\n"
-            + "\n".join(p.tail(1500) for p in procs)
+        wait_dask(
+            procs,
+            self.ports["dask-http"],
+            self.dask_address,
+            self.dask_workers,
+            timeout,
         )
 
     def create_pool(self, tries: int = 5) -> None:
@@ -322,58 +289,3 @@ class TeamStack:
             stopped.append("postgresql")
         state_file.unlink()
         return stopped
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deployments.stack")
-    parser.add_argument("action", choices=["up", "down"])
-    parser.add_argument("--dir", type=Path, default=ROOT / ".stack")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument(
-        "--dask-workers", type=int, default=2, help="Dask workers, named 0, 1, ..."
-    )
-    parser.add_argument(
-        "--dask-memory-limit", default="4GiB", help="per Dask worker (default 4GiB)"
-    )
-    args = parser.parse_args(argv)
-    if args.dask_workers < 1:
-        parser.error("--dask-workers must be at least 1")
-    try:
-        parse_bytes(args.dask_memory_limit)
-    except ValueError as exc:
-        parser.error(str(exc))
-    base = args.dir.resolve()
-    if args.action == "down":
-        stopped = TeamStack.stop_saved(base)
-        print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
-        if stopped:
-            shutil.rmtree(base, ignore_errors=True)
-        return 0
-    if (base / "stack.json").exists():
-        print(
-            f"error: a stack is already up in {base}: `make stack-down` first",
-            file=sys.stderr,
-        )
-        return 2
-    shutil.rmtree(base, ignore_errors=True)
-    stack = TeamStack(
-        base,
-        workers=args.workers,
-        dask_workers=args.dask_workers,
-        dask_memory_limit=args.dask_memory_limit,
-    ).up()
-    print(
-        f"PostgreSQL 127.0.0.1:{stack.ports['pg']} (databases mlflow, prefect)\n"
-        f"S3 (moto)  {stack.s3_endpoint}  bucket {BUCKET}; DVC remote {stack.dvc_remote}\n"
-        f"MLflow     {stack.mlflow_uri}\n"
-        f"Prefect    {stack.prefect_api.removesuffix('/api')}  pool {POOL}, "
-        f"{args.workers} workers\n"
-        f"Dask       {stack.dask_address}  {args.dask_workers} workers, 1 thread "
-        f"and {args.dask_memory_limit} each\n"
-        f"logs in {base}; now: source {base / 'env.sh'}"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -531,3 +531,21 @@ def test_a_dask_run_on_the_stacks_scheduler_and_workers(team, tmp_path):
     rows = pd.read_csv(files[-1])
     predicted = model.predict(rows.drop(columns=["churned"]))
     assert len(predicted) == len(rows) and set(predicted) == {0, 1}  # churned's
+
+    # reproduced on the same cluster (the stack's scheduler, from env.sh's
+    # variable): the same placement, the same model, the same metrics
+    cli(
+        [str(BIN / "lineageflow"), "reproduce", staged.run_id, "--workspace", str(ws)],
+        dict(env, AWS_ENDPOINT_URL_S3=team.s3_endpoint, **S3_KEYS),
+        timeout=300,
+    )
+    tags = mlf.get_run(staged.run_id).data.tags
+    assert tags["lineage.reproduction.verdict"] == "exact", tags
+    again = json.loads(
+        Path(
+            mlf.download_artifacts(
+                tags["lineage.reproduced_by"], "lineage.json", tmp_path
+            )
+        ).read_text()
+    )["compute"]
+    assert again["scheduler"] == team.dask_address

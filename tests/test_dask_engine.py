@@ -233,6 +233,8 @@ def test_dask_trains_promotes_serves_reproduces_and_reuses(make_workspace, track
     raw = pd.read_csv(files[0]).drop(columns=["churned"]).head(50)
     predicted = model.predict(raw)
     assert len(predicted) == 50 and set(np.asarray(predicted).tolist()) <= {0, 1}
+    assert model.metadata.signature is not None
+    assert model.metadata.saved_input_example_info is not None  # raw rows
 
     out = reproduce_run(run_id=first["run_id"], workspace=str(ws))
     assert out["verdict"] == "exact", out

@@ -177,3 +177,23 @@ def recreated(entry: dict, found_id: str) -> str:
         f"{found_id[:8]}, recorded {entry['table_id'][:8]}): it was deleted and "
         "re-created, so the recorded version is gone; retrain on the new table"
     )
+
+
+def delta_source(version):
+    """The MLflow dataset source of a pinned Delta version (DeltaVersion)."""
+    from mlflow.data.delta_dataset_source import DeltaDatasetSource
+
+    class _Source(DeltaDatasetSource):
+        # MLflow's to_dict() drops a version 0 and a non-Unity-Catalog table id
+        def to_dict(self):
+            d = super().to_dict()
+            d["delta_table_version"] = self.delta_table_version
+            if self.delta_table_id:
+                d["delta_table_id"] = self.delta_table_id
+            return d
+
+    return _Source(
+        path=version.uri,
+        delta_table_version=version.version,
+        delta_table_id=version.table_id,
+    )

@@ -20,6 +20,7 @@ import pandas as pd
 from lineageflow.data.delta import KIND, DeltaEntry, parse_timestamp
 from lineageflow.data.delta_store import (
     commit_time,
+    delta_source,
     iso,
     local_path,
     read_ordered,
@@ -287,22 +288,3 @@ def _ignored(root: Path, rel: str) -> bool:
         return True
     except git.GitCommandError:
         return False
-
-
-def delta_source(version: DeltaVersion):
-    from mlflow.data.delta_dataset_source import DeltaDatasetSource
-
-    class _Source(DeltaDatasetSource):
-        # MLflow's to_dict() drops a version 0 and a non-Unity-Catalog table id
-        def to_dict(self):
-            d = super().to_dict()
-            d["delta_table_version"] = self.delta_table_version
-            if self.delta_table_id:
-                d["delta_table_id"] = self.delta_table_id
-            return d
-
-    return _Source(
-        path=version.uri,
-        delta_table_version=version.version,
-        delta_table_id=version.table_id,
-    )

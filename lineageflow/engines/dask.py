@@ -30,6 +30,7 @@ from lineageflow.engines.summaries import combine
 from lineageflow.errors import DataError
 from lineageflow.lineage.record import verify_input
 from lineageflow.model import ml
+from lineageflow.model.digests import digest_of, schema_of
 from lineageflow.model.ml import Split
 from lineageflow.tags import TABLES_DIR
 
@@ -158,7 +159,7 @@ class DaskEngine:
         )
 
     def _digest(self, split: Split, part: str) -> str:
-        """``ml.table_digest`` of one side, its partitions' row hashes streamed
+        """``table_digest`` (lineageflow.model.digests) of one side, its partitions' row hashes streamed
         in partition order (one partition's hashes in this process at a time)."""
         t: Tables = split.data
         Xs, ys = t.sides[part]
@@ -173,8 +174,8 @@ class DaskEngine:
             hy.update(by)
             f.release()
         ytype = "float64" if split.task == "regression" else "int64"
-        schema = ml.schema_of(t.features.dtypes, ytype)
-        return ml.digest_of(schema, hx.hexdigest(), hy.hexdigest())
+        schema = schema_of(t.features.dtypes, ytype)
+        return digest_of(schema, hx.hexdigest(), hy.hexdigest())
 
     def persist(self, split: Split, part: str) -> str:
         """One side's partitions by digest on prepare's run (a manifest: the

@@ -164,7 +164,7 @@ def pick(parts: tuple, i: int):
 
 def hashes(X: pd.DataFrame, y: pd.Series) -> tuple[bytes, bytes]:
     """The partition's row hashes (index included) of features and target: the
-    bytes lineageflow.model.ml.table_digest hashes for the whole table."""
+    bytes lineageflow.model.digests.table_digest hashes for the whole table."""
     hx = pd.util.hash_pandas_object(X, index=True).to_numpy()
     hy = pd.util.hash_pandas_object(y.rename(None), index=True).to_numpy()
     return hx.tobytes(), hy.tobytes()

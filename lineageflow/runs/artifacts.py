@@ -25,7 +25,8 @@ from mlflow.models import infer_signature
 
 from lineageflow.data.tabular import signature_frame
 from lineageflow.lineage.record import verify_input
-from lineageflow.model.ml import Split, table_digest
+from lineageflow.model.digests import table_digest
+from lineageflow.model.ml import Split
 from lineageflow.runs.artifact_store import (
     artifact_location,
     download,

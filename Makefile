@@ -11,7 +11,7 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_TELEMETRY := false
 
-.PHONY: demo test test-fast test-unit lint bench bench-seams bench-notebook venv clean stack stack-down
+.PHONY: demo test test-fast test-unit lint bench bench-dask bench-seams bench-notebook venv clean stack stack-down
 
 $(BIN)/lineageflow: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,9 +38,13 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: venv  ## benchmarks (not part of `make test`); writes bench/RESULTS.md, bench/DELTA.md
+bench: venv  ## benchmarks (not part of `make test`); writes bench/RESULTS.md, bench/DELTA.md, bench/DASK.md
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/delta.py
+	$(BIN)/python bench/dask.py
+
+bench-dask: venv  ## the Dask engine on 20M rows, and against the local engine at 5M (about 10 minutes); writes bench/DASK.md
+	$(BIN)/python bench/dask.py
 
 bench-notebook: venv  ## a notebook as model code against bare papermill and a bare script; writes bench/NOTEBOOK.md
 	$(BIN)/python bench/notebook.py

@@ -87,6 +87,29 @@ def make_classification_frame(
     return df
 
 
+def make_classification_part(
+    n_rows: int, n_features: int, seed: int, part: int, target: str = TARGET
+) -> pd.DataFrame:
+    """One partition of a wide numeric classification table, made without the
+    rest of it (a table larger than memory is written file by file): the ground
+    truth comes from ``seed`` alone, the rows from ``(seed, part)``. Features
+    are float32, standard normal; half are informative (a linear term, one
+    interaction and one curvature, so trees have more than a line to find),
+    labels are Bernoulli draws of their logistic, 5% then flipped."""
+    informative = max(2, n_features // 2)
+    weights = np.random.default_rng(seed).normal(0.0, 1.0, informative)
+    weights *= 2.0 / np.sqrt(informative)
+    rng = np.random.default_rng([seed, part])
+    X = rng.standard_normal((n_rows, n_features), dtype=np.float32)
+    logit = X[:, :informative] @ weights.astype(np.float32)
+    logit += 0.8 * X[:, 0] * X[:, 1] - 0.5 * (X[:, 2] ** 2 - 1.0)
+    y = rng.random(n_rows) < 1.0 / (1.0 + np.exp(-logit))
+    flip = rng.random(n_rows) < 0.05
+    df = pd.DataFrame(X, columns=[f"f{i:02d}" for i in range(n_features)], copy=False)
+    df[target] = (y ^ flip).astype("int64")
+    return df
+
+
 def make_mixed(n_rows: int, seed: int, task: str = "binary") -> pd.DataFrame:
     """A table as real ones come: text and pandas-category columns, integers,
     and missing values in numbers and in text. Target ``label``: text classes

@@ -41,10 +41,10 @@ lint: venv
 bench: venv  ## benchmarks (not part of `make test`); writes bench/RESULTS.md, bench/DELTA.md, bench/DASK.md
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/delta.py
-	$(BIN)/python bench/dask.py
+	$(BIN)/python bench/engine_dask.py
 
 bench-dask: venv  ## the Dask engine on 20M rows, and against the local engine at 5M (about 10 minutes); writes bench/DASK.md
-	$(BIN)/python bench/dask.py
+	$(BIN)/python bench/engine_dask.py
 
 bench-notebook: venv  ## a notebook as model code against bare papermill and a bare script; writes bench/NOTEBOOK.md
 	$(BIN)/python bench/notebook.py

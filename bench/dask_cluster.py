@@ -4,17 +4,10 @@ LocalCluster of 2 worker processes (1 thread each) on 127.0.0.1, no dashboard.
 usage: dask_cluster.py ADDRESS_FILE — writes the scheduler address there, then
 serves until SIGTERM."""
 
-import os
 import signal
 import sys
 import threading
 from pathlib import Path
-
-# bench/dask.py is a script, not the dask package: a script run from bench/ has
-# this folder first on sys.path, where `import dask` (the Dask engine, Dask's
-# spawned workers, which inherit sys.path) would find that script. Last, then.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [_HERE]
 
 
 def main() -> None:

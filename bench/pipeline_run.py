@@ -6,15 +6,8 @@ usage: pipeline_run.py train WORKSPACE [--skip] [--no-reuse]
 """
 
 import json
-import os
 import sys
 import time
-
-# bench/dask.py is a script, not the dask package: a script run from bench/ has
-# this folder first on sys.path, where `import dask` (the Dask engine, Dask's
-# spawned workers, which inherit sys.path) would find that script. Last, then.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [_HERE]
 
 
 def main() -> None:

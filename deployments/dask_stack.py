@@ -46,7 +46,12 @@ def dask_commands(
                 + ["--host", "127.0.0.1", "--name", str(n)]
                 + ["--no-dashboard", "--dashboard-address", "127.0.0.1:0"]
                 + ["--local-directory", str(base / f"dask-worker-{n}")],
-                {},
+                # no spilling: the engine's partitions are counted once per key
+                # (lineageflow.engines.cluster.SPILL_OFF); pause 80%, restart 95%
+                {
+                    "DASK_DISTRIBUTED__WORKER__MEMORY__TARGET": "False",
+                    "DASK_DISTRIBUTED__WORKER__MEMORY__SPILL": "False",
+                },
                 # SIGTERM: a SIGINT to the group reaches the worker process too,
                 # which then hangs until its nanny kills it 8 s later (measured)
                 0,

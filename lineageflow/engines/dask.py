@@ -12,7 +12,7 @@ data gives the same split membership and the same digests on both engines.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from importlib.metadata import version as dist_version
 from itertools import accumulate
 from typing import Any
@@ -27,6 +27,7 @@ from lineageflow.engines.cluster import Cluster, gather, lost_worker
 from lineageflow.engines.dask_fit import fit_xgboost
 from lineageflow.engines.local import Read
 from lineageflow.engines.summaries import combine
+from lineageflow.engines.tables import Named, Tables
 from lineageflow.errors import DataError
 from lineageflow.lineage.record import verify_input
 from lineageflow.model import ml
@@ -36,19 +37,6 @@ from lineageflow.tags import TABLES_DIR
 
 # rows gathered into the flow's process for the signature and the plots
 SAMPLE_ROWS = 20_000
-
-
-@dataclass
-class Tables:
-    """A split held on the cluster: each side's partitions, as futures."""
-
-    parts: list[P.Part]
-    infos: list[dict]  # per partition: md5, rows
-    workers: list[str]  # per partition: the worker holding it
-    sides: dict  # "train"/"holdout" -> (X futures, y futures)
-    rows: dict  # "train"/"holdout" -> rows
-    features: pd.DataFrame  # zero-row frame: the feature columns and dtypes
-    categories: dict = field(default_factory=dict)  # train side, per column
 
 
 class DaskEngine:
@@ -81,15 +69,15 @@ class DaskEngine:
         futures = [self._on(w, P.inspect, p) for p, w in zip(parts, where, strict=True)]
         infos = gather(self.cluster, futures, f"reading {src.name}")
         check_same_schema(
-            [(_Named(p.name), i["meta"]) for p, i in zip(parts, infos, strict=True)],
+            [(Named(p.name), i["meta"]) for p, i in zip(parts, infos, strict=True)],
             src.name,
         )
         version = src.read_files(
             version, {p.name: i["md5"] for p, i in zip(parts, infos, strict=True)}
         )
-        head = gather(self.cluster, [self._on(where[0], _head, parts[0])], "sampling")[
-            0
-        ]
+        head = gather(
+            self.cluster, [self._on(where[0], P.head_of, parts[0])], "sampling"
+        )[0]
         rows = sum(i["rows"] for i in infos)
         return Read((parts, infos), version, rows, infos[0]["meta"].shape[1], head)
 
@@ -186,10 +174,7 @@ class DaskEngine:
         manifest = {
             "digest": split.digests[part],
             "rows": t.rows[part],
-            "partitions": [
-                p.record() | {"rows": i["rows"], "md5": i["md5"]}
-                for p, i in zip(t.parts, t.infos, strict=True)
-            ],
+            "partitions": t.manifest(),
         }
         path = f"{TABLES_DIR}/{part}_partitions-{split.digests[part][:16]}.json"
         mlflow.log_dict(manifest, path)
@@ -215,6 +200,8 @@ class DaskEngine:
     # --------------------------------------------------------- evaluate
 
     def predict(self, model: Any, split: Split, part: str = "holdout") -> np.ndarray:
+        """One side's predictions (regression) or class probabilities, made by
+        partition on the workers and joined in row order."""
         t: Tables = split.data
         regression = split.task == "regression"
         [shared] = self.client.scatter([model], broadcast=True, hash=False)
@@ -223,17 +210,33 @@ class DaskEngine:
             for X, w in zip(t.sides[part][0], t.workers, strict=True)
         ]
         try:
-            out = gather(self.cluster, futures, f"predicting the {part} rows")
+            return self._joined(futures, t.rows[part], f"predicting the {part} rows")
         finally:
             del futures, shared
-        return np.concatenate(out)
+
+    def _joined(self, futures: list, rows: int, doing: str) -> np.ndarray:
+        """The partitions' arrays as one, filled a partition at a time: the
+        flow's process holds the result and one partition, never both twice."""
+        out, at = None, 0
+        for f in futures:
+            [part] = gather(self.cluster, [f], doing)
+            f.release()
+            if out is None:
+                out = np.empty((rows, *part.shape[1:]), dtype=part.dtype)
+            out[at : at + len(part)] = part
+            at += len(part)
+        return out
 
     def score(self, model: Any, split: Split) -> dict[str, float]:
         """Metrics over every holdout row: predictions made by partition on the
         workers, joined in row order, scored as the local engine scores."""
         predicted = self.predict(model, split, "holdout")
         t: Tables = split.data
-        y = np.concatenate(gather(self.cluster, list(t.sides["holdout"][1]), "scoring"))
+        labels = [
+            self._on(w, P.values, y)
+            for y, w in zip(t.sides["holdout"][1], t.workers, strict=True)
+        ]
+        y = self._joined(labels, t.rows["holdout"], "scoring")
         return ml.score_predictions(pd.Series(y), predicted, split.task)
 
     def sample(self, split: Split, part: str = "holdout") -> tuple[Any, Any]:
@@ -276,22 +279,8 @@ class DaskEngine:
         out["xgboost"] = dist_version("xgboost")
         if split is not None and isinstance(split.data, Tables):
             t: Tables = split.data
-            out["partitions"] = [
-                p.record() | {"rows": i["rows"], "md5": i["md5"]}
-                for p, i in zip(t.parts, t.infos, strict=True)
-            ]
+            out["partitions"] = t.manifest()
         return out
 
     def lost(self, doing: str, exc: BaseException) -> DataError:
         return lost_worker(self.cluster, doing, exc)
-
-
-class _Named:
-    """A partition's name where tabular's schema check expects a Path."""
-
-    def __init__(self, name: str):
-        self.name = name
-
-
-def _head(part: P.Part) -> pd.DataFrame:
-    return P.read(part).head(1000)

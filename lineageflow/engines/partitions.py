@@ -170,6 +170,11 @@ def hashes(X: pd.DataFrame, y: pd.Series) -> tuple[bytes, bytes]:
     return hx.tobytes(), hy.tobytes()
 
 
+def head_of(part: Part, n: int = 1000) -> pd.DataFrame:
+    """A partition's first rows (MLflow's dataset panel of pull_data)."""
+    return read(part).head(n)
+
+
 def head(X: pd.DataFrame, y: pd.Series, n: int) -> tuple[pd.DataFrame, pd.Series]:
     return X.iloc[:n], y.iloc[:n]
 
@@ -179,6 +184,10 @@ def predict(model, X: pd.DataFrame, regression: bool) -> np.ndarray:
     if regression:
         return np.asarray(model.predict(X), dtype="float64")
     return np.asarray(model.predict_proba(X))
+
+
+def values(y: pd.Series) -> np.ndarray:
+    return y.to_numpy()
 
 
 def transform(raw, X: pd.DataFrame) -> pd.DataFrame:

@@ -1,6 +1,6 @@
 """The Dask engine on tables larger than one process should hold: `make bench-dask`.
 
-Writes bench/DASK.md (and bench/work/dask/results.json; `python bench/dask.py
+Writes bench/DASK.md (and bench/work/dask/results.json; `python bench/engine_dask.py
 --render` writes the page again from it).
 
 Workload: a synthetic binary classification table x 40 float32 features
@@ -29,7 +29,7 @@ process's own, never the sum of a tree.
 
 No timed assertions: figures, and ratios measured in this one run.
 
-    .venv/bin/python bench/dask.py     # BENCH_REPS=1 by default; ~10 min on 2 cores
+    .venv/bin/python bench/engine_dask.py     # BENCH_REPS=1 by default; ~10 min on 2 cores
 """
 
 from __future__ import annotations
@@ -48,10 +48,6 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-# This file is bench/dask.py: with bench/ first on sys.path (a script's own
-# folder), `import dask` anywhere in this process would import this file. The
-# folder goes last, where `run` (bench/run.py's helpers) is still found.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE] + [str(HERE)]
 
 ROOT = HERE.parent
 WORK = ROOT / "bench" / "work" / "dask"
@@ -789,7 +785,7 @@ def render(res: dict) -> str:
     )
     return f"""# The Dask engine: {S} rows on two 4 GiB workers
 
-Measured {res["finished"]} by `bench/dask.py` (`make bench-dask`), BENCH_REPS={res["reps"]},
+Measured {res["finished"]} by `bench/engine_dask.py` (`make bench-dask`), BENCH_REPS={res["reps"]},
 {code}; the whole bench took {res["elapsed"] / 60:.1f} min. Machine:
 {m["cores"]} cores ({m["cpu"] or m["arch"]}), {m["ram_gib"]:.1f} GiB RAM, shared (the load
 column is the 1-minute load average as each run started). Python {m["python"]}, dask

@@ -193,7 +193,7 @@ def small_params(model_name: str, **overrides) -> str:
         node = params
         *path, last = dotted.split(".")
         for key in path:
-            node = node[key]
+            node = node.setdefault(key, {})  # a section the defaults leave out
         node[last] = value
     return yaml.safe_dump(params, sort_keys=False)
 

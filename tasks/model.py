@@ -141,8 +141,6 @@ def train(
                 model,
                 name="model",
                 signature=_raw_signature(head, model.predict(head)),
-                # raw rows as the data has them: what a caller sends
-                input_example=signature_frame(head.head(5)),
                 pip_requirements=_pip_requirements(source.modules),
                 serialization_format="cloudpickle",
             )

@@ -234,7 +234,6 @@ def test_dask_trains_promotes_serves_reproduces_and_reuses(make_workspace, track
     predicted = model.predict(raw)
     assert len(predicted) == 50 and set(np.asarray(predicted).tolist()) <= {0, 1}
     assert model.metadata.signature is not None
-    assert model.metadata.saved_input_example_info is not None  # raw rows
 
     out = reproduce_run(run_id=first["run_id"], workspace=str(ws))
     assert out["verdict"] == "exact", out

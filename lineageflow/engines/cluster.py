@@ -25,7 +25,7 @@ from lineageflow.compute_config import (
 )
 from lineageflow.errors import ConfigError, DataError
 
-CONNECT_SECONDS = 10
+CONNECT_SECONDS = 5
 WORKERS_SECONDS = 30
 MEMORY_FIX = "raise compute.memory_limit, or write the data as smaller partitions"
 POLL_SECONDS = 1.0

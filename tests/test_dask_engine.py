@@ -20,7 +20,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from mlflow import MlflowClient
 
 from flows.demo import add_data_version, dvc
@@ -35,6 +34,7 @@ from lineageflow.engines.dask import DaskEngine
 from lineageflow.errors import ConfigError, DataError, PromotionRefused
 from lineageflow.ops.procs import free_port
 from lineageflow.workspace import Workspace
+from tests.test_reuse import set_params
 
 DATASET = "data/customers"
 # a test that runs the flow: against the session's Prefect API
@@ -46,22 +46,6 @@ def cluster():
     c = open_cluster(ComputeConfig(engine="dask", workers=2, memory_limit="2GiB"))
     yield c
     c.close()
-
-
-def set_params(ws: Path, message: str, **sections) -> None:
-    """Change params.yaml sections (dotted keys) and commit."""
-    path = ws / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    for dotted, value in sections.items():
-        node = params
-        *keys, last = dotted.split(".")
-        for k in keys:
-            node = node.setdefault(k, {})
-        node[last] = value
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-    repo = git.Repo(ws)
-    repo.git.add("params.yaml")
-    repo.index.commit(message)
 
 
 def replace_data(ws: Path, frames: dict[str, pd.DataFrame], message: str) -> None:
@@ -394,3 +378,44 @@ def kill_when_training(address: str, timeout: float = 120) -> None:
                     os.kill(pids[worker], signal.SIGKILL)
                     return
             time.sleep(0.1)
+
+
+def prepare_outputs(tracking: str, run_id: str) -> dict:
+    [prep] = [
+        s for s in record_of(tracking, run_id)["stages"] if s["name"] == "prepare"
+    ]
+    return {o["name"]: o["digest"] for o in prep["outputs"]}
+
+
+@flow_test
+def test_a_dvc_directory_and_a_delta_table_train_on_both_engines_alike(
+    make_workspace, tmp_path, tracking
+):
+    from deltalake import write_deltalake
+
+    from lineageflow.data.synthetic import make_customers
+
+    table = tmp_path / "more-customers"
+    write_deltalake(table, make_customers(700, seed=9, drift=0.2))
+    write_deltalake(table, make_customers(300, seed=10, drift=0.2), mode="append")
+    paths = make_workspace(
+        rows=1200,
+        **{
+            "data.datasets": ["data/customers", {"delta": str(table)}],
+            "evaluate.champion_tolerance": 1.0,
+        },
+    )
+    ws = paths.workspace
+    add_data_version(ws, 1, 900, seed=8, drift=0.0, message="data v2")
+    local = training_pipeline(workspace=str(ws), reuse=False)
+    set_params(ws, "train on the cluster", **{"compute.engine": "dask"})
+
+    dask = training_pipeline(workspace=str(ws), reuse=False)
+
+    assert dask["stage"] == "Staging", dask
+    assert prepare_outputs(tracking, dask["run_id"]) == prepare_outputs(
+        tracking, local["run_id"]
+    )
+    parts = record_of(tracking, dask["run_id"])["compute"]["partitions"]
+    assert [p["dataset"] for p in parts] == ["data/customers"] * 2 + [str(table)] * 2
+    assert sum(p["rows"] for p in parts) == 1200 + 900 + 1000

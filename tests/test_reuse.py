@@ -75,7 +75,7 @@ def set_params(ws: Path, message: str, **dotted) -> None:
         node = params
         *parents, last = key.split(".")
         for p in parents:
-            node = node[p]
+            node = node.setdefault(p, {})  # a section the defaults leave out
         node[last] = value
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     repo = git.Repo(ws)

@@ -135,13 +135,14 @@ def open_workspace(path: str | Path) -> Workspace:
         raise WorkspaceError(f"workspace {p} is not a directory")
     p = p.resolve()
     try:
-        repo = git.Repo(p)
+        # a subfolder of a repo is found too, so it is named as one (not `git init`)
+        repo = git.Repo(p, search_parent_directories=True)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
         raise WorkspaceError(
             f"workspace {p} is not a git repository: run `git init` there "
             "(or pass the repository's root)"
         ) from None
-    top = Path(repo.working_tree_dir).resolve()
+    top = Path(repo.working_tree_dir or p).resolve()
     if top != p:
         raise WorkspaceError(
             f"workspace {p} is inside the git repository {top}: pass the repository root"

@@ -21,6 +21,31 @@ def test_not_a_git_repo(tmp_path):
         open_workspace(tmp_path)
 
 
+def test_subfolder_of_a_repo_names_the_root_not_git_init(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    git.Repo.init(tmp_path)
+    (tmp_path / ".dvc").mkdir()
+    sub = tmp_path / "data" / "more"
+    sub.mkdir(parents=True)
+    root, inner = tmp_path.resolve(), sub.resolve()
+    message = (
+        f"workspace {inner} is inside the git repository {root}: "
+        "pass the repository root"
+    )
+    with pytest.raises(WorkspaceError) as err:
+        open_workspace(sub)
+    assert str(err.value) == message
+    # the command says it in one line, before Prefect or MLflow start
+    lf = str(Path(sys.executable).parent / "lineageflow")
+    proc = subprocess.run(
+        [lf, "train", str(sub)], capture_output=True, text=True, timeout=120
+    )
+    assert (proc.returncode, proc.stderr) == (2, f"error: {message}\n")
+
+
 def test_git_repo_without_dvc(tmp_path):
     git.Repo.init(tmp_path)
     with pytest.raises(WorkspaceError, match=r"has no DVC: run `dvc init`"):

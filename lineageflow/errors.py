@@ -21,6 +21,10 @@ class TrackingError(LineageflowError):
     """MLflow cannot be reached or refused a call."""
 
 
+class OrchestratorError(LineageflowError):
+    """The Prefect API cannot be reached."""
+
+
 class ArtifactStoreError(TrackingError):
     """The store behind MLflow's artifacts (S3, ...) cannot be reached."""
 

@@ -13,7 +13,8 @@ so later commands find it; the idle stop (a watcher process, after
 same port when the server goes away while a command runs. Whether it answers is
 a GET of ``/health`` (milliseconds), not ``prefect server status`` (about 2 s of
 CLI start per command). ``LINEAGEFLOW_LOCAL_SERVER=0`` keeps Prefect's temporary
-server; a configured ``PREFECT_API_URL`` (a team server) is used as it is.
+server; a configured ``PREFECT_API_URL`` (a team server) is used as it is, once
+it answers (lineageflow.ops.prefect_api).
 """
 
 from __future__ import annotations
@@ -31,9 +32,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
-import httpx
-
 from lineageflow.errors import LineageflowError
+from lineageflow.ops.prefect_api import check_answers, healthy
 from lineageflow.ops.procs import alive, free_port
 
 STATE = "lineageflow-server.json"
@@ -57,13 +57,6 @@ def _home() -> Path:
     return Path(get_current_settings().home).expanduser()
 
 
-def _healthy(url: str, timeout: float = 2.0) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=timeout).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def _recorded(home: Path) -> dict | None:
     try:
         state = json.loads((home / STATE).read_text())
@@ -75,7 +68,7 @@ def _recorded(home: Path) -> dict | None:
 def running(home: Path | None = None) -> dict | None:
     """The recorded server when its process lives and answers, else None."""
     state = _recorded(home or _home())
-    if state and alive(state["pid"]) and _ours(state["pid"]) and _healthy(state["api"]):
+    if state and alive(state["pid"]) and _ours(state["pid"]) and healthy(state["api"]):
         return state
     return None
 
@@ -135,7 +128,7 @@ def ensure(home: Path | None = None, port: int | None = None) -> str:
         pid = _prefect_pid(home)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline and pid and alive(pid):
-            if _healthy(api, timeout=1.0):
+            if healthy(api, timeout=1.0):
                 state = {"pid": pid, "api": api, "started": time.time()}
                 (home / STATE).write_text(json.dumps(state))
                 (home / USED).touch()
@@ -248,8 +241,9 @@ def api_for_commands() -> Iterator[str | None]:
     is configured; yields the URL used (None: Prefect's temporary server)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    if PREFECT_API_URL.value() or not enabled():
-        yield PREFECT_API_URL.value() or None
+    configured = PREFECT_API_URL.value()
+    if configured or not enabled():  # a configured API must answer: one line if not
+        yield check_answers(configured) if configured else None
         return
     home = _home()
     api = ensure(home)

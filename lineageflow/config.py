@@ -200,8 +200,7 @@ def params_sha256(params: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _first_error(exc: ValidationError, source: str) -> str:
-    err = exc.errors()[0]
+def _where(err: dict) -> str:
     loc = list(err["loc"])
     # a dataset's kind (the union's tag) is not a key the user wrote
     loc = [
@@ -209,15 +208,28 @@ def _first_error(exc: ValidationError, source: str) -> str:
         for i, p in enumerate(loc)
         if not (i and isinstance(loc[i - 1], int) and p in KINDS)
     ]
-    where = ".".join(str(p) for p in loc) or "(top level)"
-    if err["type"] == "extra_forbidden":
-        return f"{source}: unknown key '{where}': remove it or fix its spelling"
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def _error_line(exc: ValidationError, source: str) -> str:
+    """Every unknown key at once (two typos are one fix, not two runs), else the
+    first error."""
+    errors = exc.errors()
+    unknown = list(
+        dict.fromkeys(_where(e) for e in errors if e["type"] == "extra_forbidden")
+    )
+    if len(unknown) == 1:
+        return f"{source}: unknown key '{unknown[0]}': remove it or fix its spelling"
+    if unknown:
+        keys = ", ".join(f"'{k}'" for k in unknown)
+        return f"{source}: unknown keys {keys}: remove them or fix their spelling"
+    err = errors[0]
     msg = err["msg"].removeprefix("Value error, ")
     got = err.get("input")
     if isinstance(got, dict) or "credentials" in msg:
         # a whole section (cross-field check), or a value not to be echoed
         return f"{source}: {msg}"
-    return f"{source}: '{where}' {msg} (got {got!r})"
+    return f"{source}: '{_where(err)}' {msg} (got {got!r})"
 
 
 def parse_params(raw: Any, source: str = "params.yaml") -> PipelineConfig:
@@ -231,7 +243,7 @@ def parse_params(raw: Any, source: str = "params.yaml") -> PipelineConfig:
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_first_error(exc, source)) from None
+        raise ConfigError(_error_line(exc, source)) from None
 
 
 def load_params(path: Path) -> PipelineConfig:

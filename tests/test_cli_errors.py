@@ -42,3 +42,19 @@ def test_a_prefect_api_that_does_not_answer_is_one_line(make_workspace):
     )
     # refused before any MLflow run started: none is left RUNNING
     assert not (ws / ".lineageflow" / "mlflow.db").exists()
+
+
+def test_two_misspelled_keys_are_one_line(tmp_path):
+    import git
+
+    git.Repo.init(tmp_path)
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / "params.yaml").write_text(
+        "train: {modle: xgboost}\nevaluate: {treshold: 0.7}\n"
+    )
+    proc = lf("train", str(tmp_path))
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == (
+        "error: params.yaml: unknown keys 'train.modle', 'evaluate.treshold': "
+        "remove them or fix their spelling\n"
+    )

@@ -48,6 +48,32 @@ def test_bad_params_give_one_clear_line(tmp_path, text, match):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        (
+            "train: {modle: xgboost}\nevaluate: {treshold: 0.7}\n",
+            "params.yaml: unknown keys 'train.modle', 'evaluate.treshold': remove "
+            "them or fix their spelling",
+        ),
+        (
+            "evaluate: {treshold: 0.7, metirc: roc_auc}\n",
+            "params.yaml: unknown keys 'evaluate.treshold', 'evaluate.metirc': "
+            "remove them or fix their spelling",
+        ),
+        (  # unknown keys come before any other error: one edit fixes them all
+            "prepare: {test_size: 2}\ntrain: {xgboost: {n_estimator: 5}}\n",
+            "params.yaml: unknown key 'train.xgboost.n_estimator': remove it or fix "
+            "its spelling",
+        ),
+    ],
+)
+def test_every_misspelled_key_is_named_in_one_line(tmp_path, text, line):
+    with pytest.raises(ConfigError) as err:
+        load_params(write(tmp_path, text))
+    assert str(err.value) == line
+
+
 def test_missing_params_file(tmp_path):
     with pytest.raises(ConfigError, match=r"params.yaml not found"):
         load_params(tmp_path / "params.yaml")

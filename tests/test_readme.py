@@ -1,9 +1,13 @@
-"""README's tables say what the code declares: the checks, and the modules."""
+"""README's tables say what the code declares: the checks, and the modules; what
+its commands create in the checkout is git-ignored."""
 
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from lineageflow.lineage import checks
 from lineageflow.lineage.record import STAGES
@@ -82,3 +86,48 @@ def test_the_library_never_imports_flows_tasks_or_deployments():
         if pattern.search(p.read_text())
     ]
     assert offenders == []
+
+
+def bash_lines() -> list[str]:
+    blocks = re.findall(r"^ *```bash\n(.*?)^ *```", README, re.M | re.S)
+    return [ln.split("#")[0].strip() for b in blocks for ln in b.splitlines()]
+
+
+def dirs_made_by_make(target: str) -> set[str]:
+    """The directories a Makefile target creates in the checkout: its ``--dir``
+    arguments, and the venv of every target that needs it (defaults of ``?=``)."""
+    makefile = (ROOT / "Makefile").read_text()
+    defaults = dict(re.findall(r"^(\w+) \?= (\S+)$", makefile, re.M))
+    rule = re.search(
+        rf"^{re.escape(target)}:([^\n#]*)[^\n]*\n((?:\t[^\n]*\n)*)", makefile, re.M
+    )
+    assert rule, f"README runs `make {target}`, which the Makefile lacks"
+    made = set(re.findall(r"--dir (\S+)", rule.group(2)))
+    if "venv" in rule.group(1).split():
+        made.add("$(VENV)")
+    return {re.sub(r"\$\((\w+)\)", lambda m: defaults[m.group(1)], d) for d in made}
+
+
+def test_every_directory_readme_commands_create_is_git_ignored():
+    """`make demo`, `lineageflow demo --dir demo-delta` and the like build
+    directories in the checkout: none may show up in `git status`."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    made: set[str] = set()
+    for line in bash_lines():
+        if re.search(r"\blineageflow demo\b", line):
+            given = re.search(r"--dir (\S+)", line)
+            made.add(given.group(1) if given else "demo")  # the command's default
+        made |= {
+            d for t in re.findall(r"^make ([\w-]+)", line) for d in dirs_made_by_make(t)
+        }
+    assert {"demo", "demo-delta", ".venv"} <= made  # the quickstart's, at least
+    not_ignored = [
+        d
+        for d in sorted(made)
+        if subprocess.run(
+            ["git", "check-ignore", "--no-index", "-q", f"{d}/workspace/params.yaml"],
+            cwd=ROOT,
+        ).returncode
+    ]
+    assert not_ignored == []

@@ -241,3 +241,33 @@ def test_concurrent_runs_logging_one_dataset_all_succeed(tmp_path):
                 "holdout"
             ]
     assert errors == []
+
+
+def test_a_process_stopped_mid_run_ends_killed_saying_so(tracking, tmp_path):
+    """Prefect's engine ends the flow's process with SystemExit when its worker
+    dies: the parent and the running stage end KILLED, tagged with what happened."""
+    from lineageflow.runs.tracking import child_run, error_text, parent_run
+
+    worker_died = (
+        "the process running the flow was stopped (SystemExit: 1): the worker "
+        "died or was killed"
+    )
+    assert error_text(SystemExit(1)) == worker_died
+    assert error_text(KeyboardInterrupt()) == (
+        "the process running the flow was interrupted (KeyboardInterrupt): "
+        "Ctrl-C, or SIGINT from what started it"
+    )
+    assert error_text(ValueError("bad")) == "ValueError: bad"
+    c = MlflowClient(tracking)
+    exp = c.create_experiment(f"stopped-{tmp_path.name}")
+    with (
+        pytest.raises(SystemExit),
+        parent_run(tracking, exp, "p", {}) as ref,
+        child_run(ref, "train"),
+    ):
+        raise SystemExit(1)
+    parent = c.get_run(ref.run_id)
+    (child,) = c.search_runs([exp], f"tags.mlflow.parentRunId = '{ref.run_id}'")
+    for run in (parent, child):
+        assert run.info.status == "KILLED"
+        assert run.data.tags["lineageflow.error"] == worker_died

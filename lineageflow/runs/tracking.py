@@ -69,7 +69,21 @@ def _clear_ambient_run() -> None:
         )
 
 
-def _error_text(exc: BaseException) -> str:
+def error_text(exc: BaseException) -> str:
+    """The ``lineageflow.error`` tag: the exception, or for a run ended KILLED what
+    stopped its process. Prefect's engine ends the flow's process with
+    ``SystemExit`` when its worker dies; a bare ``SystemExit: 1`` read like a
+    bug in the flow."""
+    if isinstance(exc, SystemExit):
+        return (
+            f"the process running the flow was stopped (SystemExit: {exc.code}): "
+            "the worker died or was killed"
+        )
+    if isinstance(exc, KeyboardInterrupt):
+        return (
+            "the process running the flow was interrupted (KeyboardInterrupt): "
+            "Ctrl-C, or SIGINT from what started it"
+        )
     return f"{type(exc).__name__}: {exc}"[:4000]
 
 
@@ -112,11 +126,11 @@ def parent_run(
     except (KeyboardInterrupt, SystemExit) as exc:
         # Ctrl-C, or Prefect ending the process (its worker died or cancelled it)
         status = "KILLED"
-        _safe_tag(c, ref.run_id, TAG_ERROR, _error_text(exc))
+        _safe_tag(c, ref.run_id, TAG_ERROR, error_text(exc))
         raise
     except BaseException as exc:
         status = "FAILED"
-        _safe_tag(c, ref.run_id, TAG_ERROR, _error_text(exc))
+        _safe_tag(c, ref.run_id, TAG_ERROR, error_text(exc))
         if lost_tracking(exc):
             raise tracking_error(tracking_uri, exc, "failed mid-run") from None
         raise
@@ -155,7 +169,7 @@ def child_run(ref: RunRef, stage: str, tags: dict[str, str] | None = None):
         yield active
     except BaseException as exc:
         _safe_tag(
-            client(ref.tracking_uri), active.info.run_id, TAG_ERROR, _error_text(exc)
+            client(ref.tracking_uri), active.info.run_id, TAG_ERROR, error_text(exc)
         )
         killed = isinstance(exc, (KeyboardInterrupt, SystemExit))
         _end_active("KILLED" if killed else "FAILED")

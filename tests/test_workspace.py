@@ -4,6 +4,7 @@ import os
 
 import git
 import pytest
+import yaml
 
 from lineageflow.errors import WorkspaceError
 from lineageflow.workspace import check_commit_sha, git_state, open_workspace
@@ -116,3 +117,25 @@ def test_git_reads_at_a_commit_refuse_option_like_revs_and_escaping_paths(
         assert not has_commit(root, bad) and file_at(repo, bad, "params.yaml") is None
     for path in ("../../etc/passwd", "/etc/passwd", "--output=/tmp/x"):
         assert file_at(repo, head, path) is None
+
+
+def test_a_worktree_shares_the_main_cache_and_its_directory_listings(
+    make_workspace, tmp_path
+):
+    """DVC 3 keeps objects under ``<cache dir>/files/md5``: a worktree restored
+    for a reproduction reads the main repo's objects (nothing pulled twice), and
+    a directory version's listing is found there."""
+    from dvc.repo import Repo
+
+    from lineageflow.data.dvc_files import dir_listing, dir_md5, restore
+
+    root = make_workspace().workspace
+    md5 = yaml.safe_load((root / "data/customers.dvc").read_text())["outs"][0]["md5"]
+    listing = dir_listing(root, md5)
+    assert listing is not None and list(listing) == ["part-000.csv"]
+    assert dir_md5(listing) == md5
+    tree = tmp_path / "tree"
+    git.Repo(root).git.worktree("add", "--detach", str(tree))
+    restore(tree, [], root)
+    with Repo(str(tree)) as wt, Repo(str(root)) as main:
+        assert wt.cache.local.path == main.cache.local.path

@@ -232,5 +232,7 @@ def _local_remotes(root: Path) -> dict[str, dict]:
 
 
 def _cache_dir(root: Path) -> str:
+    """``dvc cache dir``: DVC 3 keeps its objects under ``files/md5/`` in it
+    (``repo.cache.local.path`` is that subfolder, not the cache dir)."""
     with Repo(str(root)) as repo:
-        return repo.cache.local.path
+        return repo.cache.local_cache_dir

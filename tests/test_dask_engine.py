@@ -27,11 +27,11 @@ from flows.reproduce import reproduce_run
 from flows.training import training_pipeline
 from lineageflow.compute_config import ComputeConfig
 from lineageflow.config import PrepareConfig
-from lineageflow.data.dvc_files import DvcFile
+from lineageflow.data.dvc_files import DvcFile, dir_md5
 from lineageflow.engines import ENGINES, LocalEngine
 from lineageflow.engines.cluster import open_cluster
 from lineageflow.engines.dask import DaskEngine
-from lineageflow.errors import ConfigError, DataError, PromotionRefused
+from lineageflow.errors import ConfigError, DataError
 from lineageflow.ops.procs import free_port
 from lineageflow.workspace import Workspace
 from tests.test_reuse import set_params
@@ -127,11 +127,15 @@ def test_a_changed_partition_is_read_as_changed(make_workspace, cluster):
     ws = paths.workspace
     add_data_version(ws, 1, 500, seed=9, drift=0.0, message="v2")
     part = ws / DATASET / "part-001.csv"
-    part.write_text(part.read_text().replace("\n1,", "\n0,", 1))  # after `dvc add`
+    # changed after the pin (one changed before it is refused by the pin itself:
+    # test_a_partition_changed_after_dvc_add_is_refused_before_the_fit)
     src, version = pinned(ws)
+    part.write_text(part.read_text().replace("\n1,", "\n0,", 1))
     read = DaskEngine(cluster).read(src, version)
     assert read.version.read_md5 != version.md5
-    assert read.version.read_md5 == version.read_md5  # what DVC itself hashes
+    files = sorted((ws / DATASET).iterdir())
+    listing = {f.name: hashlib.md5(f.read_bytes()).hexdigest() for f in files}
+    assert read.version.read_md5 == dir_md5(listing)  # what DVC itself hashes
     md5 = hashlib.md5(part.read_bytes()).hexdigest()
     assert {"file": "part-001.csv", "md5": md5} in [
         {"file": p.name, "md5": i["md5"]}
@@ -300,17 +304,26 @@ def test_an_unreachable_scheduler_is_one_line_and_starts_no_run(
 
 
 @flow_test
-def test_a_partition_changed_after_dvc_add_is_refused(make_workspace, tracking):
+def test_a_partition_changed_after_dvc_add_is_refused_before_the_fit(
+    make_workspace, tracking
+):
+    """The flow's own pin (DVC's hash of the directory) refuses it, whatever the
+    engine: nothing reaches the workers' fit, nothing is registered."""
     paths = dask_workspace(make_workspace, versions=2, rows=800)
     ws = paths.workspace
     part = ws / DATASET / "part-001.csv"
     lines = part.read_text().splitlines()
     part.write_text("\n".join(lines[:-5]) + "\n")  # five rows gone, not re-added
-    with pytest.raises(PromotionRefused, match="data_read_matches"):
+    with pytest.raises(
+        DataError,
+        match=r"^data/customers does not match data/customers.dvc \(part-001.csv "
+        r"modified; read md5 [0-9a-f]{12}, .dvc md5 [0-9a-f]{12}\): run `dvc "
+        r"checkout data/customers` .* or `dvc add data/customers` and commit to "
+        r"pin what is there$",
+    ):
         training_pipeline(workspace=str(ws))
     c = MlflowClient(tracking)
-    [v] = c.search_model_versions(f"name = '{make_workspace.model_name}'")
-    assert v.current_stage == "None"
+    assert c.search_model_versions(f"name = '{make_workspace.model_name}'") == []
     no_run_left_running(tracking)
 
 

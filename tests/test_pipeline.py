@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 from flows.demo import dvc
 from flows.promote import promote_model
 from flows.training import training_pipeline
-from lineageflow.errors import PromotionRefused
+from lineageflow.errors import DataError, PromotionRefused
 from lineageflow.lineage import record as lineage
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -133,7 +133,42 @@ def test_unpushed_data_is_refused_then_promoted_after_dvc_push(
     assert only_version(tracking, make_workspace.model_name).current_stage == "Staging"
 
 
-def test_data_edited_without_dvc_add_is_refused_and_left_as_is(
+def dvc_md5(ws: Path) -> str:
+    return yaml.safe_load((ws / "data/customers.dvc").read_text())["outs"][0]["md5"]
+
+
+def dvc_out_md5_now(ws: Path) -> str:
+    """DVC's md5 of data/customers as it is on disk (its directory listing)."""
+    import hashlib
+
+    from lineageflow.data.dvc_files import dir_md5
+
+    files = sorted((ws / "data/customers").iterdir())
+    return dir_md5({f.name: hashlib.md5(f.read_bytes()).hexdigest() for f in files})
+
+
+def refused_before_the_fit(uri: str, ws: Path, model: str, message: str) -> None:
+    """pull_data failed with ``message``; the parent run ended FAILED saying so,
+    no stage after it ran, nothing was registered, nothing is left RUNNING."""
+    c = MlflowClient(uri)
+    exp = c.get_experiment_by_name("lineageflow").experiment_id
+    head = git.Repo(ws).head.commit.hexsha
+    [parent] = c.search_runs(
+        [exp],
+        f"tags.`mlflow.source.git.commit` = '{head}' "
+        "and tags.`lineageflow.kind` = 'pipeline'",
+    )
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags["lineageflow.error"] == f"DataError: {message}"
+    children = c.search_runs([exp], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert [(r.data.tags["lineageflow.stage"], r.info.status) for r in children] == [
+        ("pull_data", "FAILED")
+    ]
+    assert not c.search_runs([exp], "attributes.status = 'RUNNING'")
+    assert versions(uri, model) == {}
+
+
+def test_data_edited_without_dvc_add_is_refused_before_the_fit_and_left_as_is(
     make_workspace, tracking
 ):
     ws = make_workspace().workspace
@@ -141,13 +176,42 @@ def test_data_edited_without_dvc_add_is_refused_and_left_as_is(
     with part.open("a") as fh:
         fh.write(part.read_text().splitlines()[1] + "\n")  # one duplicated row
     edited = part.read_bytes()
-    with pytest.raises(
-        PromotionRefused,
-        match=r"data_read_matches: data/customers was edited without `dvc add`",
-    ):
+    with pytest.raises(DataError) as err:
         training_pipeline(workspace=str(ws))
-    assert only_version(tracking, make_workspace.model_name).current_stage == "None"
+    read = dvc_out_md5_now(ws)
+    message = (
+        f"data/customers does not match data/customers.dvc (part-000.csv modified; "
+        f"read md5 {read[:12]}, .dvc md5 {dvc_md5(ws)[:12]}): run `dvc checkout "
+        "data/customers` (`dvc pull data/customers` if the cache lacks it) to train "
+        "on the committed version, or `dvc add data/customers` and commit to pin "
+        "what is there"
+    )
+    assert str(err.value) == message
+    refused_before_the_fit(tracking, ws, make_workspace.model_name, message)
     assert part.read_bytes() == edited  # the user's edit was not checked out over
+
+
+def test_a_file_deleted_from_a_dvc_directory_is_refused_before_the_fit(
+    make_workspace, tracking
+):
+    from flows.demo import add_data_version
+
+    ws = make_workspace().workspace
+    add_data_version(ws, 1, 600, seed=8, drift=0.0, message="data v2")
+    (ws / "data/customers/part-001.csv").unlink()
+    with pytest.raises(DataError) as err:
+        training_pipeline(workspace=str(ws))
+    message = (
+        f"data/customers does not match data/customers.dvc (part-001.csv deleted; "
+        f"read md5 {dvc_out_md5_now(ws)[:12]}, .dvc md5 {dvc_md5(ws)[:12]}): run "
+        "`dvc checkout data/customers` (`dvc pull data/customers` if the cache "
+        "lacks it) to train on the committed version, or `dvc add data/customers` "
+        "and commit to pin what is there"
+    )
+    assert str(err.value) == message
+    refused_before_the_fit(tracking, ws, make_workspace.model_name, message)
+    dvc("checkout", "data/customers", cwd=ws)  # the fix the line names
+    assert training_pipeline(workspace=str(ws))["stage"] == "Staging"
 
 
 def test_lineage_tag_edited_after_the_run_is_refused(make_workspace, tracking):

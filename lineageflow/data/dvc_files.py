@@ -40,7 +40,7 @@ class DataVersion:
     remote_url: str | None
     in_remote: bool
     read_md5: str  # md5 of what the pipeline actually read
-    action: str  # "present", "pulled" or "modified" (left as the user had it)
+    action: str  # "present" or "pulled" (data that differs is refused, not read)
     format: str | None = None  # csv | parquet, once read
 
     def params(self) -> dict:
@@ -159,9 +159,11 @@ def pull_dataset(
 ) -> DataVersion:
     """Make ``data_path`` hold its ``.dvc`` version, then say what was read.
 
-    A present and unchanged dataset is not touched. A dataset the user edited
-    without `dvc add` is *not* overwritten (their edit is theirs): it is read as
-    it is and recorded with its real md5, which the lineage check then refuses.
+    A present and unchanged dataset is not touched. A dataset that differs from
+    its ``.dvc`` file (a file edited, added or deleted without `dvc add`) is
+    *not* overwritten (the edit is theirs) and not trained on: one line names
+    what differs, before anything is read or fitted (data_read_matches would
+    refuse the model only after the whole fit).
     """
     rel = str(data_path.relative_to(root))
     with _repo(root) as repo:
@@ -184,7 +186,8 @@ def pull_dataset(
             out = dvc_out(repo, dvc_file)
         got = out.get_hash().value
         if got != want:
-            action = "modified"
+            pointer = str(dvc_file.relative_to(root))
+            raise DataError(unpinned(repo, rel, pointer, got, want))
         in_remote = remote_has(repo, remote, want)
         return DataVersion(
             path=rel,
@@ -198,6 +201,38 @@ def pull_dataset(
             read_md5=got,
             action=action,
         )
+
+
+def unpinned(repo, rel: str, pointer: str, got: str, want: str) -> str:
+    """The line refusing a dataset that is not what its ``.dvc`` file names."""
+    changed = _changed_files(repo, rel)
+    return (
+        f"{rel} does not match {pointer} ({changed}read md5 "
+        f"{got[:12]}, .dvc md5 {want[:12]}): run `dvc checkout {rel}` (`dvc pull "
+        f"{rel}` if the cache lacks it) to train on the committed version, or "
+        f"`dvc add {rel}` and commit to pin what is there"
+    )
+
+
+def _changed_files(repo, rel: str, most: int = 3) -> str:
+    """The files of a directory that differ from its pointer, as DVC's data
+    status names them ("part-001.csv deleted; "), or "" (a single file, or
+    a status DVC cannot give)."""
+    try:
+        status = repo.data_status(targets=[rel], granular=True)
+    except DvcException:
+        return ""
+    prefix = rel.rstrip("/") + "/"
+    found = [
+        f"{path.removeprefix(prefix)} {what}"
+        for what in ("deleted", "modified", "added")
+        for path in status.get("uncommitted", {}).get(what, [])
+        if path.startswith(prefix) and path != prefix
+    ]
+    if not found:
+        return ""
+    more = f" and {len(found) - most} more" if len(found) > most else ""
+    return ", ".join(found[:most]) + more + "; "
 
 
 def restore(tree: Path, entries: list[dict], main: Path | None) -> None:

@@ -191,8 +191,8 @@ def check_data_in_remote(record: dict, ev: Evidence) -> Check:
 
 @declare(
     "data_read_matches",
-    "the data read differs from its `.dvc` md5 (edited without `dvc add`; your edit "
-    "is left as it is), or a Delta version's files differ from its log",
+    "the data read differs from its `.dvc` md5 (changed while read: pull_data refuses "
+    "an earlier edit before the fit), or a Delta version's files differ from its log",
     "`dvc add <path>` and commit, or `dvc checkout <path>`",
 )
 def check_data_read(record: dict) -> Check:

@@ -18,12 +18,6 @@ from lineageflow.ops.procs import stop_group
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 BUCKET = "lineageflow"
-# moto accepts any key pair; a real store gets real ones from the environment
-S3_KEYS = {
-    "AWS_ACCESS_KEY_ID": "lineageflow-stack",
-    "AWS_SECRET_ACCESS_KEY": "lineageflow-stack-secret",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 
 
 class Proc:
@@ -92,11 +86,20 @@ def loopback(port: int) -> list[str]:
 
 class Postgres:
     """A PostgreSQL 15 cluster of its own: ``initdb`` in `base`, 127.0.0.1 only, its
-    own port and socket dir, trust auth for local use. ``initdb`` refuses root, so
-    as root the cluster belongs to the ``postgres`` user."""
+    own port and socket dir. With a `password` the superuser needs it and every
+    connection authenticates with scram-sha-256 (clients read passwords from the
+    `pgpass` file, mode 600); without one, trust (the tests' throwaway clusters).
+    ``initdb`` refuses root, so as root the cluster belongs to the ``postgres`` user."""
 
-    def __init__(self, base: Path, port: int):
+    def __init__(
+        self,
+        base: Path,
+        port: int,
+        password: str | None = None,
+        pgpass: Path | None = None,
+    ):
         self.base, self.port = base, port
+        self.password, self.pgpass = password, pgpass
         self.data, self.sock = base / "data", base / "sock"
         self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
@@ -121,11 +124,22 @@ class Postgres:
             os.chmod(self.base, 0o755)
             shutil.chown(self.base, "postgres")
         self._run(["mkdir", "-p", str(self.sock)])
-        self._run(
-            [str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust"]
-            + ["-U", "postgres"],
-            timeout=120,
-        )
+        auth = ["-A", "trust"]
+        if self.password is not None:
+            # the superuser's password through a file postgres reads, never argv
+            pwfile = self.base / "pwfile"
+            pwfile.write_text(self.password + "\n")
+            os.chmod(pwfile, 0o600)
+            if self.as_user:
+                shutil.chown(pwfile, "postgres")
+            auth = ["-A", "scram-sha-256", f"--pwfile={pwfile}"]
+        try:
+            self._run(
+                [str(PG_BIN / "initdb"), "-D", str(self.data), *auth, "-U", "postgres"],
+                timeout=120,
+            )
+        finally:
+            (self.base / "pwfile").unlink(missing_ok=True)
 
     def start(self) -> None:
         opts = f"-p {self.port} -k {self.sock} -c listen_addresses=127.0.0.1"
@@ -141,6 +155,12 @@ class Postgres:
         log = str(self.base / "pg.log")  # without -l the server would hold our pipe
         self._ctl("-m", "fast", "-l", log, "-w", "-t", "60", "restart")
 
+    def client_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.pgpass is not None:
+            env["PGPASSFILE"] = str(self.pgpass)
+        return env
+
     def createdb(self, name: str) -> str:
         subprocess.run(
             [str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(self.port)]
@@ -148,19 +168,21 @@ class Postgres:
             check=True,
             capture_output=True,
             timeout=60,
+            env=self.client_env(),
         )
         return f"postgres@127.0.0.1:{self.port}/{name}"
 
-
-def make_bucket(endpoint: str, bucket: str = BUCKET) -> None:
-    import boto3
-
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=S3_KEYS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"],
-        region_name=S3_KEYS["AWS_DEFAULT_REGION"],
-    )
-    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
-        s3.create_bucket(Bucket=bucket)
+    def sql(self, script: str, db: str = "postgres") -> None:
+        """Run `script` as the superuser, fed on stdin: passwords in it never reach
+        a command line."""
+        proc = subprocess.run(
+            [str(PG_BIN / "psql"), "-h", "127.0.0.1", "-p", str(self.port)]
+            + ["-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1", "-q", "-f", "-"],
+            input=script,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=self.client_env(),
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"psql failed: {proc.stderr.strip()[-1000:]}")

@@ -6,16 +6,20 @@
     python -m deployments.up down [--dir .stack]     # or: make stack-down
 
 - PostgreSQL 15: a cluster of its own (``initdb`` in a temp dir, its own port), one
-  database for MLflow and one for Prefect;
-- an S3-compatible object store (``moto_server``), bucket ``lineageflow``: MLflow's
-  artifacts under ``mlflow/``, the DVC remote under ``dvc/``;
-- an MLflow tracking server on PostgreSQL with ``--artifacts-destination s3://…``
-  (proxied artifacts: clients need no S3 credentials);
-- a Prefect server on PostgreSQL (``PREFECT_API_DATABASE_CONNECTION_URL``), a process
-  work pool ``lineageflow-process`` and two workers;
+  role and database for MLflow (and its users) and one for Prefect;
+- an S3-compatible object store (``moto_server``) enforcing IAM, bucket
+  ``lineageflow``: MLflow's artifacts under ``mlflow/``, the DVC remote under ``dvc/``;
+- an MLflow tracking server with its basic-auth app on PostgreSQL with
+  ``--artifacts-destination s3://…`` (proxied artifacts: clients need no S3 keys);
+- a Prefect server on PostgreSQL (``PREFECT_API_DATABASE_CONNECTION_URL``) behind an
+  auth string, a process work pool ``lineageflow-process`` and two workers;
 - a Dask scheduler (work stealing off) and two Dask workers named ``0`` and ``1``,
   one thread each, for ``compute.engine: dask``: ``LINEAGEFLOW_DASK_ADDRESS`` names
   the scheduler to the Prefect workers' flow runs and in env.sh.
+
+Secure by default (deployments.access): every service wants credentials, each
+identity gets the least it needs; secrets live in mode-600 files in the stack's
+directory: env.sh (the pipeline), reader.env.sh (the reader).
 
 Every process is started in its own session and stopped by PID (a prefect worker
 takes two SIGINTs, a Dask worker a SIGTERM); every wait is bounded. moto keeps objects in memory: stopping
@@ -25,9 +29,7 @@ the stack drops them. For a real cluster the same variables point at real server
 
 from __future__ import annotations
 
-import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -36,17 +38,21 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deployments.dask_stack import dask_commands, wait_dask
-from deployments.services import (
-    BUCKET,
-    S3_KEYS,
-    Postgres,
-    Proc,
-    loopback,
-    make_bucket,
+from deployments.access import (
+    S3_BOOTSTRAP_REQUESTS,
+    Secrets,
+    create_mlflow_identities,
+    create_s3_identities,
+    mlflow_auth_ini,
+    pgpass_text,
+    private_file,
+    roles_sql,
 )
+from deployments.dask_stack import dask_commands, wait_dask
+from deployments.services import BUCKET, Postgres, Proc, loopback
+from deployments.state import save
 from lineageflow.compute_config import ADDRESS_ENV, parse_bytes
-from lineageflow.ops.procs import alive, free_port, stop_group
+from lineageflow.ops.procs import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -72,6 +78,7 @@ class TeamStack:
     procs: dict[str, Proc] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     pg: Postgres | None = None
+    secrets: Secrets = field(default_factory=Secrets.generate)
 
     @property
     def s3_endpoint(self) -> str:
@@ -93,25 +100,35 @@ class TeamStack:
     def dask_address(self) -> str:
         return f"tcp://127.0.0.1:{self.ports['dask']}"
 
-    def client_env(self) -> dict[str, str]:
-        """What a client, a worker or a user's shell needs (env.sh)."""
-        return {
+    def client_env(self, identity: str = "pipeline") -> dict[str, str]:
+        """What a client, a worker or a user's shell needs: env.sh for `pipeline`,
+        reader.env.sh for `reader` (no Prefect credential: it has only one)."""
+        sec = self.secrets
+        env = {
             **TELEMETRY_OFF,
             "MLFLOW_TRACKING_URI": self.mlflow_uri,
+            **sec.mlflow_env(identity),
+            # downloads stream through the server: moto's IAM check cannot read
+            # the presigned URLs MLflow would hand out (no Authorization header)
+            "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false",
             "PREFECT_API_URL": self.prefect_api,
             "PREFECT_HOME": str(self.base / "prefect-home"),
             # the DVC remote: botocore reads the endpoint and keys from here
             "AWS_ENDPOINT_URL_S3": self.s3_endpoint,
-            **S3_KEYS,
+            **(sec.s3_env(identity) if identity in sec.s3 else {}),
             # a run with compute.engine: dask trains on the stack's cluster
             ADDRESS_ENV: self.dask_address,
         }
+        if identity == "pipeline":
+            env["PREFECT_API_AUTH_STRING"] = sec.prefect
+        return env
 
     def _env(self, **extra: str) -> dict[str, str]:
+        """A server's environment: the pipeline's, plus `extra`."""
         env = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith(("PREFECT_", "MLFLOW_", "AWS_"))
+            if not k.startswith(("PREFECT_", "MLFLOW_", "AWS_", "PG"))
         }
         return env | self.client_env() | extra
 
@@ -124,31 +141,43 @@ class TeamStack:
         s3 = self._start(
             "s3",
             [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.ports["s3"])],
-            self._env(),
+            self._env(INITIAL_NO_AUTH_ACTION_COUNT=str(S3_BOOTSTRAP_REQUESTS)),
         )
         s3.wait_http(f"{self.s3_endpoint}/moto-api/", timeout=60)
-        make_bucket(self.s3_endpoint)
+        self.secrets.s3 = create_s3_identities(self.s3_endpoint, BUCKET)
 
     def start_mlflow(self, s3_endpoint: str | None = None) -> None:
         """`s3_endpoint`: where the server reaches the object store (default: the
-        stack's own)."""
+        stack's own). Its own S3 keys; no client credential in its environment."""
         server = self._start(
             "mlflow",
             [
                 str(BIN / "mlflow"),
                 "server",
+                "--app-name",
+                "basic-auth",
                 "--backend-store-uri",
                 f"postgresql+psycopg://{self.dsn('mlflow')}",
                 "--artifacts-destination",
                 f"s3://{BUCKET}/mlflow",
                 *loopback(self.ports["mlflow"]),
             ],
-            self._env(
+            self._server_env(
                 MLFLOW_S3_ENDPOINT_URL=s3_endpoint or self.s3_endpoint,
                 MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+                MLFLOW_AUTH_CONFIG_PATH=str(self.base / "mlflow-auth.ini"),
+                MLFLOW_FLASK_SERVER_SECRET_KEY=self.secrets.flask,
+                **self.secrets.s3_env("mlflow"),
             ),
         )
         server.wait_http(f"{self.mlflow_uri}/health", timeout=180)
+
+    def _server_env(self, **extra: str) -> dict[str, str]:
+        env = self._env(PGPASSFILE=str(self.base / "pgpass"))
+        for key in [k for k in env if k.startswith(("MLFLOW_TRACKING_", "AWS_"))]:
+            del env[key]
+        env.pop("PREFECT_API_AUTH_STRING", None)
+        return env | extra
 
     def start_prefect(self) -> None:
         port = self.ports["prefect"]
@@ -156,11 +185,13 @@ class TeamStack:
             "prefect",
             [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1"]
             + ["--port", str(port)],
-            self._env(
+            self._server_env(
                 PREFECT_API_DATABASE_CONNECTION_URL=(
                     f"postgresql+asyncpg://{self.dsn('prefect')}"
                 ),
                 PREFECT_UI_API_URL=self.prefect_api,
+                PREFECT_SERVER_API_AUTH_STRING=self.secrets.prefect,
+                PREFECT_API_AUTH_STRING=self.secrets.prefect,
             ),
         )
         server.wait_http(f"{self.prefect_api}/health", timeout=180)
@@ -186,7 +217,8 @@ class TeamStack:
             self.dask_memory_limit,
             self.base,
         ):
-            self._start(name, cmd, self._env(**extra), interrupts=interrupts)
+            env = self._server_env(**self.secrets.s3_env("pipeline"), **extra)
+            self._start(name, cmd, env, interrupts=interrupts)
 
     def wait_dask(self, timeout: float = 120) -> None:
         procs = [p for n, p in self.procs.items() if n.startswith("dask-")]
@@ -219,27 +251,38 @@ class TeamStack:
         )
 
     def dsn(self, db: str) -> str:
-        return f"postgres@127.0.0.1:{self.ports['pg']}/{db}"
+        """No password: the servers read it from the pgpass file."""
+        role = "prefect" if db == "prefect" else "mlflow"
+        return f"{role}@127.0.0.1:{self.ports['pg']}/{db}"
+
+    def start_postgres(self) -> None:
+        # its own temp dir: as root the cluster runs as `postgres`, which must
+        # reach it (a pytest or home directory is often private to root)
+        pg_base = Path(tempfile.mkdtemp(prefix="lineageflow-pg-"))
+        port, sec = self.ports["pg"], self.secrets
+        pgpass = private_file(self.base / "pgpass", pgpass_text(port, sec.pg))
+        self.pg = Postgres(pg_base, port, sec.pg["postgres"], pgpass)
+        self.pg.init()
+        self.pg.start()
+        self.pg.sql(roles_sql(sec.pg))
+        auth_db = f"postgresql+psycopg://{self.dsn('mlflow_auth')}"
+        ini = mlflow_auth_ini(auth_db, sec.mlflow["admin"])
+        private_file(self.base / "mlflow-auth.ini", ini)
 
     def up(self) -> TeamStack:
         self.base.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.base, 0o700)  # secrets inside
         parse_bytes(self.dask_memory_limit)  # a malformed size, before anything starts
         self.ports = {
             k: free_port()
             for k in ("pg", "s3", "mlflow", "prefect", "dask", "dask-http")
         }
         try:
-            # its own temp dir: as root the cluster runs as `postgres`, which must
-            # reach it (a pytest or home directory is often private to root)
-            pg_base = Path(tempfile.mkdtemp(prefix="lineageflow-pg-"))
-            self.pg = Postgres(pg_base, self.ports["pg"])
-            self.pg.init()
-            self.pg.start()
-            self.start_dask()
-            for db in ("mlflow", "prefect"):
-                self.pg.createdb(db)
+            self.start_postgres()
             self.start_s3()
+            self.start_dask()  # after S3: its workers get the pipeline's keys
             self.start_mlflow()
+            create_mlflow_identities(self.mlflow_uri, self.secrets)
             self.start_prefect()
             self.create_pool()
             self.wait_dask()
@@ -248,7 +291,7 @@ class TeamStack:
         except BaseException:
             self.down()
             raise
-        self.save()
+        save(self)
         return self
 
     def down(self) -> None:
@@ -259,33 +302,3 @@ class TeamStack:
         if self.pg is not None:
             self.pg.stop()
             shutil.rmtree(self.pg.base, ignore_errors=True)
-
-    # --- `make stack` / `make stack-down`: another process stops what this started
-    def save(self) -> None:
-        state = {
-            "ports": self.ports,
-            "pids": {n: [p.pid, p.interrupts] for n, p in self.procs.items()},
-            "pg": str(self.pg.base) if self.pg else None,
-            "dask": self.dask_address,
-        }
-        (self.base / "stack.json").write_text(json.dumps(state, indent=2))
-        lines = [f"export {k}={shlex.quote(v)}" for k, v in self.client_env().items()]
-        (self.base / "env.sh").write_text("\n".join(lines) + "\n")
-
-    @classmethod
-    def stop_saved(cls, base: Path) -> list[str]:
-        state_file = base / "stack.json"
-        if not state_file.exists():
-            return []
-        state = json.loads(state_file.read_text())
-        stopped = []
-        for name, (pid, interrupts) in reversed(list(state["pids"].items())):
-            if alive(pid):
-                stop_group(pid, interrupts)
-                stopped.append(name)
-        if state.get("pg"):
-            Postgres(Path(state["pg"]), state["ports"]["pg"]).stop()
-            shutil.rmtree(state["pg"], ignore_errors=True)
-            stopped.append("postgresql")
-        state_file.unlink()
-        return stopped

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from deployments.services import BUCKET
 from deployments.stack import POOL, ROOT, TeamStack
+from deployments.state import stop_saved
 from lineageflow.compute_config import parse_bytes
 
 
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     base = args.dir.resolve()
     if args.action == "down":
-        stopped = TeamStack.stop_saved(base)
+        stopped = stop_saved(base)
         print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
         if stopped:
             shutil.rmtree(base, ignore_errors=True)

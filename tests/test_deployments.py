@@ -63,7 +63,12 @@ def cli(
 
 def rest(method: str, url: str, **kw) -> httpx.Response:
     """A Prefect REST call that, like Prefect's own client, retries 429/502/503 (the
-    server answers 503 while its sqlite DB is busy): 6 tries, 0.5-8 s apart."""
+    server answers 503 while its sqlite DB is busy): 6 tries, 0.5-8 s apart; with
+    the auth string of PREFECT_API_AUTH_STRING, as Prefect's client sends it."""
+    auth = os.environ.get("PREFECT_API_AUTH_STRING")
+    if auth:
+        user, _, password = auth.partition(":")
+        kw.setdefault("auth", (user, password))
     for attempt in range(6):
         resp = httpx.request(method, url, timeout=10, **kw)
         if resp.status_code not in (429, 502, 503) or attempt == 5:

@@ -24,7 +24,11 @@ from tests.test_deployments import (
     watch_train_deployment,
 )
 from tests.test_faults_servers import start_train
-from tests.test_team_stack import stack_env, workspace_with_origin
+from tests.test_team_stack import (  # noqa: F401 - as_pipeline: autouse
+    as_pipeline,
+    stack_env,
+    workspace_with_origin,
+)
 
 pytestmark = [
     pytest.mark.slow,

@@ -34,4 +34,24 @@ def check_answers(url: str, timeout: float = 5.0) -> str:
             "that server (`prefect server start`, or `make stack`), or unset "
             "PREFECT_API_URL to use lineageflow's local one"
         ) from None
+    signed_in(url, timeout)
     return url
+
+
+def signed_in(url: str, timeout: float = 5.0) -> None:
+    """A server behind ``PREFECT_SERVER_API_AUTH_STRING`` answers ``/health`` to
+    anyone and 401 to everything else without ``PREFECT_API_AUTH_STRING``."""
+    from prefect.settings import PREFECT_API_AUTH_STRING
+
+    auth = PREFECT_API_AUTH_STRING.value()
+    creds = tuple(auth.get_secret_value().partition(":")[::2]) if auth else None
+    try:
+        resp = httpx.get(f"{url}/admin/version", timeout=timeout, auth=creds)
+    except httpx.HTTPError:
+        return  # answered /health: let Prefect's client say what else is wrong
+    if resp.status_code == 401:
+        raise OrchestratorError(
+            f"Prefect API at {url} refused the credentials: set "
+            "PREFECT_API_AUTH_STRING to its auth string (the team stack's env.sh "
+            "has it; reader.env.sh has none: the reader may not run flows)"
+        )

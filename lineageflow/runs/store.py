@@ -110,8 +110,15 @@ def tracking_error(tracking_uri: str, exc: BaseException, what: str) -> Tracking
     text = str(getattr(exc, "message", exc))
     where = redact_uri(tracking_uri)
     code = getattr(exc, "error_code", "")
-    if code in ("UNAUTHENTICATED", "PERMISSION_DENIED") or any(
-        s in text for s in ("401", "403", "Unauthorized", "credentials")
+    if code == "PERMISSION_DENIED" or "403" in text or "Permission denied" in text:
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME", "(no user)")
+        return TrackingError(
+            f"MLflow tracking server {where} {what}: user '{user}' is not allowed "
+            "to (permission denied): train, register and promote as an identity "
+            "that may (the team stack's pipeline: source .stack/env.sh)"
+        )
+    if code == "UNAUTHENTICATED" or any(
+        s in text for s in ("401", "Unauthorized", "credentials")
     ):
         return TrackingError(
             f"MLflow tracking server {where} rejected the credentials: set "

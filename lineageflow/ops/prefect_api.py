@@ -43,8 +43,9 @@ def signed_in(url: str, timeout: float = 5.0) -> None:
     anyone and 401 to everything else without ``PREFECT_API_AUTH_STRING``."""
     from prefect.settings import PREFECT_API_AUTH_STRING
 
-    auth = PREFECT_API_AUTH_STRING.value()
-    creds = tuple(auth.get_secret_value().partition(":")[::2]) if auth else None
+    auth = PREFECT_API_AUTH_STRING.value()  # a str here, a SecretStr in settings
+    auth = getattr(auth, "get_secret_value", lambda: auth)()
+    creds = tuple(auth.partition(":")[::2]) if auth else None
     try:
         resp = httpx.get(f"{url}/admin/version", timeout=timeout, auth=creds)
     except httpx.HTTPError:

@@ -19,7 +19,7 @@ import typer
 from flows import verify as attest_commands
 from lineageflow.config import load_params
 from lineageflow.data.source import open_source
-from lineageflow.errors import LineageflowError
+from lineageflow.errors import as_user_error
 from lineageflow.ops import localserver
 from lineageflow.ops.procs import exit_now, quiet_libraries, telemetry_off
 from lineageflow.runs.orchestration import one_line_user_errors
@@ -45,10 +45,10 @@ def _print_errors() -> None:
 def _run(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
-    except LineageflowError as exc:
-        # printed at exit, after Prefect's own shutdown log lines, so the error
-        # is the last line a user (or a cron mail) sees
-        _errors.append(f"error: {exc}")
+    except Exception as exc:
+        if (err := as_user_error(exc)) is None:
+            raise
+        _errors.append(f"error: {err}")  # printed last, after Prefect's log lines
         raise typer.Exit(2) from None
 
 

@@ -1,5 +1,8 @@
 """Errors a user can act on. Each message is one line: what is wrong, what to do."""
 
+import os
+import re
+
 
 class LineageflowError(Exception):
     """Base class: str(error) is the one line the CLI prints."""
@@ -59,3 +62,28 @@ class AttestationError(LineageflowError):
 
 class SigningKeyError(LineageflowError):
     """A signing or verifying key cannot be used."""
+
+
+def permission_denied(what: str) -> TrackingError:
+    """An MLflow server that knows the user but not their right to `what`."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME", "(none)")
+    return TrackingError(
+        f"MLflow refused {what} to user '{user}' (permission denied): train, "
+        "register and promote as an identity that may (the team stack's pipeline: "
+        "source .stack/env.sh)"
+    )
+
+
+def as_user_error(exc: BaseException) -> LineageflowError | None:
+    """`exc` as a one-line error when a user can act on it, else None: lineageflow's
+    own, and an MLflow 403 from any call (a reader's identity)."""
+    if isinstance(exc, LineageflowError):
+        return exc
+    text = str(getattr(exc, "message", exc))
+    denied = "error code 403" in text or (
+        getattr(exc, "error_code", "") == "PERMISSION_DENIED"
+    )
+    if not denied:
+        return None
+    endpoint = re.search(r"endpoint (/\S+)", text)
+    return permission_denied(endpoint.group(1) if endpoint else "a call")

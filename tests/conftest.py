@@ -144,6 +144,19 @@ def pytest_collection_modifyitems(items) -> None:
 
 
 @pytest.fixture(scope="session")
+def team(tmp_path_factory):
+    """The team stack (deployments/stack.py) with two workers, shared by the
+    modules that test the product on it (test_team_faults starts its own)."""
+    from deployments.stack import TeamStack
+
+    stack = TeamStack(tmp_path_factory.mktemp("stack"), workers=2).up()
+    try:
+        yield stack
+    finally:
+        stack.down()
+
+
+@pytest.fixture(scope="session")
 def prefect_api():
     """One temporary Prefect API for the session (starting one costs ~6-9 s)."""
     from prefect.testing.utilities import prefect_test_harness

@@ -45,15 +45,6 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def team(tmp_path_factory):
-    stack = TeamStack(tmp_path_factory.mktemp("stack"), workers=2).up()
-    try:
-        yield stack
-    finally:
-        stack.down()
-
-
 @pytest.fixture(autouse=True)
 def as_pipeline(team, clean_mlflow, monkeypatch):
     """In-process MLflow clients and Prefect REST calls sign in as the pipeline

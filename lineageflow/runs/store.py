@@ -17,7 +17,12 @@ import requests
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from lineageflow.errors import ArtifactStoreError, TrackingError, WorkspaceError
+from lineageflow.errors import (
+    ArtifactStoreError,
+    TrackingError,
+    WorkspaceError,
+    permission_denied,
+)
 from lineageflow.workspace import open_workspace
 
 
@@ -110,13 +115,8 @@ def tracking_error(tracking_uri: str, exc: BaseException, what: str) -> Tracking
     text = str(getattr(exc, "message", exc))
     where = redact_uri(tracking_uri)
     code = getattr(exc, "error_code", "")
-    if code == "PERMISSION_DENIED" or "403" in text or "Permission denied" in text:
-        user = os.environ.get("MLFLOW_TRACKING_USERNAME", "(no user)")
-        return TrackingError(
-            f"MLflow tracking server {where} {what}: user '{user}' is not allowed "
-            "to (permission denied): train, register and promote as an identity "
-            "that may (the team stack's pipeline: source .stack/env.sh)"
-        )
+    if code == "PERMISSION_DENIED" or "error code 403" in text:
+        return permission_denied(f"{what} at {where}")
     if code == "UNAUTHENTICATED" or any(
         s in text for s in ("401", "Unauthorized", "credentials")
     ):

@@ -112,8 +112,21 @@ def test_every_service_refuses_an_anonymous_request(team):
     connect("mlflow", "mlflow", pw["mlflow"]).close()
     # S3: unsigned, an unknown key, the reader writing, the pipeline writing
     # MLflow's artifacts behind the server
-    assert httpx.get(f"{team.s3_endpoint}/{BUCKET}/x", timeout=10).status_code == 403
+    import boto3
     import botocore.exceptions
+
+    s3(team, "pipeline").put_object(Bucket=BUCKET, Key="dvc/probe", Body=b"data")
+    unsigned = httpx.get(f"{team.s3_endpoint}/{BUCKET}/dvc/probe", timeout=10)
+    assert unsigned.status_code == 403 and b"data" not in unsigned.content
+    stranger = boto3.client(
+        "s3",
+        endpoint_url=team.s3_endpoint,
+        aws_access_key_id="AKIASTRANGER",
+        aws_secret_access_key="not-a-key",
+        region_name="us-east-1",
+    )
+    with pytest.raises(botocore.exceptions.ClientError, match="InvalidAccessKeyId"):
+        stranger.get_object(Bucket=BUCKET, Key="dvc/probe")
 
     for identity, call in (
         ("reader", lambda c: c.put_object(Bucket=BUCKET, Key="dvc/x", Body=b"1")),

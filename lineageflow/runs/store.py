@@ -66,7 +66,11 @@ def client(tracking_uri: str) -> MlflowClient:
 def bounded_http_retries() -> None:
     """MLflow retries HTTP calls 7 times with backoff factor 2 by default (minutes
     of silence when a server dies). Bound it, unless the user chose otherwise:
-    4 retries at 1, 2, 4, 8 s, 30 s per request."""
+    4 retries at 1, 2, 4, 8 s, 30 s per request. Downloads stream through the
+    server rather than from presigned store URLs: a store that enforces its keys
+    per identity (the team stack's) may refuse those, and each failed chunk is
+    then retried for minutes (MLflow 3.17 uses them for files of any size)."""
+    os.environ.setdefault("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "false")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")

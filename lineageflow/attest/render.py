@@ -17,6 +17,7 @@ def render(v: Verified) -> str:
         f"statements signed by key {v.signed_by[:12]}",
         f"  model sha256 {v.model_sha256}",
         f"  stored at {v.location} ({MODEL_SIGNATURE}, {LINEAGE_STATEMENT}, {PROMOTION_STATEMENT})",
+        f"  artifacts read from {v.artifacts}",
     ]
     prov = v.provenance or {}
     deps = prov.get("buildDefinition", {}).get("resolvedDependencies", [])

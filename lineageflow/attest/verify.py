@@ -22,7 +22,12 @@ from lineageflow.attest.history import follow
 from lineageflow.attest.keys import KEY_ENV, configured_key, keyid, load_public
 from lineageflow.attest.staging import verified_staging
 from lineageflow.errors import AttestationError, SigningKeyError
-from lineageflow.runs.artifact_store import download
+from lineageflow.runs.artifact_store import (
+    download,
+    locations,
+    read_from,
+    refuse_outside,
+)
 from lineageflow.runs.store import client, redact_uri
 from lineageflow.tags import (
     LINEAGE_STATEMENT,
@@ -49,6 +54,7 @@ class Verified:
     verification: dict | None = None
     history: list[dict] = field(default_factory=list)
     model_dir: Path | None = None
+    artifacts: str | None = None  # where the model files and statements were read
     # a version in Staging that no signed promotion put there, when this is not
     # a check of @staging itself (attest.staging)
     warnings: list[str] = field(default_factory=list)
@@ -84,6 +90,7 @@ class Verified:
             "provenance": self.provenance,
             "verification": self.verification,
             "history": self.history,
+            "artifacts": self.artifacts,
             "warnings": self.warnings,
         }
 
@@ -117,17 +124,22 @@ def verify(
     tracking_uri: str,
     into: Path,
     certificate_chain: list[str | Path] | None = None,
+    workspace: Path | None = None,
 ) -> Verified:
     """Download ``model_uri`` and its attestation into ``into`` and verify both,
     against ``public_key`` (a PEM path or key), or for a certificate-signed
     promotion against ``certificate_chain`` (the CA certificates, PEM paths);
-    then that Staging is where the signed promotions put it."""
+    then that Staging is where the signed promotions put it. ``workspace``: the
+    one whose store this is; its artifacts outside it are refused (a copy)."""
     trust = _trust(public_key, certificate_chain)
     name, version, alias = resolve(model_uri, tracking_uri)
     out = Verified(model_uri, name, version)
     mv = client(tracking_uri).get_model_version(name, version)
     out.location = mv.tags.get(TAG_ATTESTATION)
-    pub = _verify_signed(out, trust, tracking_uri, into)
+    where = locations([f"models:/{name}/{version}", out.location], tracking_uri)
+    if workspace is not None:
+        refuse_outside(tracking_uri, workspace, where)
+    pub = _verify_signed(out, trust, tracking_uri, into, read_from(where))
     # Staging must hold only what the newest signed promotion put there: a hand
     # move fails a check of @staging; checking one version, it is a warning.
     # Promotions are verified with the key this version's verified with (with
@@ -139,7 +151,7 @@ def verify(
 
 
 def _verify_signed(
-    out: Verified, trust: Trust, tracking_uri: str, into: Path
+    out: Verified, trust: Trust, tracking_uri: str, into: Path, where: str | None
 ) -> ec.EllipticCurvePublicKey | None:
     """The version's files, statements and history; the key its promotion
     statement verified with (None: none did, e.g. unsigned or the wrong key)."""
@@ -157,6 +169,7 @@ def _verify_signed(
         out.model_dir = download(
             f"models:/{name}/{version}", tracking_uri, into / "model"
         )
+        out.artifacts = where
     except (MlflowException, OSError) as exc:
         out.failures.append(
             f"the model files of models:/{name}/{version} cannot be read "

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from prefect import flow
 
+from lineageflow.attest.staging import staging
 from lineageflow.config import PipelineConfig
 from lineageflow.data.source import Version
 from lineageflow.engines import engine, open_engine
@@ -198,7 +199,9 @@ def training_pipeline(
         workspace: path of the git repository holding params.yaml and the .dvc files
             (default: $LINEAGEFLOW_WORKSPACE).
         skip_if_unchanged: end at once, registering nothing, when the commit, the
-            data md5s and the params equal those of the current Staging version.
+            data md5s and the params equal those of the current Staging version
+            (the newest signed promotion; a version moved there by hand is
+            named in a warning).
         reuse: take the verified outputs of earlier stages whose inputs, params
             section, code and libraries are unchanged (no refit when only the
             evaluation or registration settings changed); False recomputes all.
@@ -216,13 +219,20 @@ def training_pipeline(
         if version is not None:
             message = f"nothing changed since version {version}"
             run_logger().info(message)
-            return {
+            skipped = {
                 "skipped": True,
                 "message": message,
                 "version": version,
                 "model": cfg.registration.model_name,
                 "stage": "Staging",
             }
+            # compared with the newest signed promotion; one moved into Staging
+            # by hand since is said here (a run that trains says it at register)
+            moved = staging(uri, cfg.registration.model_name).line()
+            if moved:
+                run_logger().warning(moved)
+                skipped["warning"] = moved
+            return skipped
     return run_stages(ws, cfg, uri, reuse=reuse).summary()
 
 

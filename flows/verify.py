@@ -81,14 +81,23 @@ def verify(
 ) -> None:
     """Check every model file against its signature and the signed lineage,
     checks and promotion history; exit 0 only if everything verifies."""
-    # lazy, both: they import MLflow (2 s), which `lineageflow --help` never needs
+    # lazy, all: they import MLflow (2 s), which `lineageflow --help` never needs
     from lineageflow.attest import verify as attestation
-    from lineageflow.runs.store import tracking_uri_for  # lazy: see above
+    from lineageflow.attest.render import render
+    from lineageflow.runs.store import tracking_uri_for
 
-    uri = tracking_uri_for(default_workspace(workspace))
+    ws = default_workspace(workspace)
+    uri = tracking_uri_for(ws)
     with tempfile.TemporaryDirectory(prefix="lineageflow-verify-") as tmp:
-        found = attestation.verify(model_uri, key, uri, Path(tmp), cert_chain or None)
+        found = attestation.verify(
+            model_uri, key, uri, Path(tmp), cert_chain or None, workspace=ws
+        )
     out = found.to_json()
-    typer.echo(json.dumps(out, indent=2) if as_json else attestation.render(found))
+    typer.echo(json.dumps(out, indent=2) if as_json else render(found))
+    if not as_json:  # stdout stays the verdict's lines; JSON carries both
+        for line in found.warnings:
+            typer.echo(f"warning: {line}", err=True)
+        if found.artifacts and not found.ok:
+            typer.echo(f"artifacts read from {found.artifacts}", err=True)
     if not found.ok:
         raise typer.Exit(1)

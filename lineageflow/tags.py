@@ -39,6 +39,9 @@ TAG_TRIGGER_COMMIT = "lineage.trigger.commit"  # the commit an event named
 # the outcome, set by tasks.registry.register_model on the parent run
 TAG_MODEL_VERSION = "lineage.model_version"  # <model>/<version> registered
 TAG_IDENTICAL_TO = "lineage.identical_to"  # <model>/<version> it equals, none new
+# one line: a version found in Staging that no signed promotion put there (moved
+# by hand); the run compared with the newest signed promotion (attest.staging)
+TAG_HAND_MOVED = "lineageflow.hand_moved"
 # lineageflow's own bookkeeping (runs.tracking, runs.orchestration, flows.sweep)
 TAG_KIND = "lineageflow.kind"  # "pipeline" on a parent run: its stale-run sweep
 TAG_OWNER = "lineageflow.owner"  # host:pid:start-time of the process driving the run

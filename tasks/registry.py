@@ -22,6 +22,7 @@ from lineageflow.tags import (
     LINEAGE_JSON,
     TAG_CHECKS,
     TAG_DIGEST,
+    TAG_HAND_MOVED,
     TAG_IDENTICAL_TO,
     TAG_MODEL_VERSION,
 )
@@ -67,7 +68,8 @@ def register_model(
 ) -> promotion.Decision:
     """Register a version in None; promote it to Staging only if every check passes
     (lineageflow.registry.promotion decides). Its own child run records what it
-    was handed (the model and the lineage record, by digest) and the version."""
+    was handed (the model and the lineage record, by digest) and the version; a
+    version found moved into Staging by hand is a warning and a parent-run tag."""
     uri, name = run.tracking_uri, cfg.model_name
     inputs = [("model", trained.digest), (LINEAGE_JSON, digest(record))]
     with stage_run(run, "register_model", inputs=inputs, params=cfg) as (_, io):
@@ -95,6 +97,9 @@ def register_model(
             TAG_MODEL_VERSION: f"{name}/{decision.version}",
             TAG_CHECKS: "failed" if decision.failed else "passed",
         }
+    if decision.hand_moved:  # said, tagged; the run went on with the signed one
+        get_run_logger().warning(decision.hand_moved)
+        tags[TAG_HAND_MOVED] = decision.hand_moved[:5000]
     log_tags(run, tags)
     return decision
 

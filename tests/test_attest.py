@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -155,7 +156,9 @@ def signed(tmp_path_factory, prefect_api):
     }
 
 
-def verify_cli(s, uri: str, *extra: str, key: Path | None = None):
+def verify_cli(
+    s, uri: str, *extra: str, key: Path | None = None, ws: Path | None = None
+):
     return subprocess.run(
         [
             LF,
@@ -164,7 +167,7 @@ def verify_cli(s, uri: str, *extra: str, key: Path | None = None):
             "--key",
             str(key or s["pub"]),
             "--workspace",
-            str(s["ws"]),
+            str(ws or s["ws"]),
             *extra,
         ],
         capture_output=True,
@@ -274,6 +277,75 @@ def test_a_model_file_changed_after_promotion_is_named(signed, attack):
     assert verify_cli(s, f"models:/{s['name']}/2").returncode == 0
 
 
+def test_a_copied_workspace_is_refused_not_checked_against_the_original(
+    signed, tmp_path
+):
+    """A copy's mlflow.db names the original's absolute artifact paths: verify
+    on the copy would check the original's files and miss the copy's edit."""
+    s = signed
+    ws, copy = s["ws"].resolve(), (tmp_path / "copy").resolve()
+    shutil.copytree(ws, copy, symlinks=True)
+    model = model_dir(s, "2").resolve()
+    edited = copy / model.relative_to(ws) / "MLmodel"
+    edited.write_bytes(edited.read_bytes() + b"\n# edited in the copy\n")
+    store = ws / ".lineageflow" / "artifacts"
+
+    proc = verify_cli(s, f"models:/{s['name']}@staging", ws=copy)
+    assert proc.returncode == 2 and "verified" not in proc.stdout
+    assert proc.stderr.splitlines() == [
+        f"error: workspace {copy}'s MLflow store (.lineageflow/mlflow.db) records "
+        f"its artifacts outside it, at {store} (a copied workspace's mlflow.db "
+        "keeps the original's absolute paths): verify would read those files, "
+        "not this workspace's; verify the workspace that holds them, or retrain "
+        "here for a store of its own"
+    ]
+    # the original still verifies, and says where it read from
+    proc = verify_cli(s, f"models:/{s['name']}@staging")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"  artifacts read from {store}" in proc.stdout.splitlines()
+
+
+def test_verify_through_a_tracking_server_is_not_refused(signed, tmp_path):
+    """MLFLOW_TRACKING_URI = a server on the workspace's store: its artifact
+    locations are the server's business, read as they are, not refused."""
+    from tests.servers import mlflow_ui
+
+    s = signed
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    db = s["ws"] / ".lineageflow" / "mlflow.db"
+    with mlflow_ui(db, tmp_path, env) as server:
+        proc = subprocess.run(
+            [LF, "verify", f"models:/{s['name']}@staging", "--key", str(s["pub"])]
+            + ["--workspace", str(s["ws"])],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env=dict(env, MLFLOW_TRACKING_URI=server),
+        )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith(f"verified models:/{s['name']}/2 ")
+    store = s["ws"].resolve() / ".lineageflow" / "artifacts"
+    assert f"  artifacts read from {store}" in proc.stdout.splitlines()
+
+
+def test_a_store_outside_the_workspace_or_a_server_is_not_refused(tmp_path):
+    from lineageflow.errors import WorkspaceError
+    from lineageflow.runs.artifact_store import read_from, refuse_outside
+
+    ws = tmp_path / "ws"
+    away = [(tmp_path / "orig" / "artifacts" / "1" / "m").as_uri()]
+    inside = f"sqlite:///{ws / '.lineageflow' / 'mlflow.db'}"
+    with pytest.raises(WorkspaceError, match=r"records its artifacts outside it"):
+        refuse_outside(inside, ws, away)
+    refuse_outside(inside, ws, [(ws / ".lineageflow" / "artifacts").as_uri()])
+    # a server proxies its artifacts; a store elsewhere is not the workspace's
+    refuse_outside("http://127.0.0.1:5000", ws, ["mlflow-artifacts:/1/m"])
+    refuse_outside(f"sqlite:///{tmp_path / 'mlflow.db'}", ws, away)
+    assert read_from(["mlflow-artifacts:/1/m", "mlflow-artifacts:/1/r"]) == (
+        "mlflow-artifacts:/1/m"
+    )
+
+
 def attestation_file(s, version: str, name: str) -> Path:
     c = MlflowClient(s["uri"])
     location = c.get_model_version(s["name"], version).tags["lineage.attestation"]
@@ -344,6 +416,8 @@ def test_the_wrong_public_key_and_an_unsigned_version_exit_1(signed, tmp_path):
     proc = verify_cli(s, f"models:/{s['name']}@staging", key=other)
     assert proc.returncode == 1
     assert "model.sig was not made with the given public key" in proc.stdout
+    # nothing verifies with that key: that is not "Staging was moved by hand"
+    assert "without a signed promotion" not in proc.stdout + proc.stderr
 
     c = MlflowClient(s["uri"])
     tag = c.get_model_version(s["name"], "1").tags["lineage.attestation"]
@@ -371,10 +445,13 @@ def test_an_alias_moved_outside_lineageflow_is_refused(signed):
         proc = verify_cli(s, f"models:/{s['name']}@staging")
         assert proc.returncode == 1
         assert (
-            "alias staging points at v1, but the latest signed promotion" in proc.stdout
-        )
-        assert "made v2 Staging: the alias was moved outside lineageflow" in proc.stdout
-        assert verify_cli(s, f"models:/{s['name']}/1").returncode == 0
+            f"FAILED models:/{s['name']}/1: model '{s['name']}' version 1 is in "
+            "Staging (alias staging) without a signed promotion: the last signed "
+            "promotion is version 2 (signed "
+        ) in proc.stdout
+        one = verify_cli(s, f"models:/{s['name']}/1")
+        assert one.returncode == 0
+        assert one.stderr.startswith(f"warning: model '{s['name']}' version 1 is in")
     finally:
         c.set_registered_model_alias(s["name"], "staging", "2")
 

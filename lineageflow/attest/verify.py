@@ -18,10 +18,16 @@ from mlflow.exceptions import MlflowException
 
 from lineageflow.attest import statements as st
 from lineageflow.attest.files import Trust, verify_files
-from lineageflow.attest.history import follow, latest_promotion
+from lineageflow.attest.history import follow
 from lineageflow.attest.keys import KEY_ENV, configured_key, keyid, load_public
+from lineageflow.attest.staging import verified_staging
 from lineageflow.errors import AttestationError, SigningKeyError
-from lineageflow.runs.artifact_store import download
+from lineageflow.runs.artifact_store import (
+    download,
+    locations,
+    read_from,
+    refuse_outside,
+)
 from lineageflow.runs.store import client, redact_uri
 from lineageflow.tags import (
     LINEAGE_STATEMENT,
@@ -48,6 +54,10 @@ class Verified:
     verification: dict | None = None
     history: list[dict] = field(default_factory=list)
     model_dir: Path | None = None
+    artifacts: str | None = None  # where the model files and statements were read
+    # a version in Staging that no signed promotion put there, when this is not
+    # a check of @staging itself (attest.staging)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -80,6 +90,8 @@ class Verified:
             "provenance": self.provenance,
             "verification": self.verification,
             "history": self.history,
+            "artifacts": self.artifacts,
+            "warnings": self.warnings,
         }
 
 
@@ -112,39 +124,63 @@ def verify(
     tracking_uri: str,
     into: Path,
     certificate_chain: list[str | Path] | None = None,
+    workspace: Path | None = None,
 ) -> Verified:
     """Download ``model_uri`` and its attestation into ``into`` and verify both,
     against ``public_key`` (a PEM path or key), or for a certificate-signed
-    promotion against ``certificate_chain`` (the CA certificates, PEM paths)."""
+    promotion against ``certificate_chain`` (the CA certificates, PEM paths);
+    then that Staging is where the signed promotions put it. ``workspace``: the
+    one whose store this is; its artifacts outside it are refused (a copy)."""
     trust = _trust(public_key, certificate_chain)
     name, version, alias = resolve(model_uri, tracking_uri)
     out = Verified(model_uri, name, version)
     mv = client(tracking_uri).get_model_version(name, version)
     out.location = mv.tags.get(TAG_ATTESTATION)
+    where = locations([f"models:/{name}/{version}", out.location], tracking_uri)
+    if workspace is not None:
+        refuse_outside(tracking_uri, workspace, where)
+    pub = _verify_signed(out, trust, tracking_uri, into, read_from(where))
+    # Staging must hold only what the newest signed promotion put there: a hand
+    # move fails a check of @staging; checking one version, it is a warning.
+    # Promotions are verified with the key this version's verified with (with
+    # none, e.g. the wrong key, a signed Staging is not called hand-moved)
+    line = verified_staging(tracking_uri, name, pub, into / "latest").line()
+    if line:
+        (out.failures if alias == st.ALIAS else out.warnings).append(line)
+    return out
+
+
+def _verify_signed(
+    out: Verified, trust: Trust, tracking_uri: str, into: Path, where: str | None
+) -> ec.EllipticCurvePublicKey | None:
+    """The version's files, statements and history; the key its promotion
+    statement verified with (None: none did, e.g. unsigned or the wrong key)."""
+    name, version = out.name, out.version
     if not out.location:
         out.failures.append(
             f"models:/{name}/{version} is unsigned: it has no {TAG_ATTESTATION} tag "
             "(promoted before signing, or never promoted)"
         )
-        return out
+        return None
     att = _download_attestation(out.location, tracking_uri, into / "attestation", out)
     if att is None:
-        return out
+        return None
     try:
         out.model_dir = download(
             f"models:/{name}/{version}", tracking_uri, into / "model"
         )
+        out.artifacts = where
     except (MlflowException, OSError) as exc:
         out.failures.append(
             f"the model files of models:/{name}/{version} cannot be read "
             f"({type(exc).__name__}): they were deleted, or the store does not answer"
         )
-        return out
+        return None
     signed_sha, pub = verify_files(
         out.model_dir, att / MODEL_SIGNATURE, trust, out.failures
     )
     if pub is None:  # a certificate that did not verify vouches for no statement
-        return out
+        return None
     subject = st.subject(name, version, signed_sha or "")[0]
     lineage = st.verified_statements(
         att / LINEAGE_STATEMENT, pub, subject, signed_sha, out.failures
@@ -167,22 +203,9 @@ def verify(
         out.history = follow(
             promo[st.PROMOTION], pub, tracking_uri, into / "history", out.failures
         )
-        if alias == st.ALIAS:
-            _alias_is_the_latest_promotion(out, pub, tracking_uri, into / "latest")
     elif not out.failures:
         out.failures.append(f"{PROMOTION_STATEMENT} has no promotion statement")
-    return out
-
-
-def _alias_is_the_latest_promotion(out: Verified, pub, tracking_uri, dst) -> None:
-    """``@staging`` must be where lineageflow's newest signed promotion put it."""
-    newest = latest_promotion(tracking_uri, out.name, pub, TAG_ATTESTATION, dst)
-    if newest is not None and str(newest.get("version")) != out.version:
-        out.failures.append(
-            f"alias {st.ALIAS} points at v{out.version}, but the latest signed "
-            f"promotion ({newest.get('time')}) made v{newest.get('version')} Staging: "
-            "the alias was moved outside lineageflow"
-        )
+    return pub if out.signed_by else None
 
 
 def _trust(public_key, certificate_chain) -> Trust:
@@ -262,35 +285,3 @@ def load_verified(
             )
         # sklearn and xgboost models are read whole: the directory may go after
         return mlflow.pyfunc.load_model(str(found.model_dir))
-
-
-def render(v: Verified) -> str:
-    """What a person reads: the verdict, then what was verified, or each failure."""
-    head = f"models:/{v.name}/{v.version}"
-    if not v.ok:
-        return "\n".join(f"FAILED {head}: {f}" for f in v.failures)
-    lines = [
-        f"verified {head} ({v.model_uri}): every model file matches its signature; "
-        f"statements signed by key {v.signed_by[:12]}",
-        f"  model sha256 {v.model_sha256}",
-        f"  stored at {v.location} ({MODEL_SIGNATURE}, {LINEAGE_STATEMENT}, {PROMOTION_STATEMENT})",
-    ]
-    prov = v.provenance or {}
-    deps = prov.get("buildDefinition", {}).get("resolvedDependencies", [])
-    for d in deps:
-        digest = ", ".join(f"{k}:{val}" for k, val in d.get("digest", {}).items())
-        lines.append(f"  from {d.get('name')}: {digest}")
-    params = prov.get("buildDefinition", {}).get("externalParameters", {})
-    lines.append(f"  params sha256 {params.get('params_sha256')}")
-    outputs = prov.get("runDetails", {}).get("byproducts", [])
-    lines.append(f"  stage outputs: {len(outputs)} digests")
-    for c in (v.verification or {}).get("checks", []):
-        mark = "passed" if c.get("passed") else "FAILED"
-        lines.append(f"  check {c.get('name')}: {mark}: {c.get('reason')}")
-    for h in v.history:
-        moves = ", ".join(
-            f"v{t['version']} {t['from']} -> {t['to']}"
-            for t in h.get("transitions", [])
-        )
-        lines.append(f"  promotion {h.get('time')}: {moves} ({h.get('reason')})")
-    return "\n".join(lines)

@@ -1,15 +1,16 @@
-"""The champion a challenger must beat: the Staging version, scored on this
-run's holdout (a training run), or its own recorded holdout metrics
-(``lineageflow promote``, where the holdout rows are not kept between runs)."""
+"""The champion a challenger must beat: the newest signed promotion (not
+whatever a stage or alias moved by hand points at), scored on this run's
+holdout (a training run), or its own recorded holdout metrics (``lineageflow
+promote``, where the holdout rows are not kept between runs)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from lineageflow.attest.staging import champion as signed_champion
 from lineageflow.engines import engine
 from lineageflow.model import ml
 from lineageflow.registry import versions
-from lineageflow.registry.versions import current_staging
 from lineageflow.runs.store import client
 
 # () -> (the champion's metrics, its version); ValueError when it cannot be scored
@@ -17,8 +18,8 @@ Champion = Callable[[], tuple[dict[str, float] | None, str | None]]
 
 
 def score_champion(tracking_uri: str, model_name: str, split: ml.Split):
-    """Score the current Staging version on *this* holdout (same rows, same labels)."""
-    version = current_staging(tracking_uri, model_name)
+    """Score the champion on *this* holdout (same rows, same labels)."""
+    version = signed_champion(tracking_uri, model_name)
     if version is None:
         return None, None
     model = versions.load_native(f"models:/{model_name}/{version}", tracking_uri)
@@ -35,7 +36,7 @@ def recorded_champion(tracking_uri: str, model_name: str, version: str) -> Champ
     holdout rows are not kept between runs), unless it is ``version`` itself."""
 
     def champion():
-        champ = current_staging(tracking_uri, model_name)
+        champ = signed_champion(tracking_uri, model_name)
         if not champ or champ == version:
             return None, None
         champ_run = client(tracking_uri).get_model_version(model_name, champ).run_id
@@ -51,17 +52,24 @@ def holdout_metrics(tracking_uri: str, run_id: str) -> dict[str, float]:
 
 
 def identical_champion(
-    tracking_uri: str, model_name: str, digest: str, train_key: str | None = None
+    tracking_uri: str,
+    model_name: str,
+    digest: str,
+    train_key: str | None = None,
+    version: str | None = None,
 ) -> str | None:
-    """The Staging version this run's model is identical to, if any: the same
-    model file (digest), or a fit of the same train stage key (the same input
-    table, train params, code and libraries; a refit's pickle bytes may differ
-    while the model is the same function of its inputs).
+    """The champion (``version``, else the newest signed promotion's) this run's
+    model is identical to, if any: the same model file (digest), or a fit of the
+    same train stage key (the same input table, train params, code and
+    libraries; a refit's pickle bytes may differ while the model is the same
+    function of its inputs).
 
     A retrain on the same commit, data and params makes the very same model:
     registering it again would add a duplicate version and, on a tie, archive
     the champion for itself."""
-    version = current_staging(tracking_uri, model_name) if digest else None
+    if not digest:
+        return None
+    version = version or signed_champion(tracking_uri, model_name)
     if version is None:
         return None
     their_digest, their_key = versions.version_identity(

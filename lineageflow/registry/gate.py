@@ -75,7 +75,7 @@ def quality_gate(
             )
         ]
     if champion is None:
-        results.append(Check("champion", True, "no Staging version to beat"))
+        results.append(Check("champion", True, "no signed Staging version to beat"))
         return results
     best = champion.get(name, float("nan"))
     tol = cfg.champion_tolerance

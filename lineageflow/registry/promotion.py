@@ -18,11 +18,8 @@ from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 
-from lineageflow.attest.sign import (
-    Signed,
-    previous_link,
-    sign_promotion,
-)
+from lineageflow.attest.sign import Signed, previous_link, sign_promotion
+from lineageflow.attest.staging import staging
 from lineageflow.config import EvaluateConfig
 from lineageflow.errors import LineageflowError, PromotionRefused
 from lineageflow.lineage import checks, report
@@ -32,7 +29,7 @@ from lineageflow.registry import champion, versions
 from lineageflow.registry import gate as quality
 from lineageflow.registry.champion import Champion
 from lineageflow.registry.locks import promotion_lock, promotion_slot
-from lineageflow.registry.versions import STAGING_ALIAS, current_staging
+from lineageflow.registry.versions import STAGING_ALIAS
 from lineageflow.runs.store import client
 from lineageflow.runs.tracking import child_runs
 from lineageflow.tags import (
@@ -57,6 +54,9 @@ class Decision:
     # the Staging version whose model has this run's model digest: nothing was
     # registered and nothing was checked (the champion stays as it is)
     identical_to: str | None = None
+    # a version found in Staging that no signed promotion put there, as one line
+    # (lineageflow.attest.staging); the champion was the signed one all the same
+    hand_moved: str | None = None
 
     @property
     def failed(self) -> list[Check]:
@@ -90,11 +90,14 @@ def register(
     is the same model (its digest, or a fit with the same train stage key);
     else a version in None carrying its lineage tags, then ``decide``."""
     _, train_key = versions.train_identity(tracking_uri, record)
+    found = staging(tracking_uri, model_name)
     same = champion.identical_champion(
-        tracking_uri, model_name, model_digest, train_key
+        tracking_uri, model_name, model_digest, train_key, found.champion
     )
     if same is not None:
-        return Decision(same, False, [], same, identical_to=same)
+        return Decision(
+            same, False, [], same, identical_to=same, hand_moved=found.line()
+        )
     tags = versions.version_tags(record, run_id)
     if model_digest:  # lets a later identical retrain be recognised
         tags[TAG_MODEL_DIGEST] = model_digest
@@ -206,7 +209,8 @@ def apply_decision(
     signed)`` writes the markdown the registry page shows.
     """
     c = client(tracking_uri)
-    previous = current_staging(tracking_uri, model_name)
+    now = staging(tracking_uri, model_name)  # the champion: the newest signed one
+    previous, hand_moved = now.champion, now.line()
     staged, signed = _other_staging(c, model_name, keep=version), None
     if promote and sign is not None and all(ch.passed for ch in found):
         try:
@@ -235,7 +239,7 @@ def apply_decision(
                 TAG_FAILED_CHECKS,
                 ",".join(ch.name for ch in failed),
             )
-        return Decision(version, False, found, previous)
+        return Decision(version, False, found, previous, hand_moved=hand_moved)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # stages are deprecated, still the UI's Staging
         _archive_staging(c, model_name, staged, keep=version)
@@ -246,7 +250,7 @@ def apply_decision(
     for k, v in (signed.tags() if signed else {}).items():
         c.set_model_version_tag(model_name, version, k, v)
     c.set_model_version_tag(model_name, version, TAG_CHECKS, "passed")
-    return Decision(version, True, found, previous)
+    return Decision(version, True, found, previous, hand_moved=hand_moved)
 
 
 def _signing_failed(found: list[Check], exc: Exception) -> list[Check]:

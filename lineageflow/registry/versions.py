@@ -1,14 +1,13 @@
 """MLflow's registry and runs, read and written for promotion: register a version
 with its lineage tags, read a run's lineage and metrics back, find the Staging
-version and what identifies its model. The decision is
-lineageflow.registry.promotion's.
+version lineageflow put there (the newest signed promotion) and what identifies
+its model. The decision is lineageflow.registry.promotion's.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
-import warnings
 from pathlib import Path
 
 import mlflow
@@ -16,6 +15,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
+from lineageflow.attest.staging import champion as signed_champion
 from lineageflow.attest.statements import ALIAS
 from lineageflow.config import PipelineConfig, dataset_name
 from lineageflow.data.source import open_source
@@ -140,24 +140,12 @@ def link_logged_model(c, model_id: str, model_name: str, version: str) -> None:
         )
 
 
-def current_staging(tracking_uri: str, model_name: str) -> str | None:
-    """The version behind alias ``staging`` (falling back to the Staging stage)."""
-    c = client(tracking_uri)
-    try:
-        return str(c.get_model_version_by_alias(model_name, STAGING_ALIAS).version)
-    except MlflowException:
-        pass
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        found = c.search_model_versions(f"name = '{model_name}'")
-    staged = [mv for mv in found if mv.current_stage == "Staging"]
-    return str(max(int(mv.version) for mv in staged)) if staged else None
-
-
 def staging_run(tracking_uri: str, model: str) -> tuple[str, str, dict] | None:
-    """(version, its parent run id, that run's tags) of the Staging version."""
+    """(version, its parent run id, that run's tags) of the Staging version that
+    lineageflow put there: the newest signed promotion (a version moved into
+    Staging by hand is not what a retrain compares with)."""
     try:
-        version = current_staging(tracking_uri, model)
+        version = signed_champion(tracking_uri, model)
     except MlflowException:
         return None
     if version is None:

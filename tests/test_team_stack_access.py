@@ -246,9 +246,13 @@ def test_no_generated_secret_leaks(team, trained, tmp_path):
     leaks(rest("POST", f"{api}/artifacts/filter", json={}).text, "Prefect artifacts")
     leaks(rest("POST", f"{api}/flow_runs/filter", json={}).text, "flow-run params")
     leaks(rest("POST", f"{api}/deployments/filter", json={}).text, "deployments")
-    events = rest("POST", f"{api}/events/filter", json={"limit": 200}).json()
-    assert events["events"]
-    leaks(json.dumps(events), "events")
+    page = rest("POST", f"{api}/events/filter", json={"limit": 50}).json()
+    assert page["events"]
+    for _ in range(20):  # 50 events a page
+        leaks(json.dumps(page["events"]), "events")
+        if not page.get("next_page"):
+            break
+        page = rest("GET", page["next_page"]).json()
     ps = subprocess.run(
         ["ps", "-eww", "-o", "args"], capture_output=True, text=True, check=True
     ).stdout

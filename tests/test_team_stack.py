@@ -56,7 +56,7 @@ def as_pipeline(team, clean_mlflow, monkeypatch):
     monkeypatch.setenv("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "false")
 
 
-def keys(team: TeamStack, identity: str = "pipeline") -> dict[str, str]:
+def s3_keys(team: TeamStack, identity: str = "pipeline") -> dict[str, str]:
     """The S3 keys the stack made for `identity`."""
     return team.secrets.s3_env(identity)
 
@@ -78,7 +78,7 @@ def stack_env(team: TeamStack, **extra) -> dict:
 def s3(team: TeamStack, identity: str = "admin"):
     import boto3
 
-    k = keys(team, identity)
+    k = s3_keys(team, identity)
     return boto3.client(
         "s3",
         endpoint_url=team.s3_endpoint,
@@ -94,13 +94,13 @@ def workspace_with_origin(
     """A workspace whose DVC remote is the stack's S3 and whose git `origin` is a
     bare repo, as a team's would be."""
     os.environ.update(
-        keys(team), AWS_ENDPOINT_URL_S3=team.s3_endpoint
+        s3_keys(team), AWS_ENDPOINT_URL_S3=team.s3_endpoint
     )  # in-process dvc push
     try:
         factory = WorkspaceFactory(tmp_path)
         paths = factory(rows=rows, remote=team.dvc_remote, **overrides)
     finally:
-        for key in (*keys(team), "AWS_ENDPOINT_URL_S3"):
+        for key in (*s3_keys(team), "AWS_ENDPOINT_URL_S3"):
             os.environ.pop(key, None)
     origin = tmp_path / "origin.git"
     git.Repo.init(origin, bare=True)
@@ -154,7 +154,7 @@ def test_the_product_on_postgres_s3_and_two_workers(team, tmp_path):
     seen = [record_text, flow_run_logs(team.prefect_api, flow_run_id)]
     for r in [run, *runs_of(mlf, run.info.run_id)]:
         seen += [json.dumps(r.data.tags), json.dumps(r.data.params)]
-    for secret in keys(team).values():
+    for secret in s3_keys(team).values():
         if secret != "us-east-1":
             assert not [s for s in seen if secret in s], secret
 
@@ -287,9 +287,9 @@ def test_delta_on_the_stacks_s3_and_a_dvc_remote_set_in_config_local(team, tmp_p
     opts = {
         "AWS_ENDPOINT_URL": team.s3_endpoint,
         "AWS_ALLOW_HTTP": "true",
-        "AWS_REGION": keys(team)["AWS_DEFAULT_REGION"],
-        "AWS_ACCESS_KEY_ID": keys(team)["AWS_ACCESS_KEY_ID"],
-        "AWS_SECRET_ACCESS_KEY": keys(team)["AWS_SECRET_ACCESS_KEY"],
+        "AWS_REGION": s3_keys(team)["AWS_DEFAULT_REGION"],
+        "AWS_ACCESS_KEY_ID": s3_keys(team)["AWS_ACCESS_KEY_ID"],
+        "AWS_SECRET_ACCESS_KEY": s3_keys(team)["AWS_SECRET_ACCESS_KEY"],
     }
     table = f"s3://{BUCKET}/lake/customers-{tmp_path.name[-6:]}"
     write_deltalake(table, make_customers(2500, 1, 0.0), storage_options=opts)
@@ -336,7 +336,7 @@ def test_delta_on_the_stacks_s3_and_a_dvc_remote_set_in_config_local(team, tmp_p
             flow_run_logs(team.prefect_api, run.data.tags["prefect.flow_run_id"])
         )
     for secret in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        assert not [s for s in seen if keys(team)[secret] in s], secret
+        assert not [s for s in seen if s3_keys(team)[secret] in s], secret
 
     # unreachable S3: one line naming the endpoint (never a key), nothing registered
     down = dict(env, AWS_ENDPOINT_URL_S3="http://127.0.0.1:9")
@@ -353,7 +353,7 @@ def test_delta_on_the_stacks_s3_and_a_dvc_remote_set_in_config_local(team, tmp_p
     assert line.startswith(
         f"error: Delta table {table}: S3 endpoint http://127.0.0.1:9 could not be reached"
     ), proc.stderr[-2000:]
-    assert keys(team)["AWS_SECRET_ACCESS_KEY"] not in proc.stderr + proc.stdout
+    assert s3_keys(team)["AWS_SECRET_ACCESS_KEY"] not in proc.stderr + proc.stdout
 
     # DVC the DVC way: endpoint and keys in config.local only
     no_aws = {k: v for k, v in env.items() if not k.startswith("AWS_")}
@@ -366,8 +366,8 @@ def test_delta_on_the_stacks_s3_and_a_dvc_remote_set_in_config_local(team, tmp_p
     ws = paths.workspace
     for key, value in (
         ("endpointurl", team.s3_endpoint),
-        ("access_key_id", keys(team)["AWS_ACCESS_KEY_ID"]),
-        ("secret_access_key", keys(team)["AWS_SECRET_ACCESS_KEY"]),
+        ("access_key_id", s3_keys(team)["AWS_ACCESS_KEY_ID"]),
+        ("secret_access_key", s3_keys(team)["AWS_SECRET_ACCESS_KEY"]),
     ):
         dvc("remote", "modify", "--local", "storage", key, value, cwd=ws)
     saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("AWS_")}
@@ -419,11 +419,11 @@ def test_signed_promotions_verify_from_the_stacks_s3_artifacts(team, tmp_path):
     train_cli(ws, env)
     from flows.demo import add_data_version
 
-    os.environ.update(keys(team), AWS_ENDPOINT_URL_S3=team.s3_endpoint)
+    os.environ.update(s3_keys(team), AWS_ENDPOINT_URL_S3=team.s3_endpoint)
     try:
         add_data_version(paths.workspace, 1, 800, seed=8, drift=0.3, message="v2")
     finally:
-        for key in (*keys(team), "AWS_ENDPOINT_URL_S3"):
+        for key in (*s3_keys(team), "AWS_ENDPOINT_URL_S3"):
             os.environ.pop(key, None)
     assert train_cli(ws, env)["stage"] == "Staging"
     pub = keys.state_dir() / keys.PUBLIC_NAME  # the default key, made at promotion
@@ -494,14 +494,14 @@ def test_a_dask_run_on_the_stacks_scheduler_and_workers(team, tmp_path):
         tmp_path, team, rows=1500, compute={"engine": "dask"}
     )
     ws = paths.workspace
-    os.environ.update(keys(team), AWS_ENDPOINT_URL_S3=team.s3_endpoint)  # dvc push
+    os.environ.update(s3_keys(team), AWS_ENDPOINT_URL_S3=team.s3_endpoint)  # dvc push
     try:
         for part in (1, 2):
             add_data_version(
                 ws, part, 1500, seed=7 + part, drift=0.2, message=f"v{part + 1}"
             )
     finally:
-        for key in (*keys(team), "AWS_ENDPOINT_URL_S3"):
+        for key in (*s3_keys(team), "AWS_ENDPOINT_URL_S3"):
             os.environ.pop(key, None)
     git.Repo(ws).git.push("origin", "main")
     env = stack_env(team)
@@ -531,7 +531,7 @@ def test_a_dask_run_on_the_stacks_scheduler_and_workers(team, tmp_path):
         {"dataset": "data/customers", "file": f.name, "rows": 1500, "md5": md5(f)}
         for f in files
     ]
-    assert keys(team)["AWS_SECRET_ACCESS_KEY"] not in text
+    assert s3_keys(team)["AWS_SECRET_ACCESS_KEY"] not in text
 
     # the registered model: pyfunc, raw rows in, the data's own labels out
     model_dir = download(f"models:/{name}@staging", team.mlflow_uri, tmp_path / "m")
@@ -544,7 +544,7 @@ def test_a_dask_run_on_the_stacks_scheduler_and_workers(team, tmp_path):
     # variable): the same placement, the same model, the same metrics
     cli(
         [str(BIN / "lineageflow"), "reproduce", staged.run_id, "--workspace", str(ws)],
-        dict(env, AWS_ENDPOINT_URL_S3=team.s3_endpoint, **keys(team)),
+        dict(env, AWS_ENDPOINT_URL_S3=team.s3_endpoint, **s3_keys(team)),
         timeout=300,
     )
     tags = mlf.get_run(staged.run_id).data.tags

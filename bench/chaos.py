@@ -160,8 +160,12 @@ def invariants(stack: ChaosStack, name: str, before: dict, env: dict) -> list[st
     alias = c.get_registered_model(name).aliases.get("staging")
     if staged != [alias]:
         wrong.append(f"stage Staging on {staged}, alias staging on {alias}")
+    from lineageflow.attest import keys
+
+    pub = keys.state_dir() / keys.PUBLIC_NAME  # the workers' default signing key
     proc = subprocess.run(
-        [str(BIN / "lineageflow"), "verify", f"models:/{name}@staging", "--json"],
+        [str(BIN / "lineageflow"), "verify", f"models:/{name}@staging", "--json"]
+        + ["--key", str(pub)],
         env=env,
         capture_output=True,
         text=True,
@@ -183,6 +187,7 @@ def invariants(stack: ChaosStack, name: str, before: dict, env: dict) -> list[st
 def trial(stack, deployment, ws, name, component, delay, counter, env) -> dict:
     from mlflow import MlflowClient
 
+    began = time.monotonic()
     before = snapshot(stack, name)
     bump(ws, next(counter))
     fr = start_run(stack, deployment, ws)
@@ -221,6 +226,7 @@ def trial(stack, deployment, ws, name, component, delay, counter, env) -> dict:
     outcome["lost"] = invariants(stack, name, before, env)
     if not promoted:
         outcome["lost"].append(f"the next run did not promote ({done.get('message')})")
+    outcome["wall_s"] = round(time.monotonic() - began)
     return outcome
 
 
@@ -245,19 +251,22 @@ def report(rows: list[dict], seed: int, trials: int, wall: float) -> str:
         "",
         f"`python bench/chaos.py --trials {trials} --seed {seed}`: {trials} trials in "
         f"{wall / 60:.1f} min. In each, a training run on a pool worker; after a "
-        "random delay one component is killed by PID (SIGKILL) and restarted; then "
+        "random delay one component is killed by PID (SIGKILL to its process group; "
+        "SIGQUIT, PostgreSQL's crash-like immediate shutdown, to the postmaster) and "
+        "restarted; then "
         "the next run must complete and promote, no MLflow run may stay RUNNING, "
         "Staging stage and alias must agree and verify as signed, and no version "
         "or DVC object that existed before may be gone.",
         "",
-        "| # | component | killed after | restart | interrupted run | MLflow parent "
-        "| line the user saw | next run | lost |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| # | component | killed after | restart | trial | interrupted run "
+        "| MLflow parent | line the user saw | next run | lost |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for i, r in enumerate(rows, 1):
         line = (r["line"][0] if r["line"] else "").replace("|", "\\|")[:160]
         lines.append(
             f"| {i} | {r['component']} | {r['delay_s']} s | {r['restart_s']} s "
+            f"| {r['wall_s']} s "
             f"| {r['interrupted']} | {r['mlflow_parent']} | {line} "
             f"| {r['next']}{', promoted' if r['next_promoted'] else ''} "
             f"| {'; '.join(r['lost']) or 'nothing'} |"
@@ -297,12 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         env = stack.user_env()
         os.environ.update({k: v for k, v in env.items() if k.startswith("MLFLOW_")})
-        spaces = {
-            "local": make_workspace(stack, base, "chaos-local"),
-            "dask": make_workspace(
+        spaces = {"local": make_workspace(stack, base, "chaos-local")}
+        if "dask-worker" in components:
+            spaces["dask"] = make_workspace(
                 stack, base, "chaos-dask", compute={"engine": "dask"}
-            ),
-        }
+            )
         subprocess.run(
             [str(BIN / "prefect"), "--no-prompt", "deploy", "--name", "train"],
             cwd=ROOT,

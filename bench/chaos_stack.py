@@ -91,14 +91,20 @@ class ChaosStack(TeamStack):
             pid_file = self.pg.data / "postmaster.pid"
             postmaster = int(pid_file.read_text().split()[0])
             backends = children(postmaster)
-            for pid in (postmaster, *backends):
-                os.kill(pid, signal.SIGKILL)
+            # SIGQUIT: PostgreSQL's immediate shutdown, a crash without a
+            # checkpoint (recovery at the next start); a SIGKILLed postmaster
+            # leaves backends holding its shared memory, and no start succeeds
+            os.kill(postmaster, signal.SIGQUIT)
             deadline = time.monotonic() + 30
             while any(alive(p) for p in (postmaster, *backends)):
                 if time.monotonic() > deadline:
                     raise TimeoutError("PostgreSQL processes outlived SIGKILL")
                 time.sleep(0.1)
-            self.pg.start()
+            try:
+                self.pg.start()
+            except RuntimeError as exc:
+                log = (self.pg.base / "pg.log").read_text()[-2000:]
+                raise RuntimeError(f"{exc}\n{log}") from None
         elif component == "mlflow":
             self._kill("mlflow")
             self.start_mlflow()

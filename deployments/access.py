@@ -113,6 +113,11 @@ def roles_sql(pg: dict[str, str]) -> str:
     return "\n".join(script) + "\n"
 
 
+def write_auth_ini(path: Path, auth_db_url: str, admin_password: str) -> Path:
+    """MLflow's basic-auth config (MLFLOW_AUTH_CONFIG_PATH), mode 600."""
+    return private_file(path, mlflow_auth_ini(auth_db_url, admin_password))
+
+
 def mlflow_auth_ini(auth_db_url: str, admin_password: str) -> str:
     return (
         "[mlflow]\n"

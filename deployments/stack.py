@@ -1,8 +1,7 @@
 """The team stack on one machine, every server bound to 127.0.0.1:
 
     python -m deployments.up [--dir .stack]          # or: make stack
-    source .stack/env.sh                             # MLFLOW_TRACKING_URI, PREFECT_API_URL, AWS_*,
-                                                     # LINEAGEFLOW_DASK_ADDRESS
+    source .stack/env.sh                             # the pipeline (reader.env.sh: the reader)
     python -m deployments.up down [--dir .stack]     # or: make stack-down
 
 - PostgreSQL 15: a cluster of its own (``initdb`` in a temp dir, its own port), one
@@ -18,8 +17,7 @@
   the scheduler to the Prefect workers' flow runs and in env.sh.
 
 Secure by default (deployments.access): every service wants credentials, each
-identity gets the least it needs; secrets live in mode-600 files in the stack's
-directory: env.sh (the pipeline), reader.env.sh (the reader).
+identity gets the least it needs, every secret is in a mode-600 file.
 
 Every process is started in its own session and stopped by PID (a prefect worker
 takes two SIGINTs, a Dask worker a SIGTERM); every wait is bounded. moto keeps objects in memory: stopping
@@ -43,10 +41,10 @@ from deployments.access import (
     Secrets,
     create_mlflow_identities,
     create_s3_identities,
-    mlflow_auth_ini,
     pgpass_text,
     private_file,
     roles_sql,
+    write_auth_ini,
 )
 from deployments.dask_stack import dask_commands, wait_dask
 from deployments.services import BUCKET, Postgres, Proc, loopback
@@ -108,8 +106,7 @@ class TeamStack:
             **TELEMETRY_OFF,
             "MLFLOW_TRACKING_URI": self.mlflow_uri,
             **sec.mlflow_env(identity),
-            # downloads stream through the server: moto's IAM check cannot read
-            # the presigned URLs MLflow would hand out (no Authorization header)
+            # moto's IAM check cannot read MLflow's presigned download URLs
             "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false",
             "PREFECT_API_URL": self.prefect_api,
             "PREFECT_HOME": str(self.base / "prefect-home"),
@@ -266,8 +263,7 @@ class TeamStack:
         self.pg.start()
         self.pg.sql(roles_sql(sec.pg))
         auth_db = f"postgresql+psycopg://{self.dsn('mlflow_auth')}"
-        ini = mlflow_auth_ini(auth_db, sec.mlflow["admin"])
-        private_file(self.base / "mlflow-auth.ini", ini)
+        write_auth_ini(self.base / "mlflow-auth.ini", auth_db, sec.mlflow["admin"])
 
     def up(self) -> TeamStack:
         self.base.mkdir(parents=True, exist_ok=True)

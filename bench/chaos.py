@@ -273,17 +273,20 @@ def report(rows: list[dict], seed: int, trials: int, wall: float) -> str:
         )
     lines += [
         "",
-        "| component | trials | interrupted runs | lost |",
-        "|---|---|---|---|",
+        "| component | trials | interrupted runs | lines the user saw | lost |",
+        "|---|---|---|---|---|",
     ]
     for comp in COMPONENTS:
         mine = [r for r in rows if r["component"] == comp]
         if not mine:
             continue
-        outcomes = sorted({r["interrupted"] for r in mine})
+        outcomes = [r["interrupted"] for r in mine]
+        counts = ", ".join(f"{outcomes.count(o)} {o}" for o in sorted(set(outcomes)))
+        seen = sorted({r["line"][0] for r in mine if r["line"]})
+        said = "; ".join(f"`{x[:120]}`" for x in seen).replace("|", "\\|")
         lost = sum(bool(r["lost"]) for r in mine)
         lines.append(
-            f"| {comp} | {len(mine)} | {', '.join(outcomes)} | "
+            f"| {comp} | {len(mine)} | {counts} | {said or '(none: it completed)'} | "
             f"{'nothing' if not lost else f'{lost} trials'} |"
         )
     return "\n".join(lines) + "\n"
@@ -295,7 +298,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--report", type=Path, default=ROOT / "bench" / "CHAOS.md")
     parser.add_argument("--components", default=",".join(COMPONENTS))
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="LOG",
+        help="write the report again from a run's output (its JSON lines)",
+    )
+    parser.add_argument("--wall-min", type=float, default=0.0, help="with --render")
     args = parser.parse_args(argv)
+    if args.render:
+        rows = [
+            json.loads(line)
+            for line in args.render.read_text().splitlines()
+            if line.startswith('{"component"')
+        ]
+        text = report(rows, args.seed, len(rows), args.wall_min * 60)
+        args.report.write_text(text)
+        print(text)
+        return 0
     components = args.components.split(",")
     rng = random.Random(args.seed)
     base = Path(tempfile.mkdtemp(prefix="lineageflow-chaos-"))

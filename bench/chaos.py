@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -193,6 +194,7 @@ def trial(stack, deployment, ws, name, component, delay, counter, env) -> dict:
     fr = start_run(stack, deployment, ws)
     state = wait_state(stack, fr, ("RUNNING", *FINAL), 300)
     time.sleep(delay)
+    in_flight = wait_state(stack, fr, (), 0)["type"] == "RUNNING"
     started = time.monotonic()
     stack.kill_and_restart(component)
     restart_s = time.monotonic() - started
@@ -202,6 +204,7 @@ def trial(stack, deployment, ws, name, component, delay, counter, env) -> dict:
     outcome = {
         "component": component,
         "delay_s": round(delay, 1),
+        "in_flight": in_flight,
         "restart_s": round(restart_s, 1),
         "interrupted": state["type"],
         "mlflow_parent": parent.info.status if parent else "(never started)",
@@ -258,14 +261,16 @@ def report(rows: list[dict], seed: int, trials: int, wall: float) -> str:
         "Staging stage and alias must agree and verify as signed, and no version "
         "or DVC object that existed before may be gone.",
         "",
-        "| # | component | killed after | restart | trial | interrupted run "
+        "| # | component | killed after | in flight | restart | trial | interrupted run "
         "| MLflow parent | line the user saw | next run | lost |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for i, r in enumerate(rows, 1):
         line = (r["line"][0] if r["line"] else "").replace("|", "\\|")[:160]
         lines.append(
-            f"| {i} | {r['component']} | {r['delay_s']} s | {r['restart_s']} s "
+            f"| {i} | {r['component']} | {r['delay_s']} s "
+            f"| {'yes' if r.get('in_flight', True) else 'no: it had ended'} "
+            f"| {r['restart_s']} s "
             f"| {r['wall_s']} s "
             f"| {r['interrupted']} | {r['mlflow_parent']} | {line} "
             f"| {r['next']}{', promoted' if r['next_promoted'] else ''} "
@@ -341,22 +346,30 @@ def main(argv: list[str] | None = None) -> int:
         )
         dep = prefect(stack, "GET", "/deployments/name/training-pipeline/train")
         counter = iter(range(1, 10_000))
+        baseline = {}  # a run's seconds from RUNNING to its end, per workspace
         for ws_kind, ws in spaces.items():  # a first Staging version for each
             bump(ws, next(counter))
             fr = start_run(stack, dep, ws)
+            wait_state(stack, fr, ("RUNNING", *FINAL), 300)
+            began = time.monotonic()
             state = wait_state(stack, fr, FINAL, 600)
+            baseline[ws_kind] = time.monotonic() - began
             if state["type"] != "COMPLETED":
                 raise RuntimeError(f"first {ws_kind} run: {state.get('message')}")
         for i in range(args.trials):
             comp = components[i % len(components)]
-            ws = spaces["dask" if comp == "dask-worker" else "local"]
+            kind = "dask" if comp == "dask-worker" else "local"
+            ws = spaces[kind]
             name = ws.parent.name
-            delay = rng.uniform(1.0, 15.0)
+            # a moment inside the run: its whole length, as the first run took
+            delay = rng.uniform(0.05, 0.9) * baseline[kind]
             row = trial(stack, dep, ws, name, comp, delay, counter, env)
             rows.append(row)
             print(json.dumps(row), flush=True)
     finally:
         stack.down()
+        if rows and not any(r["lost"] for r in rows):
+            shutil.rmtree(base, ignore_errors=True)  # kept to look into otherwise
     text = report(rows, args.seed, args.trials, time.monotonic() - started)
     args.report.write_text(text)
     print(text)

@@ -432,3 +432,25 @@ def test_a_dvc_directory_and_a_delta_table_train_on_both_engines_alike(
     parts = record_of(tracking, dask["run_id"])["compute"]["partitions"]
     assert [p["dataset"] for p in parts] == ["data/customers"] * 2 + [str(table)] * 2
     assert sum(p["rows"] for p in parts) == 1200 + 900 + 1000
+
+
+def test_a_worker_restarted_under_its_name_is_a_lost_worker_not_a_hang():
+    """A worker killed and started again under the same name (the stack's, or a
+    nanny over its memory limit) comes back at a new address without what the run
+    placed on it: the run's next gather says a worker died instead of waiting."""
+    from lineageflow.engines.cluster import gather
+
+    c = open_cluster(ComputeConfig(engine="dask", workers=2, memory_limit="2GiB"))
+    try:
+        first, _ = c.workers()  # the run places work: these addresses count
+        kept = c.client.submit(np.arange, 5, workers=[first], pure=False)
+        assert list(gather(c, [kept], "testing")[0]) == [0, 1, 2, 3, 4]
+        c.client.restart_workers([first], timeout=60)
+        assert first not in c.workers() and len(c.workers()) == 2
+        again = c.client.submit(
+            np.arange, 3, workers=[first], allow_other_workers=False, pure=False
+        )
+        with pytest.raises(DataError, match="a Dask worker died while testing"):
+            gather(c, [again], "testing")
+    finally:
+        c.close()

@@ -42,11 +42,17 @@ class Cluster:
     local: Any  # the LocalCluster started for this run, or None
     address: str  # the scheduler, as recorded (no credentials)
     log_level: int = logging.NOTSET  # distributed's, restored on close
+    # the addresses the run first placed work on: a worker restarted under the
+    # same name comes back at a new address, without what was placed on it
+    placed_on: frozenset = frozenset()
 
     def workers(self) -> list[str]:
         """Worker addresses, sorted by worker name (then address)."""
         info = self.client.scheduler_info(n_workers=-1)["workers"]
-        return sorted(info, key=lambda a: (_natural(str(info[a].get("name"))), a))
+        found = sorted(info, key=lambda a: (_natural(str(info[a].get("name"))), a))
+        if not self.placed_on:
+            self.placed_on = frozenset(found)
+        return found
 
     def shape(self) -> dict:
         info = self.client.scheduler_info(n_workers=-1)["workers"]
@@ -151,7 +157,7 @@ def watched(cluster: Cluster, call, doing: str):
     address, over its memory limit) would leave them waiting for ever."""
     from concurrent.futures import ThreadPoolExecutor
 
-    before = set(cluster.workers())
+    before = set(cluster.workers()) | cluster.placed_on
     pool = ThreadPoolExecutor(1, thread_name_prefix="lineageflow-dask")
     try:
         job = pool.submit(call)

@@ -46,7 +46,7 @@ bench: venv  ## benchmarks (not part of `make test`); writes bench/RESULTS.md, b
 bench-dask: venv  ## the Dask engine on 20M rows, and against the local engine at 5M (about 10 minutes); writes bench/DASK.md
 	$(BIN)/python bench/engine_dask.py
 
-bench-chaos: venv  ## 20 trials: kill one stack component by PID mid-run, restart it, check nothing is lost (about 30 minutes); writes bench/CHAOS.md
+bench-chaos: venv  ## 20 trials: kill one stack component by PID mid-run, restart it, check nothing is lost (about 10 minutes); writes bench/CHAOS.md
 	$(BIN)/python bench/chaos.py --trials 20 --seed 7
 
 bench-notebook: venv  ## a notebook as model code against bare papermill and a bare script; writes bench/NOTEBOOK.md

@@ -56,7 +56,7 @@ class ChaosStack(TeamStack):
         self._start(
             "s3-relay",
             cmd + [str(self.ports["s3"]), str(self.ports["moto"])],
-            self._env(),
+            self._server_env(),  # no credential
         )
         wait_port(self.ports["s3"])
 
@@ -129,7 +129,7 @@ class ChaosStack(TeamStack):
                 self.base,
             ):
                 if name == "dask-worker-0":
-                    env = self._server_env(**self.secrets.s3_env("pipeline"), **extra)
+                    env = self._server_env(**extra) | self.secrets.worker_env()
                     self._start(name, cmd, env, interrupts=interrupts)
             self.wait_dask()
         else:

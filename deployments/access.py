@@ -11,7 +11,8 @@ the stack's directory (itself 700); none goes on a command line or into a log:
 - Prefect's server wants ``PREFECT_SERVER_API_AUTH_STRING``, clients send
   ``PREFECT_API_AUTH_STRING`` (one credential: the open-source server has no users);
 - PostgreSQL authenticates with scram-sha-256: one role per service, each owning
-  its own database, no ``trust`` line; servers read passwords from ``pgpass``;
+  its own database, no ``trust`` line; each server reads its role's password
+  from a pgpass file of its own;
 - the S3 store (moto) enforces IAM: keys per identity, each with its own policy.
 """
 
@@ -64,10 +65,6 @@ class Secrets:
             pg={r: token() for r in PG_ROLES},
         )
 
-    @classmethod
-    def load(cls, base: Path) -> Secrets:
-        return cls(**json.loads((base / "secrets.json").read_text()))
-
     def save(self, base: Path) -> None:
         private_file(base / "secrets.json", json.dumps(asdict(self), indent=2))
 
@@ -85,6 +82,10 @@ class Secrets:
             "AWS_DEFAULT_REGION": REGION,
         }
 
+    def worker_env(self) -> dict[str, str]:
+        """A Dask worker's: it reads the data and a sweep's trials log runs."""
+        return self.s3_env("pipeline") | self.mlflow_env("pipeline")
+
     def mlflow_env(self, user: str) -> dict[str, str]:
         return {
             "MLFLOW_TRACKING_USERNAME": user,
@@ -92,18 +93,22 @@ class Secrets:
         }
 
 
-def pgpass_text(port: int, pg: dict[str, str]) -> str:
-    """libpq's and asyncpg's password file: each role reaches its own database."""
-    lines = [f"127.0.0.1:{port}:*:postgres:{pg['postgres']}"]
-    lines += [f"127.0.0.1:{port}:mlflow:mlflow:{pg['mlflow']}"]
-    lines += [f"127.0.0.1:{port}:mlflow_auth:mlflow:{pg['mlflow']}"]
-    lines += [f"127.0.0.1:{port}:prefect:prefect:{pg['prefect']}"]
+PG_DATABASES = {"postgres": ("*",), "mlflow": ("mlflow", "mlflow_auth")}
+PG_DATABASES["prefect"] = ("prefect",)
+
+
+def pgpass_text(port: int, pg: dict[str, str], role: str) -> str:
+    """libpq's and asyncpg's password file for one role: each server gets the
+    file of its own role only (the superuser's is the stack's own)."""
+    lines = [f"127.0.0.1:{port}:{db}:{role}:{pg[role]}" for db in PG_DATABASES[role]]
     return "\n".join(lines) + "\n"
 
 
 def roles_sql(pg: dict[str, str]) -> str:
     """One role per service, each owning its databases; nobody else connects."""
-    script = ["REVOKE CONNECT ON DATABASE postgres FROM PUBLIC;"]
+    # a failing statement is logged with its text: never with a password in it
+    script = ["SET log_min_error_statement = panic;"]
+    script.append("REVOKE CONNECT ON DATABASE postgres FROM PUBLIC;")
     for role, dbs in (("mlflow", ("mlflow", "mlflow_auth")), ("prefect", ("prefect",))):
         script.append(f"CREATE ROLE {role} LOGIN PASSWORD '{pg[role]}';")
         for db in dbs:
@@ -179,26 +184,26 @@ def _policy(*statements: tuple[str, list[str], list[str]]) -> str:
 
 def s3_policies(bucket: str) -> dict[str, str]:
     """admin: the stack itself; mlflow: the tracking server's artifacts only;
-    pipeline: DVC remotes and tables, never MLflow's artifacts (a worker cannot
-    rewrite a logged model behind the server); reader: get and list."""
-    b, objs = f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"
-    writes = ["s3:PutObject", "s3:DeleteObject"]
+    pipeline: object reads and writes (DVC remotes, tables), never under
+    ``mlflow/`` (a worker can neither read nor rewrite a logged model behind the
+    server) and nothing on the bucket itself but listing it; reader: get and
+    list, not ``mlflow/`` either (artifacts are the server's to serve)."""
+    b, objs, ml = (f"arn:aws:s3:::{bucket}{p}" for p in ("", "/*", "/mlflow/*"))
+    listing = ["s3:ListBucket", "s3:GetBucketLocation"]
+    objects = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
+    objects += ["s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
     return {
         "admin": _policy(("Allow", ["*"], ["*"])),
-        "mlflow": _policy(
-            ("Allow", ["s3:ListBucket", "s3:GetBucketLocation"], [b]),
-            ("Allow", ["s3:*"], [f"{b}/mlflow/*"]),
-        ),
+        "mlflow": _policy(("Allow", listing, [b]), ("Allow", ["s3:*"], [ml])),
         "pipeline": _policy(
-            ("Allow", ["s3:*"], [b, objs]),
-            ("Deny", writes, [f"{b}/mlflow/*"]),
+            ("Allow", listing, [b]),
+            ("Allow", objects, [objs]),
+            ("Deny", ["s3:*"], [ml]),
         ),
         "reader": _policy(
-            (
-                "Allow",
-                ["s3:GetObject", "s3:ListBucket", "s3:GetBucketLocation"],
-                [b, objs],
-            ),
+            ("Allow", listing, [b]),
+            ("Allow", ["s3:GetObject"], [objs]),
+            ("Deny", ["s3:*"], [ml]),
         ),
     }
 

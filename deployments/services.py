@@ -128,8 +128,9 @@ class Postgres:
         if self.password is not None:
             # the superuser's password through a file postgres reads, never argv
             pwfile = self.base / "pwfile"
-            pwfile.write_text(self.password + "\n")
-            os.chmod(pwfile, 0o600)
+            fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:  # owner-only from the first byte
+                fh.write(self.password + "\n")
             if self.as_user:
                 shutil.chown(pwfile, "postgres")
             auth = ["-A", "scram-sha-256", f"--pwfile={pwfile}"]

@@ -50,17 +50,11 @@ from deployments.dask_stack import dask_commands, wait_dask
 from deployments.services import BUCKET, Postgres, Proc, loopback
 from deployments.state import save
 from lineageflow.compute_config import ADDRESS_ENV, parse_bytes
-from lineageflow.ops.procs import free_port
+from lineageflow.ops.procs import TELEMETRY_OFF, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 POOL = "lineageflow-process"
-TELEMETRY_OFF = {
-    "DO_NOT_TRACK": "true",  # MLflow reads the string "true", not 1
-    "DVC_NO_ANALYTICS": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "MLFLOW_ENABLE_TELEMETRY": "false",
-}
 
 
 @dataclass
@@ -164,13 +158,14 @@ class TeamStack:
                 MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
                 MLFLOW_AUTH_CONFIG_PATH=str(self.base / "mlflow-auth.ini"),
                 MLFLOW_FLASK_SERVER_SECRET_KEY=self.secrets.flask,
+                PGPASSFILE=str(self.base / "pgpass-mlflow"),
                 **self.secrets.s3_env("mlflow"),
             ),
         )
         server.wait_http(f"{self.mlflow_uri}/health", timeout=180)
 
     def _server_env(self, **extra: str) -> dict[str, str]:
-        env = self._env(PGPASSFILE=str(self.base / "pgpass"))
+        env = self._env()
         for key in [k for k in env if k.startswith(("MLFLOW_TRACKING_", "AWS_"))]:
             del env[key]
         env.pop("PREFECT_API_AUTH_STRING", None)
@@ -187,6 +182,7 @@ class TeamStack:
                     f"postgresql+asyncpg://{self.dsn('prefect')}"
                 ),
                 PREFECT_UI_API_URL=self.prefect_api,
+                PGPASSFILE=str(self.base / "pgpass-prefect"),
                 PREFECT_SERVER_API_AUTH_STRING=self.secrets.prefect,
                 PREFECT_API_AUTH_STRING=self.secrets.prefect,
             ),
@@ -214,7 +210,9 @@ class TeamStack:
             self.dask_memory_limit,
             self.base,
         ):
-            env = self._server_env(**self.secrets.s3_env("pipeline"), **extra)
+            env = self._server_env(**extra)
+            if name != "dask-scheduler":  # workers read data, sweeps log runs
+                env |= self.secrets.worker_env()
             self._start(name, cmd, env, interrupts=interrupts)
 
     def wait_dask(self, timeout: float = 120) -> None:
@@ -247,8 +245,7 @@ class TeamStack:
             f"`{' '.join(cmd[1:])}` failed: {(proc.stdout + proc.stderr)[-2000:]}"
         )
 
-    def dsn(self, db: str) -> str:
-        """No password: the servers read it from the pgpass file."""
+    def dsn(self, db: str) -> str:  # no password: each server has a pgpass file
         role = "prefect" if db == "prefect" else "mlflow"
         return f"{role}@127.0.0.1:{self.ports['pg']}/{db}"
 
@@ -257,7 +254,10 @@ class TeamStack:
         # reach it (a pytest or home directory is often private to root)
         pg_base = Path(tempfile.mkdtemp(prefix="lineageflow-pg-"))
         port, sec = self.ports["pg"], self.secrets
-        pgpass = private_file(self.base / "pgpass", pgpass_text(port, sec.pg))
+        for role in ("postgres", "mlflow", "prefect"):  # a file per role
+            name = "pgpass" if role == "postgres" else f"pgpass-{role}"
+            private_file(self.base / name, pgpass_text(port, sec.pg, role))
+        pgpass = self.base / "pgpass"  # the superuser's: this process's only
         self.pg = Postgres(pg_base, port, sec.pg["postgres"], pgpass)
         self.pg.init()
         self.pg.start()

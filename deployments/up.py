@@ -51,12 +51,19 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     shutil.rmtree(base, ignore_errors=True)
-    stack = TeamStack(
-        base,
-        workers=args.workers,
-        dask_workers=args.dask_workers,
-        dask_memory_limit=args.dask_memory_limit,
-    ).up()
+    try:
+        stack = TeamStack(
+            base,
+            workers=args.workers,
+            dask_workers=args.dask_workers,
+            dask_memory_limit=args.dask_memory_limit,
+        ).up()  # stops what it started when a piece fails
+    except Exception as exc:  # a server that would not start: its log says why
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        print(
+            f"error: the stack did not start: {first} (logs in {base})", file=sys.stderr
+        )
+        return 1
     print(
         f"PostgreSQL 127.0.0.1:{stack.ports['pg']} (databases mlflow, prefect)\n"
         f"S3 (moto)  {stack.s3_endpoint}  bucket {BUCKET}; DVC remote {stack.dvc_remote}\n"

@@ -146,7 +146,8 @@ def pytest_collection_modifyitems(items) -> None:
 @pytest.fixture(scope="session")
 def team(tmp_path_factory):
     """The team stack (deployments/stack.py) with two workers, shared by the
-    modules that test the product on it (test_team_faults starts its own)."""
+    modules that test the product on it (test_team_faults restarts its MLflow
+    server, and starts it again as it was)."""
     from deployments.stack import TeamStack
 
     stack = TeamStack(tmp_path_factory.mktemp("stack"), workers=2).up()

@@ -116,6 +116,9 @@ def test_every_service_refuses_an_anonymous_request(team):
     import botocore.exceptions
 
     s3(team, "pipeline").put_object(Bucket=BUCKET, Key="dvc/probe", Body=b"data")
+    admin = s3(team, "admin")
+    admin.put_object(Bucket=BUCKET, Key="mlflow/probe", Body=b"model")
+    mlflow_object = "mlflow/probe"
     unsigned = httpx.get(f"{team.s3_endpoint}/{BUCKET}/dvc/probe", timeout=10)
     assert unsigned.status_code == 403 and b"data" not in unsigned.content
     stranger = boto3.client(
@@ -132,13 +135,31 @@ def test_every_service_refuses_an_anonymous_request(team):
         ("reader", lambda c: c.put_object(Bucket=BUCKET, Key="dvc/x", Body=b"1")),
         ("reader", lambda c: c.delete_object(Bucket=BUCKET, Key="dvc/x")),
         ("pipeline", lambda c: c.put_object(Bucket=BUCKET, Key="mlflow/x", Body=b"")),
+        ("pipeline", lambda c: c.list_objects_v2(Bucket=BUCKET, Prefix="mlflow/")),
+        ("reader", lambda c: c.get_object(Bucket=BUCKET, Key=mlflow_object)),
+        ("pipeline", lambda c: c.get_object(Bucket=BUCKET, Key=mlflow_object)),
+        (
+            "pipeline",  # a bulk delete is checked against the bucket
+            lambda c: c.delete_objects(
+                Bucket=BUCKET, Delete={"Objects": [{"Key": mlflow_object}]}
+            ),
+        ),
+        ("pipeline", lambda c: c.delete_bucket(Bucket=BUCKET)),
         ("mlflow", lambda c: c.put_object(Bucket=BUCKET, Key="dvc/x", Body=b"1")),
     ):
         with pytest.raises(botocore.exceptions.ClientError, match="AccessDenied"):
             call(s3(team, identity))
+    assert (
+        admin.get_object(Bucket=BUCKET, Key="mlflow/probe")["Body"].read() == b"model"
+    )
+    # each server's password file holds its own role only, never the superuser's
+    for name, role in (("pgpass-mlflow", "mlflow"), ("pgpass-prefect", "prefect")):
+        lines = (team.base / name).read_text().split()
+        assert lines and all(line.split(":")[3] == role for line in lines), name
+        assert pw["postgres"] not in (team.base / name).read_text()
     # every file holding a secret is its owner's only
     assert (team.base.stat().st_mode & 0o777) == 0o700
-    for name in ("secrets.json", "env.sh", "reader.env.sh", "pgpass"):
+    for name in ("secrets.json", "env.sh", "reader.env.sh", "pgpass", "pgpass-mlflow"):
         assert (team.base / name).stat().st_mode & 0o777 == 0o600, name
     assert (team.base / "mlflow-auth.ini").stat().st_mode & 0o777 == 0o600
 
@@ -186,6 +207,23 @@ def test_the_reader_browses_and_changes_nothing(team, trained, tmp_path):
         )
         assert proc.returncode == 2, proc.stderr[-2000:]
         return proc.stderr.strip().splitlines()[-1]
+
+    # the reader verifies the signed Staging model (reads only)
+    from lineageflow.attest import keys
+
+    pub = keys.state_dir() / keys.PUBLIC_NAME  # the key the promotion signed with
+    checked = subprocess.run(
+        [str(BIN / "lineageflow"), "verify", f"models:/{name}@staging"]
+        + ["--key", str(pub), "--json"],
+        cwd=ROOT,
+        env=reader_env(team),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert checked.returncode == 0, checked.stdout[-2000:] + checked.stderr[-2000:]
+    assert json.loads(checked.stdout)["verified"] is True
 
     ws = str(trained["workspace"])
     line = lineageflow("train", ws, env=reader_env(team))

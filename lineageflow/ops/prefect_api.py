@@ -41,13 +41,19 @@ def check_answers(url: str, timeout: float = 5.0) -> str:
 def signed_in(url: str, timeout: float = 5.0) -> None:
     """A server behind ``PREFECT_SERVER_API_AUTH_STRING`` answers ``/health`` to
     anyone and 401 to everything else without ``PREFECT_API_AUTH_STRING``."""
-    from prefect.settings import PREFECT_API_AUTH_STRING
+    import base64
 
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_KEY
+
+    if PREFECT_API_KEY.value():
+        return  # Prefect Cloud: a key, not an auth string
     auth = PREFECT_API_AUTH_STRING.value()  # a str here, a SecretStr in settings
     auth = getattr(auth, "get_secret_value", lambda: auth)()
-    creds = tuple(auth.partition(":")[::2]) if auth else None
+    headers = {}
+    if auth:  # as Prefect's client sends it: the whole string, base64
+        headers["Authorization"] = f"Basic {base64.b64encode(auth.encode()).decode()}"
     try:
-        resp = httpx.get(f"{url}/admin/version", timeout=timeout, auth=creds)
+        resp = httpx.get(f"{url}/admin/version", timeout=timeout, headers=headers)
     except httpx.HTTPError:
         return  # answered /health: let Prefect's client say what else is wrong
     if resp.status_code == 401:

@@ -79,12 +79,17 @@ def release_freed_memory() -> None:
             ctypes.CDLL(name).malloc_trim(0)
 
 
+TELEMETRY_OFF = {
+    "DO_NOT_TRACK": "true",  # MLflow reads the string "true"; "1" is ignored
+    "DVC_NO_ANALYTICS": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_ENABLE_TELEMETRY": "false",
+}
+
+
 def telemetry_off() -> None:
-    # MLflow reads the string "true"; "1" is ignored.
-    os.environ.setdefault("DO_NOT_TRACK", "true")
-    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+    for key, value in TELEMETRY_OFF.items():
+        os.environ.setdefault(key, value)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 

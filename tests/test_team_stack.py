@@ -61,7 +61,8 @@ def s3_keys(team: TeamStack, identity: str = "pipeline") -> dict[str, str]:
     return team.secrets.s3_env(identity)
 
 
-def stack_env(team: TeamStack, **extra) -> dict:
+def stack_env(team: TeamStack, identity: str = "pipeline", **extra) -> dict:
+    """A shell that sourced env.sh (`pipeline`) or reader.env.sh (`reader`)."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -69,7 +70,7 @@ def stack_env(team: TeamStack, **extra) -> dict:
     }
     return (
         env
-        | team.client_env()
+        | team.client_env(identity)
         | {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
         | extra
     )

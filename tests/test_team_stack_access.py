@@ -8,7 +8,6 @@ or a process's command line."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -47,12 +46,7 @@ def trained(team, tmp_path_factory):
 
 def reader_env(team: TeamStack, **extra) -> dict[str, str]:
     """A shell that sourced reader.env.sh."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PREFECT_", "MLFLOW_", "AWS_"))
-    }
-    return env | team.client_env("reader") | extra
+    return stack_env(team, "reader", **extra)
 
 
 def refused(call) -> str:

@@ -1,4 +1,5 @@
-"""Serve train, nightly-retrain, reproduce and watch from this process (no work pool):
+"""Serve train, nightly-retrain, reproduce, watch and weekly (the audit) from this
+process (no work pool):
 
     LINEAGEFLOW_WORKSPACE=/path/to/workspace python -m deployments.serve
 
@@ -17,6 +18,7 @@ from prefect.client.schemas.objects import ConcurrencyLimitConfig
 from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron, Interval
 
+from flows.audit import audit_registry
 from flows.reproduce import reproduce_run
 from flows.training import training_pipeline
 from flows.watch import watch_workspace
@@ -54,6 +56,7 @@ def build_deployments(workspace: str, path: Path = PREFECT_YAML) -> list:
         "flows/training.py:training_pipeline": training_pipeline,
         "flows/reproduce.py:reproduce_run": reproduce_run,
         "flows/watch.py:watch_workspace": watch_workspace,
+        "flows/audit.py:audit_registry": audit_registry,
     }
     built = []
     for spec in load_specs(path):

@@ -151,6 +151,15 @@ class MlflowConfig(_Section):
     experiment: Annotated[str, Field(min_length=1, max_length=200)] = "lineageflow"
 
 
+class AuditConfig(_Section):
+    """The audit-registry flow's settings (flows/audit.py): not a training
+    param, so never part of a run's params or their sha256."""
+
+    keep: Annotated[int, Field(ge=0)] = 2  # archived versions audited per model
+    reproduce_every: Annotated[int, Field(ge=1)] = 4  # audits per reproduction
+    tolerance: Annotated[float, Field(ge=0.0)] = 0.0  # metric diff still `within`
+
+
 class PipelineConfig(_Section):
     data: DataConfig = DataConfig()
     prepare: PrepareConfig = PrepareConfig()
@@ -161,6 +170,7 @@ class PipelineConfig(_Section):
     registration: RegisterConfig = Field(default=RegisterConfig(), alias="register")
     mlflow: MlflowConfig = MlflowConfig()
     compute: ComputeConfig = ComputeConfig()
+    audit: AuditConfig = AuditConfig()
 
     @model_validator(mode="after")
     def _engine_fits_model(self) -> PipelineConfig:
@@ -185,7 +195,7 @@ class PipelineConfig(_Section):
         return self
 
     def as_dict(self) -> dict[str, Any]:
-        out = self.model_dump(mode="json", by_alias=True)
+        out = self.model_dump(mode="json", by_alias=True, exclude={"audit"})
         if self.compute.is_default():  # configs from before engines keep digests
             out.pop("compute")
         return out
@@ -238,7 +248,7 @@ def parse_params(raw: Any, source: str = "params.yaml") -> PipelineConfig:
     if not isinstance(raw, dict):
         raise ConfigError(
             f"{source}: top level must be a mapping of sections "
-            f"(data, prepare, train, evaluate, register, mlflow, compute), got {type(raw).__name__}"
+            f"(data, prepare, train, evaluate, register, mlflow, compute, audit), got {type(raw).__name__}"
         )
     try:
         return PipelineConfig.model_validate(raw)

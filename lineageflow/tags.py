@@ -107,6 +107,22 @@ LABEL_MODEL = "lineageflow.model"
 RESOURCE_DATASET_PREFIX = "lineageflow.dataset."  # ``lineageflow.dataset.<name>``
 RESOURCE_PARAMS = "lineageflow.params"
 RESOURCE_CODE = "lineageflow.code"
+# The audit (flows/audit.py): sent when a version's verdict changes; its
+# resource is ``lineageflow.model-version.<name>/<version>``, labelled with the
+# model, the workspace and the new verdict (what a trigger can match).
+AUDIT_CHANGED_EVENT = "lineageflow.audit.changed"
+RESOURCE_MODEL_VERSION_PREFIX = "lineageflow.model-version."
+LABEL_AUDIT_VERDICT = "lineageflow.audit.verdict"
+
+# ------------------------------------------------------- audit (version tags)
+# What the last audit found, on the model version (lineageflow.audit.results)
+TAG_AUDIT_VERDICT = "lineage.audit.verdict"  # exact | within | diverged | tampered | ...
+TAG_AUDIT_AT = "lineage.audit.at"  # UTC time of that audit
+TAG_AUDIT_RUN = "lineage.audit.run"  # the audit's Prefect flow run id
+TAG_AUDIT_CAUSE = "lineage.audit.cause"  # why it is not exact (one line)
+TAG_AUDIT_BASIS = "lineage.audit.basis"  # sha256 of what a reproduction depends on
+TAG_AUDIT_SINCE = "lineage.audit.since_reproduced"  # audits since the last rebuild
+TAG_AUDIT_REPRODUCTION = "lineage.audit.reproduction"  # its last rebuild's MLflow run
 
 # ----------------------------------------------------------------- artifacts
 # Names in a run's artifacts. LINEAGE_JSON is the record

@@ -1,11 +1,14 @@
-"""prefect.yaml and deployments.serve describe the same four deployments."""
+"""prefect.yaml and deployments.serve describe the same five deployments."""
 
 from deployments.serve import build_deployments, load_specs
 
 
-def test_prefect_yaml_declares_the_four_deployments():
+FIVE = {"train", "nightly-retrain", "reproduce", "watch", "weekly"}
+
+
+def test_prefect_yaml_declares_the_five_deployments():
     specs = {s["name"]: s for s in load_specs()}
-    assert set(specs) == {"train", "nightly-retrain", "reproduce", "watch"}
+    assert set(specs) == FIVE
     assert specs["watch"]["schedules"] == [{"interval": 600, "active": True}]
     (trigger,) = specs["train"]["triggers"]
     assert trigger["expect"] == ["lineageflow.data.changed"]
@@ -24,11 +27,20 @@ def test_prefect_yaml_declares_the_four_deployments():
     assert "run_id" not in specs["reproduce"].get(
         "parameters", {}
     )  # asked for at run time
+    # the audit: weekly, one at a time; a changed verdict rebuilds that version
+    assert specs["weekly"]["entrypoint"] == "flows/audit.py:audit_registry"
+    assert specs["weekly"]["schedules"] == [
+        {"cron": "0 4 * * 0", "timezone": "UTC", "active": True}
+    ]
+    (rebuild,) = specs["reproduce"]["triggers"]
+    assert rebuild["expect"] == ["lineageflow.audit.changed"]
+    assert rebuild["parameters"] == {"run_id": "{{ event.payload.run_id }}"}
+    assert "exact" not in rebuild["match"]["lineageflow.audit.verdict"]
 
 
 def test_serve_builds_the_same_deployments(tmp_path):
     built = {d.name: d for d in build_deployments(str(tmp_path))}
-    assert set(built) == {"train", "nightly-retrain", "reproduce", "watch"}
+    assert set(built) == FIVE
     assert built["train"].parameters == {"workspace": str(tmp_path)}
     (trigger,) = built["train"].triggers
     assert trigger.match.root["lineageflow.workspace"] == str(tmp_path)
@@ -45,6 +57,12 @@ def test_serve_builds_the_same_deployments(tmp_path):
         built["reproduce"].entrypoint.endswith("reproduce_run")
         or built["reproduce"].flow_name == "reproduce-run"
     )
+    (rebuild,) = built["reproduce"].triggers
+    assert rebuild.match.root["lineageflow.workspace"] == str(tmp_path)
+    assert built["weekly"].flow_name == "audit-registry"
+    assert built["weekly"].parameters == {"workspace": str(tmp_path)}
+    (weekly,) = built["weekly"].schedules
+    assert weekly.schedule.cron == "0 4 * * 0"
 
 
 def test_reproduce_carries_the_deploy_time_workspace(tmp_path):

@@ -138,6 +138,7 @@ def deploy_and_start_worker(
         "training-pipeline/nightly-retrain",
         "reproduce-run/reproduce",
         "watch-workspace/watch",
+        "audit-registry/weekly",
     ):
         status = rest("GET", f"{stack['api']}/deployments/name/{dep}").status_code
         assert status == 200, out

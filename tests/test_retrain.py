@@ -358,7 +358,10 @@ def test_deployed_watch_triggers_one_retrain_per_change_and_never_loops(
     (sched,) = watch["schedules"]
     assert sched["schedule"]["interval"] == 600.0 and sched["active"]
     automations = rest("POST", f"{api}/automations/filter", json={}).json()
-    assert [a["name"] for a in automations] == ["retrain when the data changes"]
+    assert sorted(a["name"] for a in automations) == [
+        "rebuild a version whose audit verdict changed",
+        "retrain when the data changes",
+    ]
     mlf = MlflowClient(f"sqlite:///{ws / '.lineageflow' / 'mlflow.db'}")
 
     def watch_now(expect: str) -> dict:

@@ -1,0 +1,266 @@
+"""audit-registry: each promoted version re-proved (offline checks, a rebuild
+when due), the verdict on the version, an event when it changes. Pure verdict
+logic first, then the flow on a real workspace, git, DVC remote, MLflow store
+and Prefect API."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from lineageflow.audit.verdicts import (
+    Audited,
+    Finding,
+    description_with,
+    event,
+    from_reproduction,
+    markdown,
+    rebuild_due,
+    worst,
+)
+from lineageflow.errors import LineageError
+
+
+def _audited(verdict="exact", previous=None, cause="", reproduced=True):
+    return Audited("m", "3", "Staging", "r1", verdict, cause, previous, reproduced, 0)
+
+
+def test_the_most_serious_finding_wins_and_names_every_cause_of_its_kind():
+    found = worst(
+        [
+            Finding("unverifiable", "remote down"),
+            Finding("unreproducible", "data/a md5 1 gone"),
+            Finding("unreproducible", "data/b md5 2 gone"),
+        ]
+    )
+    assert found == Finding("unreproducible", "data/a md5 1 gone; data/b md5 2 gone")
+    assert worst([]) is None
+    tampered = worst([Finding("unreproducible", "x"), Finding("tampered", "model.pkl")])
+    assert tampered.verdict == "tampered"
+
+
+def test_a_rebuild_is_due_unless_the_last_exact_audit_had_this_basis():
+    last = {"verdict": "exact", "basis": "b1", "since": "0"}
+    assert not rebuild_due(last, "b1", 4)  # 1st audit after the rebuild
+    assert not rebuild_due(last | {"since": "2"}, "b1", 4)  # 3rd
+    assert rebuild_due(last | {"since": "3"}, "b1", 4)  # 4th: due
+    assert rebuild_due(last, "b2", 4)  # environment or digests changed
+    assert rebuild_due(last | {"verdict": "diverged"}, "b1", 4)
+    assert rebuild_due({}, "b1", 4)  # never audited
+    assert rebuild_due(last, "b1", 1)  # every audit rebuilds
+
+
+def test_a_change_is_a_new_verdict_and_a_first_audit_that_confirms_is_none():
+    assert not _audited("exact", None).changed
+    assert _audited("tampered", None).changed
+    assert _audited("unreproducible", "exact").changed
+    assert not _audited("unreproducible", "unreproducible").changed
+
+
+def test_reproduce_runs_verdicts_become_the_audits_with_their_cause():
+    assert from_reproduction({"verdict": "exact"}) == Finding("exact", "")
+    within = from_reproduction(
+        {"verdict": "within_tolerance", "first_divergence": "train: metrics"}
+    )
+    assert within == Finding("within", "train: metrics")
+    diverged = from_reproduction(
+        {
+            "verdict": "unpinned",
+            "code_note": "lineageflow code not pinned",
+            "environment": ["xgboost 2.1.0 -> 2.1.1"],
+        }
+    )
+    assert diverged.verdict == "diverged"
+    assert "not pinned" in diverged.cause and "xgboost 2.1.0 -> 2.1.1" in diverged.cause
+
+
+def test_the_description_keeps_its_text_and_one_audit_line():
+    first = description_with("Promoted: checks passed.", "audited 2026-12-01: exact")
+    assert first == "Promoted: checks passed.\naudited 2026-12-01: exact"
+    again = description_with(first, "audited 2026-12-08: tampered (model.pkl)")
+    assert again == "Promoted: checks passed.\naudited 2026-12-08: tampered (model.pkl)"
+    assert description_with(None, "audited 2026-12-08: exact") == (
+        "audited 2026-12-08: exact"
+    )
+
+
+def test_the_event_names_model_version_verdicts_and_cause():
+    a = _audited("unreproducible", "exact", "data/c md5 ab12 is gone", False)
+    ev = event(a, "/ws", "fr-1")
+    assert ev["event"] == "lineageflow.audit.changed"
+    assert ev["resource"]["prefect.resource.id"] == "lineageflow.model-version.m/3"
+    assert ev["resource"]["lineageflow.audit.verdict"] == "unreproducible"
+    assert ev["payload"].items() >= {
+        "model": "m",
+        "version": "3",
+        "old_verdict": "exact",
+        "new_verdict": "unreproducible",
+        "cause": "data/c md5 ab12 is gone",
+    }.items()
+    assert ev["id"] == event(a, "/ws", "fr-1")["id"] != event(a, "/ws", "fr-2")["id"]
+    table = markdown([a, _audited()], datetime.now(UTC), ["n: none promoted"])
+    assert "| `m` | 3 | Staging | **unreproducible** | exact | offline |" in table
+    assert "- n: none promoted" in table
+
+
+# --------------------------------------------------------------- the flow
+
+
+def _versions(c: MlflowClient, name: str) -> dict[str, object]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {str(v.version): v for v in c.search_model_versions(f"name = '{name}'")}
+
+
+def _where(c: MlflowClient, name: str) -> dict[str, str]:
+    """Each version's stage, and the version behind the staging alias."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = {v: mv.current_stage for v, mv in _versions(c, name).items()}
+    out["@staging"] = str(c.get_registered_model(name).aliases.get("staging"))
+    return out
+
+
+def _audit_events(since: datetime, expect: int = 0, wait: float = 20) -> list[dict]:
+    """The audit events since ``since``; waits (bounded) for ``expect`` of them,
+    or, expecting none, long enough for a sent one to be stored."""
+    import time
+
+    deadline = time.monotonic() + (wait if expect else 8)
+    while True:
+        found = _events_since(since)
+        if (expect and len(found) >= expect) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
+def _events_since(api_events_since: datetime) -> list[dict]:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as pc:
+        resp = pc.request(
+            "POST",
+            "/events/filter",
+            json={
+                "filter": {
+                    "event": {"name": ["lineageflow.audit.changed"]},
+                    "occurred": {"since": api_events_since.isoformat()},
+                },
+                "limit": 50,
+            },
+        )
+    return resp.json()["events"]
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_audit_re_proves_versions_and_reports_what_changed(make_workspace):
+    from flows.audit import audit_registry
+    from flows.demo import add_data_version
+    from flows.training import training_pipeline
+    from lineageflow.runs.artifact_store import model_location
+
+    paths = make_workspace(rows=1500)
+    ws, name = paths.workspace, make_workspace.model_name
+    first = training_pipeline(workspace=str(ws))
+    add_data_version(ws, 1, 1500, seed=9, drift=0.5, message="data v2")
+    second = training_pipeline(workspace=str(ws))
+    assert (first["version"], second["version"]) == ("1", "2"), (first, second)
+    c = MlflowClient(f"sqlite:///{ws / '.lineageflow' / 'mlflow.db'}")
+    where = _where(c, name)
+    assert where == {"1": "Archived", "2": "Staging", "@staging": "2"}
+    since = datetime.now(UTC)
+
+    # 1. both exact, both rebuilt; the verdict on each version
+    out = audit_registry(workspace=str(ws))
+    assert out["audited"] == {f"{name}/2": "exact", f"{name}/1": "exact"}, out
+    assert sorted(out["rebuilt"]) == [f"{name}/1", f"{name}/2"] and not out["changed"]
+    for mv in _versions(c, name).values():
+        assert mv.tags["lineage.audit.verdict"] == "exact"
+        assert mv.tags["lineage.audit.run"] and mv.tags["lineage.audit.at"]
+        assert mv.tags["lineage.audit.since_reproduced"] == "0"
+        assert mv.description.splitlines()[-1] == f"audited {since:%Y-%m-%d}: exact"
+
+    # 2. nothing changed: offline checks only, no event
+    out = audit_registry(workspace=str(ws))
+    assert out["audited"] == {f"{name}/2": "exact", f"{name}/1": "exact"}
+    assert out["rebuilt"] == [] and out["changed"] == []
+    assert _versions(c, name)["1"].tags["lineage.audit.since_reproduced"] == "1"
+    assert _audit_events(since) == []
+
+    # 3. v1's data object pruned from the DVC remote; v2's model file edited
+    record = json.loads(
+        Path(
+            c.download_artifacts(first["run_id"], "lineage.json", str(paths.base))
+        ).read_text()
+    )
+    (data,) = record["data"]
+    md5 = data["md5"]
+    obj = paths.remote / "files" / "md5" / md5[:2] / md5[2:]
+    assert obj.is_file(), sorted(paths.remote.rglob("*"))[:5]
+    obj.unlink()
+    mv2 = _versions(c, name)["2"]
+    stored = Path(model_location(mv2.source, c.tracking_uri).removeprefix("file://"))
+    (stored / "model.pkl").write_bytes((stored / "model.pkl").read_bytes() + b"\0")
+
+    out = audit_registry(workspace=str(ws))
+    assert out["audited"] == {f"{name}/2": "tampered", f"{name}/1": "unreproducible"}
+    assert sorted(out["changed"]) == [f"{name}/1", f"{name}/2"]
+    assert md5 in out["causes"][f"{name}/1"], out["causes"]
+    assert "model.pkl" in out["causes"][f"{name}/2"], out["causes"]
+    events = {e["payload"]["version"]: e for e in _audit_events(since, 2)}
+    assert set(events) == {"1", "2"}
+    assert events["1"]["payload"]["old_verdict"] == "exact"
+    assert events["1"]["payload"]["new_verdict"] == "unreproducible"
+    assert md5 in events["1"]["payload"]["cause"]
+    mv1 = _versions(c, name)["1"]
+    assert mv1.description.splitlines()[-1].startswith(
+        f"audited {since:%Y-%m-%d}: unreproducible (data/customers md5 {md5}"
+    )
+    assert _where(c, name) == where  # an audit never moves a stage or alias
+
+    # 4. again, nothing new: no event
+    again = datetime.now(UTC)
+    out = audit_registry(workspace=str(ws))
+    assert out["audited"] == {f"{name}/2": "tampered", f"{name}/1": "unreproducible"}
+    assert out["changed"] == [] and _audit_events(again) == []
+
+    # 5. a version whose run was deleted: a verdict in one line, the rest goes on
+    c.delete_run(first["run_id"])
+    out = audit_registry(workspace=str(ws), models=[name])
+    cause = out["causes"][f"{name}/1"]
+    assert cause == (
+        f"v1's run {first['run_id']} was deleted: restore it with `mlflow runs "
+        f"restore --run-id {first['run_id']}` before `mlflow gc` purges it"
+    )
+    assert out["audited"][f"{name}/2"] == "tampered"
+    c.restore_run(first["run_id"])
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_bad_model_names_are_one_line_each(make_workspace):
+    from flows.audit import audit_registry
+
+    ws = make_workspace(rows=200).workspace
+    c = MlflowClient(f"sqlite:///{ws / '.lineageflow' / 'mlflow.db'}")
+    c.create_registered_model("by-hand")
+    c.create_registered_model("ours", tags={"lineageflow.managed": "true"})
+    with pytest.raises(LineageError) as err:
+        audit_registry(workspace=str(ws), models=["nope"])
+    assert str(err.value) == (
+        f"model 'nope' is not registered in the MLflow store at sqlite:///"
+        f"{ws / '.lineageflow' / 'mlflow.db'}: lineageflow's models there: ours"
+    )
+    with pytest.raises(LineageError) as err:
+        audit_registry(workspace=str(ws), models=["by-hand"])
+    assert str(err.value) == (
+        "model 'by-hand' has no version lineageflow registered (no lineage.run_id "
+        "tag on any of its 0): audit the models lineageflow trains, or leave "
+        "this name out"
+    )
+    out = audit_registry(workspace=str(ws))  # every managed model: none promoted
+    assert out["audited"] == {}

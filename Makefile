@@ -11,7 +11,7 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_TELEMETRY := false
 
-.PHONY: demo test test-fast test-unit lint bench bench-dask bench-seams bench-notebook bench-chaos venv clean stack stack-down
+.PHONY: demo test test-fast test-unit lint bench bench-dask bench-seams bench-notebook bench-chaos bench-audit venv clean stack stack-down
 
 $(BIN)/lineageflow: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,16 +38,20 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: venv  ## benchmarks (not part of `make test`); writes bench/RESULTS.md, bench/DELTA.md, bench/DASK.md
+bench: venv  ## benchmarks (not part of `make test`); writes bench/RESULTS.md, bench/DELTA.md, bench/DASK.md, bench/AUDIT.md
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/delta.py
 	$(BIN)/python bench/engine_dask.py
+	$(BIN)/python bench/audit.py
 
 bench-dask: venv  ## the Dask engine on 20M rows, and against the local engine at 5M (about 10 minutes); writes bench/DASK.md
 	$(BIN)/python bench/engine_dask.py
 
 bench-chaos: venv  ## 20 trials: kill one stack component by PID mid-run, restart it, check nothing is lost (about 10 minutes); writes bench/CHAOS.md
 	$(BIN)/python bench/chaos.py --trials 20 --seed 7
+
+bench-audit: venv  ## the audit of one version (with a rebuild, offline only) against training it; writes bench/AUDIT.md
+	$(BIN)/python bench/audit.py
 
 bench-notebook: venv  ## a notebook as model code against bare papermill and a bare script; writes bench/NOTEBOOK.md
 	$(BIN)/python bench/notebook.py

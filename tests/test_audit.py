@@ -6,6 +6,7 @@ and Prefect API."""
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ from lineageflow.audit.verdicts import (
     worst,
 )
 from lineageflow.errors import LineageError
+from tests.test_deployments import prefect_server  # noqa: F401 - its fixture
 
 
 def _audited(verdict="exact", previous=None, cause="", reproduced=True):
@@ -95,13 +97,16 @@ def test_the_event_names_model_version_verdicts_and_cause():
     assert ev["event"] == "lineageflow.audit.changed"
     assert ev["resource"]["prefect.resource.id"] == "lineageflow.model-version.m/3"
     assert ev["resource"]["lineageflow.audit.verdict"] == "unreproducible"
-    assert ev["payload"].items() >= {
-        "model": "m",
-        "version": "3",
-        "old_verdict": "exact",
-        "new_verdict": "unreproducible",
-        "cause": "data/c md5 ab12 is gone",
-    }.items()
+    assert (
+        ev["payload"].items()
+        >= {
+            "model": "m",
+            "version": "3",
+            "old_verdict": "exact",
+            "new_verdict": "unreproducible",
+            "cause": "data/c md5 ab12 is gone",
+        }.items()
+    )
     assert ev["id"] == event(a, "/ws", "fr-1")["id"] != event(a, "/ws", "fr-2")["id"]
     table = markdown([a, _audited()], datetime.now(UTC), ["n: none promoted"])
     assert "| `m` | 3 | Staging | **unreproducible** | exact | offline |" in table
@@ -126,39 +131,34 @@ def _where(c: MlflowClient, name: str) -> dict[str, str]:
     return out
 
 
-def _audit_events(since: datetime, expect: int = 0, wait: float = 20) -> list[dict]:
-    """The audit events since ``since``; waits (bounded) for ``expect`` of them,
-    or, expecting none, long enough for a sent one to be stored."""
-    import time
+def _audit_events(api: str, since: datetime, expect: int = 0) -> list[dict]:
+    """The audit events the Prefect server at ``api`` stored since ``since``;
+    waits (bounded) for ``expect`` of them, or, expecting none, long enough
+    for a sent one to have been stored."""
+    from tests.test_deployments import rest
 
-    deadline = time.monotonic() + (wait if expect else 8)
+    deadline = time.monotonic() + (30 if expect else 8)
     while True:
-        found = _events_since(since)
+        found = rest(
+            "POST",
+            f"{api}/events/filter",
+            json={
+                "filter": {
+                    "event": {"name": ["lineageflow.audit.changed"]},
+                    "occurred": {"since": since.isoformat()},
+                },
+                "limit": 50,
+            },
+        ).json()["events"]
         if (expect and len(found) >= expect) or time.monotonic() > deadline:
             return found
         time.sleep(0.5)
 
 
-def _events_since(api_events_since: datetime) -> list[dict]:
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as pc:
-        resp = pc.request(
-            "POST",
-            "/events/filter",
-            json={
-                "filter": {
-                    "event": {"name": ["lineageflow.audit.changed"]},
-                    "occurred": {"since": api_events_since.isoformat()},
-                },
-                "limit": 50,
-            },
-        )
-    return resp.json()["events"]
-
-
 @pytest.mark.usefixtures("prefect_api")
-def test_audit_re_proves_versions_and_reports_what_changed(make_workspace):
+def test_audit_re_proves_versions_and_reports_what_changed(
+    make_workspace, prefect_api_url
+):
     from flows.audit import audit_registry
     from flows.demo import add_data_version
     from flows.training import training_pipeline
@@ -190,7 +190,7 @@ def test_audit_re_proves_versions_and_reports_what_changed(make_workspace):
     assert out["audited"] == {f"{name}/2": "exact", f"{name}/1": "exact"}
     assert out["rebuilt"] == [] and out["changed"] == []
     assert _versions(c, name)["1"].tags["lineage.audit.since_reproduced"] == "1"
-    assert _audit_events(since) == []
+    assert _audit_events(prefect_api_url, since) == []
 
     # 3. v1's data object pruned from the DVC remote; v2's model file edited
     record = json.loads(
@@ -212,7 +212,9 @@ def test_audit_re_proves_versions_and_reports_what_changed(make_workspace):
     assert sorted(out["changed"]) == [f"{name}/1", f"{name}/2"]
     assert md5 in out["causes"][f"{name}/1"], out["causes"]
     assert "model.pkl" in out["causes"][f"{name}/2"], out["causes"]
-    events = {e["payload"]["version"]: e for e in _audit_events(since, 2)}
+    events = {
+        e["payload"]["version"]: e for e in _audit_events(prefect_api_url, since, 2)
+    }
     assert set(events) == {"1", "2"}
     assert events["1"]["payload"]["old_verdict"] == "exact"
     assert events["1"]["payload"]["new_verdict"] == "unreproducible"
@@ -227,7 +229,7 @@ def test_audit_re_proves_versions_and_reports_what_changed(make_workspace):
     again = datetime.now(UTC)
     out = audit_registry(workspace=str(ws))
     assert out["audited"] == {f"{name}/2": "tampered", f"{name}/1": "unreproducible"}
-    assert out["changed"] == [] and _audit_events(again) == []
+    assert out["changed"] == [] and _audit_events(prefect_api_url, again) == []
 
     # 5. a version whose run was deleted: a verdict in one line, the rest goes on
     c.delete_run(first["run_id"])
@@ -264,3 +266,145 @@ def test_bad_model_names_are_one_line_each(make_workspace):
     )
     out = audit_registry(workspace=str(ws))  # every managed model: none promoted
     assert out["audited"] == {}
+
+
+# ---------------------------------------------------------------- deployed
+
+
+def _model_file(mlf: MlflowClient, name: str, version: str) -> Path:
+    from lineageflow.runs.artifact_store import model_location
+
+    mv = _versions(mlf, name)[version]
+    where = model_location(mv.source, mlf.tracking_uri).removeprefix("file://")
+    return Path(where) / "model.pkl"
+
+
+def _dvc_object(paths, md5: str) -> Path:
+    return paths.remote / "files" / "md5" / md5[:2] / md5[2:]
+
+
+@pytest.mark.slow
+def test_deployed_weekly_audit_raises_a_changed_verdict_once_and_it_is_rebuilt(
+    prefect_server,  # noqa: F811 - the fixture imported above
+    make_workspace,
+):
+    """README's "Audits" as a user runs it: `prefect deploy --all`, a worker;
+    two versions trained through `train`, the `weekly` deployment run by hand.
+    A DVC object pruned from the remote and an edited model file are each a
+    verdict and an event, which the reproduce deployment's trigger rebuilds;
+    an audit with nothing new sends nothing."""
+    from flows.demo import add_data_version
+    from tests.test_deployments import (
+        deploy_and_start_worker,
+        flow_run_logs,
+        flow_runs_of,
+        rest,
+        run_deployment_via_api,
+        service_errors,
+        wait_until,
+    )
+
+    env, api = prefect_server["env"], prefect_server["api"]
+    paths = make_workspace(rows=1500)
+    ws, name = paths.workspace, make_workspace.model_name
+    worker = deploy_and_start_worker(
+        prefect_server, dict(env, LINEAGEFLOW_WORKSPACE=str(ws)), worker_env=env
+    )
+    mlf = MlflowClient(f"sqlite:///{ws / '.lineageflow' / 'mlflow.db'}")
+
+    def run(deployment: str, **parameters) -> dict:
+        fr = run_deployment_via_api(api, deployment, parameters)
+        logs = flow_run_logs(api, fr["id"])
+        assert fr["state"]["type"] == "COMPLETED", logs[-3000:] + worker.tail()
+        return fr
+
+    def audit_results(fr: dict) -> dict:
+        return rest("GET", f"{api}/flow_runs/{fr['id']}").json()
+
+    # 1. train twice (a new data version between): v1 Archived, v2 Staging
+    run("training-pipeline/train")
+    add_data_version(ws, 1, 1500, seed=9, drift=0.5, message="data v2")
+    run("training-pipeline/train")
+    where = _where(mlf, name)
+    assert where == {"1": "Archived", "2": "Staging", "@staging": "2"}
+    weekly = rest("GET", f"{api}/deployments/name/audit-registry/weekly").json()
+    (sched,) = weekly["schedules"]
+    assert sched["schedule"]["cron"] == "0 4 * * 0" and sched["active"]
+    reproduce = rest("GET", f"{api}/deployments/name/reproduce-run/reproduce").json()
+
+    # 2. the audit, by hand: both exact, rebuilt; the artifact's table
+    since = datetime.now(UTC)
+    first = run("audit-registry/weekly")
+    for v in ("1", "2"):
+        mv = _versions(mlf, name)[v]
+        assert mv.tags["lineage.audit.verdict"] == "exact", mv.tags
+        assert mv.tags["lineage.audit.run"] == first["id"]
+        assert mv.tags["lineage.audit.reproduction"]
+        assert mv.description.endswith(f"audited {since:%Y-%m-%d}: exact")
+    (art,) = rest(
+        "POST",
+        f"{api}/artifacts/filter",
+        json={
+            "artifacts": {
+                "flow_run_id": {"any_": [first["id"]]},
+                "key": {"any_": ["audit"]},
+            }
+        },
+    ).json()
+    assert f"| `{name}` | 2 | Staging | exact | — | rebuilt |" in art["data"]
+    assert f"| `{name}` | 1 | Archived | exact | — | rebuilt |" in art["data"]
+
+    # 3. v1's data pruned from the DVC remote; v2's stored model file edited
+    md5 = mlf.get_run(_versions(mlf, name)["1"].run_id).data.tags[
+        "lineage.data.data/customers.md5"
+    ]
+    _dvc_object(paths, md5).unlink()
+    pkl = _model_file(mlf, name, "2")
+    pkl.write_bytes(pkl.read_bytes() + b"\0")
+    second = run("audit-registry/weekly")
+    v1, v2 = _versions(mlf, name)["1"], _versions(mlf, name)["2"]
+    assert v1.tags["lineage.audit.verdict"] == "unreproducible"
+    assert (
+        f"data/customers md5 {md5} is not in remote" in v1.tags["lineage.audit.cause"]
+    )
+    assert v2.tags["lineage.audit.verdict"] == "tampered"
+    assert "model.pkl" in v2.tags["lineage.audit.cause"]
+    events = {e["payload"]["version"]: e for e in _audit_events(api, since, 2)}
+    assert set(events) == {"1", "2"}
+    assert events["1"]["payload"]["old_verdict"] == "exact"
+    assert events["1"]["payload"]["new_verdict"] == "unreproducible"
+    assert md5 in events["1"]["payload"]["cause"]
+    assert events["2"]["payload"]["new_verdict"] == "tampered"
+    assert {e["related"][0]["prefect.resource.id"] for e in events.values()} == {
+        f"prefect.flow-run.{second['id']}"
+    }
+
+    # 4. the automation: one reproduce run per changed version, by its run id
+    rebuilt = wait_until(
+        "2 reproduce runs the audit's events triggered, finished",
+        lambda: (
+            lambda runs: (
+                runs
+                if len(runs) == 2
+                and all(r["state"]["type"] in ("COMPLETED", "FAILED") for r in runs)
+                else None
+            )
+        )(flow_runs_of(api, reproduce["id"])),
+        timeout=300,
+    )
+    assert {r["parameters"]["run_id"] for r in rebuilt} == {v1.run_id, v2.run_id}
+    assert all(r["created_by"]["type"] == "AUTOMATION" for r in rebuilt)
+    assert {r["state"]["type"] for r in rebuilt} == {"COMPLETED"}, worker.tail()
+
+    # 5. again with nothing changed: the same verdicts, no event, no rebuild
+    quiet = datetime.now(UTC)
+    run("audit-registry/weekly")
+    assert _versions(mlf, name)["1"].tags["lineage.audit.verdict"] == "unreproducible"
+    assert _audit_events(api, quiet) == []
+    time.sleep(5)
+    assert len(flow_runs_of(api, reproduce["id"])) == 2
+    assert _where(mlf, name) == where  # never a stage or an alias
+    assert audit_results(second)["state"]["type"] == "COMPLETED"
+
+    worker.stop(interrupts=2)
+    assert service_errors(prefect_server["log"]) == []

@@ -2,7 +2,6 @@
 
 from deployments.serve import build_deployments, load_specs
 
-
 FIVE = {"train", "nightly-retrain", "reproduce", "watch", "weekly"}
 
 

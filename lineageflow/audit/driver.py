@@ -76,9 +76,7 @@ def audit_one(plan: Plan, mv, env: dict) -> Audited:
         off = check_version(plan.uri, mv, plan.root)
     except Exception as exc:  # noqa: BLE001 - a verdict, not a crash
         off = Offline(None, findings=[Finding(UNVERIFIABLE, one_line(exc))])
-    base = (
-        basis(off.model_sha256, off.record, env) if off.record is not None else None
-    )
+    base = basis(off.model_sha256, off.record, env) if off.record is not None else None
 
     def result(found: Finding, rebuilt: bool, reproduction=None) -> Audited:
         return Audited(

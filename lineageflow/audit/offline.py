@@ -52,7 +52,7 @@ class Offline:
 def check_version(uri: str, mv, root: Path) -> Offline:
     """Every offline check of model version ``mv``; ``root``: the workspace the
     audit runs for."""
-    name, version = mv.name, str(mv.version)
+    version = str(mv.version)
     run_id = mv.tags.get(TAG_RUN_ID) or mv.run_id
     out = Offline(run_id)
     gone = _run_gone(uri, run_id, version)
@@ -175,15 +175,20 @@ def commit_findings(record: dict, root: Path) -> list[Finding]:
     pipe = record.get("pipeline") or {}
     here = pipeline_state().get("path")
     places = [pipe.get("path"), here, _local(pipe.get("repo"))]
-    if pipe.get("commit") and not any(has_commit(p, pipe["commit"]) for p in places):
-        if any(p for p in places if p and Path(p).is_dir()):
-            out.append(
-                Finding(
-                    UNREPRODUCIBLE,
-                    f"lineageflow commit {pipe['commit']} is in none of "
-                    f"{', '.join(sorted({str(p) for p in places if p}))}: restore it",
-                )
+    repos = sorted({str(p) for p in places if p and Path(p).is_dir()})
+    # in no repository here: a rebuild clones its recorded URL (checked then)
+    if (
+        pipe.get("commit")
+        and repos
+        and not any(has_commit(p, pipe["commit"]) for p in repos)
+    ):
+        out.append(
+            Finding(
+                UNREPRODUCIBLE,
+                f"lineageflow commit {pipe['commit']} is in none of "
+                f"{', '.join(repos)}: restore it",
             )
+        )
     for d in record.get("environment", {}).get("distributions", []):
         commit = d.get("commit") or d.get("commit_id")
         place = d.get("path") if d.get("source") == "editable" else _local(d.get("url"))
@@ -203,7 +208,12 @@ def environment_now() -> dict:
     distribution and how it was installed, and lineageflow's own commit."""
     pipe = pipeline_state()
     dists = [
-        [d["name"], d["version"], d.get("source"), d.get("commit") or d.get("commit_id")]
+        [
+            d["name"],
+            d["version"],
+            d.get("source"),
+            d.get("commit") or d.get("commit_id"),
+        ]
         for d in installed()
     ]
     return {

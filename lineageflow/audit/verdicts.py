@@ -78,7 +78,9 @@ class Audited:
     def line(self) -> str:
         how = "rebuilt" if self.reproduced else "offline checks"
         why = f": {self.cause}" if self.cause else ""
-        return f"{self.model} v{self.version} ({self.stage}): {self.verdict} ({how}){why}"
+        return (
+            f"{self.model} v{self.version} ({self.stage}): {self.verdict} ({how}){why}"
+        )
 
 
 def worst(findings: list[Finding]) -> Finding | None:
@@ -106,9 +108,7 @@ def from_reproduction(summary: dict) -> Finding:
     return Finding(verdict, cause)
 
 
-def basis(
-    model_sha256: str | None, record: dict, environment_now: dict
-) -> str:
+def basis(model_sha256: str | None, record: dict, environment_now: dict) -> str:
     """sha256 of what a rebuild depends on: the model's digest, the recorded
     data versions and commits, and the environment the audit runs in now. The
     same basis as at the last exact rebuild: no rebuild is due yet."""
@@ -170,8 +170,12 @@ def event(audited: Audited, workspace: str, flow_run_id: str | None) -> dict:
             LABEL_AUDIT_VERDICT: a.verdict,
         },
         "related": (
-            [{"prefect.resource.id": f"prefect.flow-run.{flow_run_id}",
-              "prefect.resource.role": "flow-run"}]
+            [
+                {
+                    "prefect.resource.id": f"prefect.flow-run.{flow_run_id}",
+                    "prefect.resource.role": "flow-run",
+                }
+            ]
             if flow_run_id
             else []
         ),

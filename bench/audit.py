@@ -9,7 +9,8 @@ promotes v1, REPS times, interleaved so drift hits all three:
 (b) audit-registry on that one version with a rebuild (``reproduce_every=1``):
     offline checks, reproduce-run by run id, the verdict written;
 (c) audit-registry on it with the offline checks only (a version unchanged
-    since its last exact rebuild, as three audits in four are by default).
+    since its last exact rebuild, as three audits in four are by default);
+(d) an empty Prefect flow: what any flow run costs here, for scale.
 Writes bench/AUDIT.md.
 
     .venv/bin/python bench/audit.py     # BENCH_AUDIT_ROWS=200000 BENCH_REPS=3
@@ -30,8 +31,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-ROWS = int(os.environ.get("BENCH_AUDIT_ROWS", "200000"))
-TREES = int(os.environ.get("BENCH_AUDIT_TREES", "300"))
+ROWS = int(os.environ.get("BENCH_AUDIT_ROWS", "500000"))
+TREES = int(os.environ.get("BENCH_AUDIT_TREES", "800"))
 REPS = int(os.environ.get("BENCH_REPS", "3"))
 
 
@@ -58,7 +59,12 @@ def main() -> None:
 
 
 def workspace(base: Path) -> tuple[Path, str]:
-    from flows.demo import DemoPaths, add_data_version, default_params_text, init_workspace
+    from flows.demo import (
+        DemoPaths,
+        add_data_version,
+        default_params_text,
+        init_workspace,
+    )
 
     params = yaml.safe_load(default_params_text())
     params["train"]["xgboost"].update(n_estimators=TREES, max_depth=6)
@@ -78,14 +84,20 @@ def timed(fn, **kw) -> tuple[float, dict]:
 
 
 def measure(base: Path) -> dict:
+    from prefect import flow
+
     from flows.audit import audit_registry
     from flows.training import training_pipeline
+
+    @flow(name="bench-empty")
+    def empty() -> None:
+        return None
 
     ws, name = workspace(base)
     first = training_pipeline(workspace=str(ws))  # warm-up: registers v1, Staging
     assert first["version"] == "1", first
     one = {"workspace": str(ws), "models": [name], "keep": 0}
-    train, rebuilt, offline = [], [], []
+    train, rebuilt, offline, bare = [], [], [], []
     for _ in range(REPS):
         s, _out = timed(training_pipeline, workspace=str(ws), reuse=False)
         train.append(s)
@@ -95,7 +107,8 @@ def measure(base: Path) -> dict:
         s, out = timed(audit_registry, **one, reproduce_every=1000)
         assert out["audited"] == {f"{name}/1": "exact"} and not out["rebuilt"], out
         offline.append(s)
-    return {"train": train, "rebuilt": rebuilt, "offline": offline}
+        bare.append(timed(empty)[0])
+    return {"train": train, "rebuilt": rebuilt, "offline": offline, "empty": bare}
 
 
 def fmt(xs: list[float]) -> str:
@@ -128,6 +141,7 @@ runs interleaved, {REPS} times; ratios run by run. Median (min, max).
 | training v1 (every stage recomputed) | {fmt(f["train"])} | 1 |
 | audit of v1 with a rebuild (`reproduce_every: 1`) | {fmt(f["rebuilt"])} | {ratio(f["rebuilt"], f["train"])} |
 | audit of v1, offline checks only (unchanged since its last exact rebuild) | {fmt(f["offline"])} | {ratio(f["offline"], f["train"])} |
+| an empty Prefect flow, for scale | {fmt(f["empty"])} | {ratio(f["empty"], f["train"])} |
 
 The rebuild is reproduce-run: every stage recomputed from the recorded commit, data and
 params, then compared. The offline checks are `lineageflow verify`'s (the model files

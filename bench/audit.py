@@ -10,7 +10,9 @@ promotes v1, REPS times, interleaved so drift hits all three:
     offline checks, reproduce-run by run id, the verdict written;
 (c) audit-registry on it with the offline checks only (a version unchanged
     since its last exact rebuild, as three audits in four are by default);
-(d) an empty Prefect flow: what any flow run costs here, for scale.
+(d) the offline checks alone, outside a flow (``check_version``), and an
+    empty Prefect flow: what any flow run costs here (Prefect ends an
+    in-process flow run on its next one-second tick), for scale.
 Writes bench/AUDIT.md.
 
     .venv/bin/python bench/audit.py     # BENCH_AUDIT_ROWS=200000 BENCH_REPS=3
@@ -33,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 ROWS = int(os.environ.get("BENCH_AUDIT_ROWS", "500000"))
 TREES = int(os.environ.get("BENCH_AUDIT_TREES", "800"))
+DEPTH = int(os.environ.get("BENCH_AUDIT_DEPTH", "8"))
 REPS = int(os.environ.get("BENCH_REPS", "3"))
 
 
@@ -67,7 +70,7 @@ def workspace(base: Path) -> tuple[Path, str]:
     )
 
     params = yaml.safe_load(default_params_text())
-    params["train"]["xgboost"].update(n_estimators=TREES, max_depth=6)
+    params["train"]["xgboost"].update(n_estimators=TREES, max_depth=DEPTH)
     name = "bench-audit"
     params["register"]["model_name"] = name
     paths = DemoPaths(base / "demo")
@@ -88,6 +91,8 @@ def measure(base: Path) -> dict:
 
     from flows.audit import audit_registry
     from flows.training import training_pipeline
+    from lineageflow.audit.offline import check_version
+    from lineageflow.runs.store import client
 
     @flow(name="bench-empty")
     def empty() -> None:
@@ -97,7 +102,9 @@ def measure(base: Path) -> dict:
     first = training_pipeline(workspace=str(ws))  # warm-up: registers v1, Staging
     assert first["version"] == "1", first
     one = {"workspace": str(ws), "models": [name], "keep": 0}
-    train, rebuilt, offline, bare = [], [], [], []
+    train, rebuilt, offline, bare, checks = [], [], [], [], []
+    uri = f"sqlite:///{ws / '.lineageflow' / 'mlflow.db'}"
+    mv = client(uri).get_model_version(name, "1")
     for _ in range(REPS):
         s, _out = timed(training_pipeline, workspace=str(ws), reuse=False)
         train.append(s)
@@ -108,7 +115,16 @@ def measure(base: Path) -> dict:
         assert out["audited"] == {f"{name}/1": "exact"} and not out["rebuilt"], out
         offline.append(s)
         bare.append(timed(empty)[0])
-    return {"train": train, "rebuilt": rebuilt, "offline": offline, "empty": bare}
+        s, found = timed(check_version, uri=uri, mv=mv, root=ws)
+        assert not found.findings, found.findings
+        checks.append(s)
+    return {
+        "train": train,
+        "rebuilt": rebuilt,
+        "offline": offline,
+        "checks": checks,
+        "empty": bare,
+    }
 
 
 def fmt(xs: list[float]) -> str:
@@ -132,7 +148,7 @@ Last run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {wall / 60:.1f} min, `make ben
 {prefect.__version__}, mlflow {mlflow.__version__}, xgboost {xgboost.__version__}.
 
 Workload: the demo workspace with {ROWS:,} customer rows (one DVC file, local remote),
-xgboost {TREES} trees of depth 6; a temporary Prefect server; MLflow's sqlite store in the
+xgboost {TREES} trees of depth {DEPTH}; a temporary Prefect server; MLflow's sqlite store in the
 workspace. One process, after a warm-up training that promoted v1; the three measured
 runs interleaved, {REPS} times; ratios run by run. Median (min, max).
 
@@ -141,6 +157,7 @@ runs interleaved, {REPS} times; ratios run by run. Median (min, max).
 | training v1 (every stage recomputed) | {fmt(f["train"])} | 1 |
 | audit of v1 with a rebuild (`reproduce_every: 1`) | {fmt(f["rebuilt"])} | {ratio(f["rebuilt"], f["train"])} |
 | audit of v1, offline checks only (unchanged since its last exact rebuild) | {fmt(f["offline"])} | {ratio(f["offline"], f["train"])} |
+| the offline checks alone (no flow) | {fmt(f["checks"])} | {ratio(f["checks"], f["train"])} |
 | an empty Prefect flow, for scale | {fmt(f["empty"])} | {ratio(f["empty"], f["train"])} |
 
 The rebuild is reproduce-run: every stage recomputed from the recorded commit, data and

@@ -379,6 +379,28 @@ def test_deployed_weekly_audit_raises_a_changed_verdict_once_and_it_is_rebuilt(
         f"prefect.flow-run.{second['id']}"
     }
 
+    # Prefect's UI, in a real browser: the audit's table, the changes in bold
+    from tests.test_browser import CHROMIUM, rendered
+
+    if CHROMIUM is not None:
+        (latest,) = rest(
+            "POST",
+            f"{api}/artifacts/filter",
+            json={
+                "artifacts": {
+                    "flow_run_id": {"any_": [second["id"]]},
+                    "key": {"any_": ["audit"]},
+                }
+            },
+        ).json()
+        ui = api.removesuffix("/api")
+        page = rendered(
+            f"{ui}/artifacts/artifact/{latest['id']}",
+            "unreproducible",
+            prefect_server["tmp"],
+        )
+        assert "tampered" in page and "2 changed" in page and md5 in page
+
     # 4. the automation: one reproduce run per changed version, by its run id
     rebuilt = wait_until(
         "2 reproduce runs the audit's events triggered, finished",

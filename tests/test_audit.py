@@ -6,6 +6,7 @@ and Prefect API."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import warnings
 from datetime import UTC, datetime
@@ -25,7 +26,8 @@ from lineageflow.audit.verdicts import (
     worst,
 )
 from lineageflow.errors import LineageError
-from tests.test_deployments import prefect_server  # noqa: F401 - its fixture
+from tests.servers import free_port
+from tests.test_deployments import BIN, prefect_server  # noqa: F401 - its fixture
 
 
 def _audited(verdict="exact", previous=None, cause="", reproduced=True):
@@ -231,7 +233,23 @@ def test_audit_re_proves_versions_and_reports_what_changed(
     assert out["audited"] == {f"{name}/2": "tampered", f"{name}/1": "unreproducible"}
     assert out["changed"] == [] and _audit_events(prefect_api_url, again) == []
 
-    # 5. a version whose run was deleted: a verdict in one line, the rest goes on
+    # 5. a DVC remote that does not answer: v1 unverifiable with the reason, and
+    # the audit goes on to v2
+    dead = f"http://127.0.0.1:{free_port()}/dvc"
+    dvc = [str(BIN / "dvc"), "remote", "modify", "--local", "storage"]
+    subprocess.run([*dvc, "url", dead], cwd=ws, check=True, capture_output=True)
+    try:
+        out = audit_registry(workspace=str(ws))
+    finally:
+        subprocess.run(
+            [*dvc, "--unset", "url"], cwd=ws, check=True, capture_output=True
+        )
+    assert out["audited"] == {f"{name}/2": "tampered", f"{name}/1": "unverifiable"}
+    assert out["causes"][f"{name}/1"].startswith(
+        "data/customers: its remote did not answer ("
+    ), out["causes"]
+
+    # 6. a version whose run was deleted: a verdict in one line, the rest goes on
     c.delete_run(first["run_id"])
     out = audit_registry(workspace=str(ws), models=[name])
     cause = out["causes"][f"{name}/1"]

@@ -116,7 +116,9 @@ LABEL_AUDIT_VERDICT = "lineageflow.audit.verdict"
 
 # ------------------------------------------------------- audit (version tags)
 # What the last audit found, on the model version (lineageflow.audit.results)
-TAG_AUDIT_VERDICT = "lineage.audit.verdict"  # exact | within | diverged | tampered | ...
+TAG_AUDIT_VERDICT = (
+    "lineage.audit.verdict"  # exact | within | diverged | tampered | ...
+)
 TAG_AUDIT_AT = "lineage.audit.at"  # UTC time of that audit
 TAG_AUDIT_RUN = "lineage.audit.run"  # the audit's Prefect flow run id
 TAG_AUDIT_CAUSE = "lineage.audit.cause"  # why it is not exact (one line)

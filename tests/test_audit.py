@@ -246,7 +246,8 @@ def test_audit_re_proves_versions_and_reports_what_changed(
         )
     assert out["audited"] == {f"{name}/2": "tampered", f"{name}/1": "unverifiable"}
     assert out["causes"][f"{name}/1"].startswith(
-        "data/customers: its remote did not answer ("
+        "data/customers: DVC remote 'storage' (http://127.0.0.1) did not answer "
+        "(ClientConnectorError: "
     ), out["causes"]
 
     # 6. a version whose run was deleted: a verdict in one line, the rest goes on

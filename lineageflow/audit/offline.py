@@ -144,14 +144,15 @@ def data_findings(record: dict, root: Path) -> list[Finding]:
         try:
             if source.in_remote(d, root):
                 continue
+            source.remote_answers(d, root)  # down is not gone
             fix = source.not_pushed_fix(d)
         except Exception as exc:  # noqa: BLE001 - a remote that does not answer
-            out.append(
-                Finding(
-                    UNVERIFIABLE,
-                    f"{d.get('path')}: its remote did not answer ({one_line(exc)})",
-                )
+            why = (
+                str(exc)
+                if isinstance(exc, LineageflowError)
+                else f"its remote did not answer ({one_line(exc)})"
             )
+            out.append(Finding(UNVERIFIABLE, f"{d.get('path')}: {why}"))
             continue
         named = source.kind_of(d).version_name(d)
         what = f"version {named}" if named else f"md5 {d['md5']}"

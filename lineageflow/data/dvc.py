@@ -84,6 +84,9 @@ class DvcKind(DataKind):
     def in_remote(self, entry: dict, root: Path) -> bool:
         return _heavy()[1].in_remote_now(root, entry.get("remote"), entry["md5"])
 
+    def remote_answers(self, entry: dict, root: Path) -> None:
+        _heavy()[1].remote_answers(root, entry.get("remote"), entry["md5"])
+
     def not_pushed_fix(self, entry: dict) -> str:
         if entry.get("remote") is None:
             return (

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import git
 import yaml
@@ -85,3 +86,31 @@ def named_at(ws: Workspace, name: str, remote: str | None, commit: str):
 def in_remote_now(root: Path, remote: str | None, md5: str) -> bool:
     with _repo(root) as repo:
         return remote_has(repo, remote, md5)
+
+
+def remote_answers(root: Path, remote: str | None, md5: str) -> None:
+    """Raise DataError when the remote holding ``md5`` does not answer, so a
+    remote that is down is not taken for an object that is gone. (fsspec's
+    HTTP filesystem reports an unreachable server as a missing file; the
+    connection error is its cause.)"""
+    with _repo(root) as repo:
+        name, url = resolve_remote(repo, remote)
+        if name is None:
+            return
+        odb = repo.cloud.get_remote_odb(name)
+        try:
+            odb.fs.info(odb.oid_to_path(md5))
+            return
+        except FileNotFoundError as exc:
+            err = exc.__cause__ or exc.__context__
+            if not isinstance(err, OSError) or isinstance(err, FileNotFoundError):
+                return  # truly not there
+        except Exception as exc:  # noqa: BLE001 - a connection, credentials, a 5xx
+            err = exc
+    host = urlsplit(url or "")
+    where = f"{host.scheme}://{host.hostname}" if host.hostname else url
+    first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+    raise DataError(
+        f"DVC remote '{name}' ({where}) did not answer ({type(err).__name__}"
+        f"{': ' + first if first else ''})"
+    )

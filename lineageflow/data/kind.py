@@ -131,6 +131,12 @@ class DataKind(ABC):
     def in_remote(self, entry: dict, root: Path) -> bool:
         """Whether someone else could read the recorded version now."""
 
+    def remote_answers(self, entry: dict, root: Path) -> None:
+        """Raise (one line) when the remote ``in_remote`` asked did not answer,
+        so a remote that is down is not taken for a version that is gone. By
+        default ``in_remote`` already raises or says why (a Delta probe)."""
+        return None
+
     @abstractmethod
     def not_pushed_fix(self, entry: dict) -> str:
         """What to do when ``in_remote`` is False."""

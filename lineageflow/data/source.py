@@ -84,6 +84,10 @@ def in_remote(entry: dict, root: Path) -> bool:
     return kind_of(entry).in_remote(entry, root)
 
 
+def remote_answers(entry: dict, root: Path) -> None:
+    kind_of(entry).remote_answers(entry, root)
+
+
 def not_pushed_fix(entry: dict) -> str:
     return kind_of(entry).not_pushed_fix(entry)
 

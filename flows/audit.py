@@ -19,7 +19,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from flows.reproduce import reproduce_run
-from lineageflow.audit.driver import Plan, audit_versions
+from lineageflow.audit.driver import Plan, audit_versions, write_verdicts
 from lineageflow.audit.registry import select
 from lineageflow.audit.verdicts import event, markdown
 from lineageflow.errors import ConfigError
@@ -28,6 +28,7 @@ from lineageflow.retrain.queue import one_at_a_time
 from lineageflow.runs.context import resolve_workspace, settings
 from lineageflow.runs.flowstart import flow_setup
 from lineageflow.runs.orchestration import orchestration_info
+from lineageflow.workspace import origin_url
 
 
 def _rebuild(run_id: str, workspace: str | None, tolerance: float) -> dict:
@@ -65,22 +66,31 @@ def audit_registry(
         )
     at = datetime.now(UTC)
     run = orchestration_info()["flow_run_id"]
-    with one_at_a_time(ws.root):  # never alongside a retrain of this workspace
+    here = frozenset(p for p in (str(ws.root), origin_url(ws.git())) if p)
+    with one_at_a_time(ws.root):  # never alongside a triggered or nightly retrain
         chosen = select(uri, models, keep)
-        plan = Plan(uri, ws.root, _rebuild, every, cfg.audit.tolerance, at, run)
-        audited = audit_versions(plan, chosen.versions)
-    changed = [a for a in audited if a.changed]
-    send([event(a, label, run) for a in changed])
-    for line in chosen.skipped:
-        logger.info("not audited: %s", line)
-    create_markdown_artifact(
-        markdown(audited, at, chosen.skipped),
-        key="audit",
-        description="registry audit: each promoted version's verdict",
-    )
+        plan = Plan(uri, ws.root, here, _rebuild, every, cfg.audit.tolerance, at, run)
+        audited, elsewhere = audit_versions(plan, chosen.versions)
+        skipped = chosen.skipped + elsewhere
+        for line in skipped:
+            logger.info("not audited: %s", line)
+        create_markdown_artifact(
+            markdown(audited, at, skipped),
+            key="audit",
+            description="registry audit: each promoted version's verdict",
+        )
+        # the events before the verdicts: a change whose event did not go out
+        # is still a change at the next audit
+        changed = [a for a in audited if a.changed]
+        send(
+            [event(a, label, run) for a in changed],
+            again="no verdict was written, so the next audit sends them again",
+        )
+        write_verdicts(plan, audited)
     return {
         "audited": {f"{a.model}/{a.version}": a.verdict for a in audited},
         "changed": [f"{a.model}/{a.version}" for a in changed],
         "rebuilt": [f"{a.model}/{a.version}" for a in audited if a.reproduced],
         "causes": {f"{a.model}/{a.version}": a.cause for a in audited if a.cause},
+        "skipped": skipped,
     }

@@ -26,6 +26,7 @@ from lineageflow.pipeline import (
 from lineageflow.registry.promotion import Decision
 from lineageflow.registry.versions import unchanged_since_staging
 from lineageflow.retrain.commit import commit_run
+from lineageflow.retrain.queue import one_at_a_time
 from lineageflow.runs.context import RunContext, settings
 from lineageflow.runs.flowstart import flow_setup
 from lineageflow.runs.orchestration import run_logger
@@ -213,27 +214,36 @@ def training_pipeline(
     if commit:
         return train_commit(workspace, commit, reuse)
     ws, cfg, uri = settings(workspace)
-    if skip_if_unchanged:
-        check_reachable(uri)
-        version = unchanged_since_staging(ws, cfg, uri)
-        if version is not None:
-            message = f"nothing changed since version {version}"
-            run_logger().info(message)
-            skipped = {
-                "skipped": True,
-                "message": message,
-                "version": version,
-                "model": cfg.registration.model_name,
-                "stage": "Staging",
-            }
-            # compared with the newest signed promotion; one moved into Staging
-            # by hand since is said here (a run that trains says it at register)
-            moved = staging(uri, cfg.registration.model_name).line()
-            if moved:
-                run_logger().warning(moved)
-                skipped["warning"] = moved
-            return skipped
-    return run_stages(ws, cfg, uri, reuse=reuse).summary()
+    if not skip_if_unchanged:
+        return run_stages(ws, cfg, uri, reuse=reuse).summary()
+    # a scheduled retrain holds the workspace's slot, as a triggered retrain
+    # and an audit do (lineageflow.retrain.queue): none runs beside another
+    with one_at_a_time(ws.root):
+        return _unless_unchanged(ws, cfg, uri, reuse)
+
+
+def _unless_unchanged(ws: Workspace, cfg, uri: str, reuse: bool) -> dict:
+    """Train unless commit, data and params are the Staging version's."""
+    check_reachable(uri)
+    version = unchanged_since_staging(ws, cfg, uri)
+    if version is None:
+        return run_stages(ws, cfg, uri, reuse=reuse).summary()
+    message = f"nothing changed since version {version}"
+    run_logger().info(message)
+    skipped = {
+        "skipped": True,
+        "message": message,
+        "version": version,
+        "model": cfg.registration.model_name,
+        "stage": "Staging",
+    }
+    # compared with the newest signed promotion; one moved into Staging by hand
+    # since is said here (a run that trains says it at register)
+    moved = staging(uri, cfg.registration.model_name).line()
+    if moved:
+        run_logger().warning(moved)
+        skipped["warning"] = moved
+    return skipped
 
 
 def run_workspace(workspace: str | Path, reuse: bool = True) -> dict:

@@ -20,6 +20,11 @@ class DataError(LineageflowError):
     """The dataset cannot be pulled, read or trained on."""
 
 
+class RemoteUnreachable(DataError):
+    """A data remote (DVC remote, Delta table's S3) did not answer or refused
+    the credentials: nothing is known of what it holds."""
+
+
 class TrackingError(LineageflowError):
     """MLflow cannot be reached or refused a call."""
 

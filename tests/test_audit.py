@@ -18,6 +18,7 @@ from mlflow import MlflowClient
 from lineageflow.audit.verdicts import (
     Audited,
     Finding,
+    description_line,
     description_with,
     event,
     from_reproduction,
@@ -83,14 +84,42 @@ def test_reproduce_runs_verdicts_become_the_audits_with_their_cause():
     assert "not pinned" in diverged.cause and "xgboost 2.1.0 -> 2.1.1" in diverged.cause
 
 
-def test_the_description_keeps_its_text_and_one_audit_line():
-    first = description_with("Promoted: checks passed.", "audited 2026-12-01: exact")
-    assert first == "Promoted: checks passed.\naudited 2026-12-01: exact"
-    again = description_with(first, "audited 2026-12-08: tampered (model.pkl)")
-    assert again == "Promoted: checks passed.\naudited 2026-12-08: tampered (model.pkl)"
+def test_the_description_keeps_its_text_and_the_last_five_audit_lines():
+    text = "## v3\n\nPromoted: checks passed.\n\n- data `data/c`"
+    for day in range(1, 8):
+        text = description_with(text, f"audited 2026-12-0{day}: exact")
+    assert text == (
+        "## v3\n\nPromoted: checks passed.\n\n- data `data/c`\n"
+        + "\n".join(f"audited 2026-12-0{d}: exact" for d in range(3, 8))
+    )
     assert description_with(None, "audited 2026-12-08: exact") == (
         "audited 2026-12-08: exact"
     )
+    # a note written after the audit lines (an archived version's) stays above
+    noted = description_with(
+        "Promoted.\naudited 2026-12-01: exact\nArchived: v4 replaced it.",
+        "audited 2026-12-08: exact",
+    )
+    assert noted == (
+        "Promoted.\n\nArchived: v4 replaced it.\n"
+        "audited 2026-12-01: exact\naudited 2026-12-08: exact"
+    )
+    # within MLflow's 5000 characters: older audit lines go, the text never does
+    long = "x" * 4900
+    full = description_with(
+        long + "\naudited 2026-12-01: exact", "audited 2026-12-08: " + "y" * 200
+    )
+    assert full.startswith(long + "\naudited 2026-12-08: ") and len(full) <= 5000
+
+
+def test_the_audit_line_is_one_line_with_its_cause_cut():
+    cause = "data/c md5 ab12 is not in remote 's':\nrun `dvc push`" + " z" * 400
+    line = description_line(
+        datetime(2026, 12, 6, tzinfo=UTC), _audited("unreproducible", "exact", cause)
+    )
+    assert "\n" not in line and len(line) < 360
+    assert line.startswith("audited 2026-12-06: unreproducible (data/c md5 ab12 is not")
+    assert line.endswith("…)")
 
 
 def test_the_event_names_model_version_verdicts_and_cause():
@@ -159,7 +188,7 @@ def _audit_events(api: str, since: datetime, expect: int = 0) -> list[dict]:
 
 @pytest.mark.usefixtures("prefect_api")
 def test_audit_re_proves_versions_and_reports_what_changed(
-    make_workspace, prefect_api_url
+    make_workspace, prefect_api_url, monkeypatch
 ):
     from flows.audit import audit_registry
     from flows.demo import add_data_version
@@ -260,6 +289,14 @@ def test_audit_re_proves_versions_and_reports_what_changed(
     )
     assert out["audited"][f"{name}/2"] == "tampered"
     c.restore_run(first["run_id"])
+
+    # 7. no usable signing key on this worker: the signature is not judged
+    # (unverifiable, never "tampered"), the model file still is, by its digest
+    monkeypatch.setenv("LINEAGEFLOW_SIGNING_KEY", str(paths.base / "no-such.key"))
+    out = audit_registry(workspace=str(ws), models=[name])
+    assert out["audited"][f"{name}/2"] == "tampered"
+    assert "has sha256" in out["causes"][f"{name}/2"], out["causes"]
+    assert _where(c, name) == where
 
 
 @pytest.mark.usefixtures("prefect_api")
@@ -449,3 +486,41 @@ def test_deployed_weekly_audit_raises_a_changed_verdict_once_and_it_is_rebuilt(
 
     worker.stop(interrupts=2)
     assert service_errors(prefect_server["log"]) == []
+
+
+def test_selection_is_what_a_promotion_put_there_and_this_workspaces(tmp_path):
+    """Staging and the newest `keep` Archived versions a lineageflow promotion
+    put there (a passed check alone is no promotion); a version another
+    workspace trained is left to that workspace's audit, in one line."""
+    from lineageflow.audit.registry import recorded_elsewhere, select
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    c = MlflowClient(uri)
+    c.create_registered_model("m", tags={"lineageflow.managed": "true"})
+    exp = c.create_experiment("e")
+
+    def version(stage: str, repo: str, promoted: bool = True) -> str:
+        run = c.create_run(exp, tags={"lineage.workspace_repo": repo})
+        c.set_terminated(run.info.run_id)
+        tags = {"lineage.run_id": run.info.run_id, "lineage.checks": "passed"}
+        if promoted:
+            tags["lineage.promotion_sha256"] = "ab" * 32
+        mv = c.create_model_version("m", f"runs:/{run.info.run_id}/model", tags=tags)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            c.transition_model_version_stage("m", mv.version, stage)
+        return str(mv.version)
+
+    here = str(tmp_path / "ws")
+    old = [version("Archived", here) for _ in range(3)]  # 1, 2, 3
+    tie = version("Archived", here, promoted=False)  # checks passed, never promoted
+    theirs = version("Archived", "/elsewhere/ws")
+    staged = version("Staging", here)
+    chosen = select(uri, None, keep=2)
+    picked = [str(mv.version) for mv in chosen.versions]
+    assert picked == [staged, theirs, old[2]] and tie not in picked
+    by_version = {str(mv.version): mv for mv in chosen.versions}
+    assert recorded_elsewhere(uri, by_version[staged], frozenset({here})) is None
+    assert recorded_elsewhere(uri, by_version[theirs], frozenset({here})) == (
+        f"m v{theirs}: trained in workspace /elsewhere/ws; its own audit re-proves it"
+    )

@@ -114,6 +114,18 @@ def test_train_append_retrain_then_reproduce_after_overwrite_and_vacuum(
     assert "keep_versions" in msg
     # lineageflow wrote nothing to the table (the vacuum above did, 2 entries)
     assert len(log_files(table)) == len(before) + 2
+    # the weekly audit says the same of both versions, offline, without a rebuild
+    from flows.audit import audit_registry
+
+    out = audit_registry(workspace=str(ws), models=[name])
+    assert out["audited"] == {
+        f"{name}/2": "unreproducible",
+        f"{name}/1": "unreproducible",
+    }
+    assert out["rebuilt"] == []
+    assert out["causes"][f"{name}/1"].startswith(
+        f"Delta table {table} version 0 cannot be read: VACUUM "
+    ), out["causes"]
 
 
 def test_a_vacuumed_version_then_a_recreated_table_are_refused_at_promotion(

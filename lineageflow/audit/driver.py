@@ -31,8 +31,14 @@ from lineageflow.audit.verdicts import (
     rebuild_due,
     worst,
 )
-from lineageflow.errors import LineageflowError, TrackingError
+from lineageflow.errors import (
+    LineageflowError,
+    OrchestratorError,
+    RemoteUnreachable,
+    TrackingError,
+)
 from lineageflow.runs.orchestration import run_logger
+from lineageflow.tags import TAG_RUN_ID
 
 # (run id, workspace or None for the recorded one, tolerance) -> reproduce-run's result
 Rebuild = Callable[[str, str | None, float], dict]
@@ -44,6 +50,7 @@ class Plan:
 
     uri: str
     root: Path  # the workspace the audit runs for
+    here: frozenset[str]  # the names its runs record it by (path, origin URL)
     rebuild: Rebuild
     every: int  # audit.reproduce_every
     tolerance: float
@@ -51,21 +58,39 @@ class Plan:
     flow_run_id: str | None
 
 
-def audit_versions(plan: Plan, versions: list) -> list[Audited]:
-    """Each version's verdict, written on it; one at a time, in order."""
-    env = environment_now()
-    out = []
+def audit_versions(plan: Plan, versions: list) -> tuple[list[Audited], list[str]]:
+    """Each version's verdict, one at a time, in order (nothing written yet:
+    ``write_verdicts``); and a line per version another workspace trained."""
+    try:
+        env = environment_now()
+    except Exception as exc:  # noqa: BLE001 - then every version is rebuilt
+        run_logger().warning("environment not read (%s): rebuilding", one_line(exc))
+        env = {"unread": one_line(exc)}
+    out, elsewhere = [], []
     for mv in versions:
+        line = registry.recorded_elsewhere(plan.uri, mv, plan.here)
+        if line:
+            elsewhere.append(line)
+            continue
         audited = audit_one(plan, mv, env)
-        try:
-            registry.write(plan.uri, audited, plan.at, plan.flow_run_id)
-        except Exception as exc:  # noqa: BLE001 - the table still shows it
-            run_logger().warning(
-                "could not write the verdict on %s v%s: %s", mv.name, mv.version, exc
-            )
         run_logger().info(audited.line())
         out.append(audited)
-    return out
+    return out, elsewhere
+
+
+def write_verdicts(plan: Plan, audited: list[Audited]) -> list[str]:
+    """Each verdict on its version (after its event went out); a line per
+    version it could not be written on (the next audit compares again)."""
+    failed = []
+    for a in audited:
+        try:
+            registry.write(plan.uri, a, plan.at, plan.flow_run_id)
+        except Exception as exc:  # noqa: BLE001 - the table still shows it
+            failed.append(
+                f"{a.model} v{a.version}: verdict not written ({one_line(exc)})"
+            )
+            run_logger().warning(failed[-1])
+    return failed
 
 
 def audit_one(plan: Plan, mv, env: dict) -> Audited:
@@ -74,16 +99,17 @@ def audit_one(plan: Plan, mv, env: dict) -> Audited:
     stage = mv.current_stage
     try:
         off = check_version(plan.uri, mv, plan.root)
+        base = basis(off.model_sha256, off.record, env) if off.record else None
     except Exception as exc:  # noqa: BLE001 - a verdict, not a crash
         off = Offline(None, findings=[Finding(UNVERIFIABLE, one_line(exc))])
-    base = basis(off.model_sha256, off.record, env) if off.record is not None else None
+        base = None
 
     def result(found: Finding, rebuilt: bool, reproduction=None) -> Audited:
         return Audited(
             mv.name,
             str(mv.version),
             stage,
-            off.run_id,
+            off.run_id or mv.tags.get(TAG_RUN_ID) or mv.run_id,
             found.verdict,
             found.cause,
             last.get("verdict"),
@@ -110,7 +136,7 @@ def _rebuild(plan: Plan, off: Offline, mv) -> tuple[Finding, str | None]:
     here = str(plan.root) if recorded == plan.root else None
     try:
         summary = plan.rebuild(off.run_id, here, plan.tolerance)
-    except TrackingError as exc:
+    except (TrackingError, OrchestratorError, RemoteUnreachable) as exc:
         return Finding(UNVERIFIABLE, f"rebuild: {exc}"), None
     except LineageflowError as exc:
         return Finding(UNREPRODUCIBLE, f"rebuild refused: {exc}"), None

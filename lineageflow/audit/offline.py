@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlparse
 
 from mlflow.exceptions import MlflowException
 
+from lineageflow.attest.keys import KEY_ENV, configured_key
 from lineageflow.attest.verify import attested
 from lineageflow.audit.verdicts import (
     TAMPERED,
@@ -26,17 +27,23 @@ from lineageflow.audit.verdicts import (
     Finding,
 )
 from lineageflow.data import source
-from lineageflow.errors import LineageflowError
+from lineageflow.errors import LineageError, LineageflowError, SigningKeyError
 from lineageflow.lineage.checks import check_digest
 from lineageflow.lineage.code import pipeline_state
 from lineageflow.lineage.environment import installed
 from lineageflow.registry.versions import load_lineage
 from lineageflow.runs.artifacts import stored_model_digest
 from lineageflow.runs.store import client
-from lineageflow.tags import TAG_MODEL_DIGEST, TAG_RUN_ID
+from lineageflow.tags import TAG_ATTESTATION, TAG_MODEL_DIGEST, TAG_RUN_ID
 from lineageflow.workspace import has_commit
 
-UNREADABLE = "cannot be read"  # attest.verify's words for a store that failed
+# attest.verify's words for what says nothing of the files: a store that did
+# not answer, or a key other than the one the promotion signed with
+UNJUDGED = (
+    "cannot be read",
+    "not made with the given public key",
+    "against the certificate chain",
+)
 
 
 @dataclass
@@ -61,7 +68,10 @@ def check_version(uri: str, mv, root: Path) -> Offline:
         return out
     try:
         record, tags = load_lineage(uri, run_id)
-    except Exception as exc:  # the store did not answer, or the record is gone
+    except LineageError as exc:  # lineage.json deleted or damaged
+        out.findings.append(Finding(TAMPERED, f"lineage record: {exc}"))
+        return out
+    except Exception as exc:  # noqa: BLE001 - the store did not answer
         out.findings.append(Finding(UNVERIFIABLE, one_line(exc)))
         return out
     intact = check_digest(record, tags)
@@ -106,20 +116,32 @@ def _run_gone(uri: str, run_id: str | None, version: str) -> Finding | None:
 
 
 def _model(uri: str, mv, out: Offline) -> None:
-    """The model files against their signature and the signed statements; an
-    unsigned version's model file against its recorded digest."""
+    """The model files against their signature and the signed statements, with
+    the promotion key's public half; without a key here (or an unsigned
+    version), the stored model file against its recorded digest."""
     name, version = mv.name, str(mv.version)
-    try:
-        verified = attested(uri, name, version)
-    except Exception as exc:  # noqa: BLE001 - the store did not answer
-        out.findings.append(Finding(UNVERIFIABLE, one_line(exc)))
-        return
-    if verified is not None:
-        out.model_sha256 = verified.model_sha256
-        for failure in verified.failures:
-            kind = UNVERIFIABLE if UNREADABLE in failure else TAMPERED
-            out.findings.append(Finding(kind, failure))
-        return
+    if mv.tags.get(TAG_ATTESTATION):
+        try:
+            key = configured_key()
+            why = (
+                None if key else f"no signing key here to verify it with: set {KEY_ENV}"
+            )
+        except SigningKeyError as exc:
+            why = str(exc)
+        if why is None:
+            try:
+                verified = attested(uri, name, version)
+            except Exception as exc:  # noqa: BLE001 - the store did not answer
+                out.findings.append(Finding(UNVERIFIABLE, one_line(exc)))
+                return
+            out.model_sha256 = verified.model_sha256
+            for failure in verified.failures:
+                unjudged = any(m in failure for m in UNJUDGED)
+                out.findings.append(
+                    Finding(UNVERIFIABLE if unjudged else TAMPERED, failure)
+                )
+            return
+        out.findings.append(Finding(UNVERIFIABLE, f"signature not checked: {why}"))
     want = mv.tags.get(TAG_MODEL_DIGEST)
     try:
         got = stored_model_digest(mv.source, uri)
@@ -131,7 +153,7 @@ def _model(uri: str, mv, out: Offline) -> None:
         out.findings.append(
             Finding(
                 TAMPERED,
-                f"the stored model file of {name} v{version} (unsigned) has sha256 "
+                f"the stored model file of {name} v{version} has sha256 "
                 f"{got[:12]}, not the recorded {want[:12]}",
             )
         )
@@ -154,9 +176,9 @@ def data_findings(record: dict, root: Path) -> list[Finding]:
             )
             out.append(Finding(UNVERIFIABLE, f"{d.get('path')}: {why}"))
             continue
-        named = source.kind_of(d).version_name(d)
-        what = f"version {named}" if named else f"md5 {d['md5']}"
-        out.append(Finding(UNREPRODUCIBLE, f"{d['path']} {what} {fix}"))
+        # a kind's fix names the path and version itself (Delta), or follows them
+        line = fix if d["path"] in fix else f"{d['path']} md5 {d['md5']} {fix}"
+        out.append(Finding(UNREPRODUCIBLE, line))
     return out
 
 

@@ -17,7 +17,7 @@ from mlflow.exceptions import MlflowException
 
 from lineageflow.audit.verdicts import Audited, description_line, description_with
 from lineageflow.errors import LineageError
-from lineageflow.runs.store import client, redact_uri
+from lineageflow.runs.store import client, redact_uri, tracking_error
 from lineageflow.tags import (
     TAG_AUDIT_AT,
     TAG_AUDIT_BASIS,
@@ -28,7 +28,9 @@ from lineageflow.tags import (
     TAG_AUDIT_VERDICT,
     TAG_CHECKS,
     TAG_MANAGED,
+    TAG_PROMOTION_SHA256,
     TAG_RUN_ID,
+    TAG_WORKSPACE_REPO,
 )
 
 STAGES = ("Staging", "Archived")
@@ -74,7 +76,9 @@ def select(uri: str, models: list[str] | None, keep: int) -> Selection:
         )
         picked = _by_version(staged) + archived[:keep]
         if not picked:
-            skipped.append(f"{name}: no version in Staging or Archived by a promotion")
+            skipped.append(
+                f"{name}: no version a lineageflow promotion put in Staging or Archived"
+            )
         chosen += picked
     return Selection(chosen, skipped)
 
@@ -82,7 +86,9 @@ def select(uri: str, models: list[str] | None, keep: int) -> Selection:
 def _known(c, uri: str, name: str) -> None:
     try:
         c.get_registered_model(name)
-    except MlflowException:
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise tracking_error(uri, exc, f"could not read model '{name}'") from None
         found = c.search_registered_models(max_results=1000)
         ours = sorted(m.name for m in found if m.tags.get(TAG_MANAGED) == "true")
         raise LineageError(
@@ -93,11 +99,31 @@ def _known(c, uri: str, name: str) -> None:
 
 
 def _promoted(mv) -> bool:
-    return mv.current_stage in STAGES and mv.tags.get(TAG_CHECKS) == "passed"
+    """Put in Staging by a lineageflow promotion (which signs: a version whose
+    checks passed but that was never promoted has no promotion statement)."""
+    return (
+        mv.current_stage in STAGES
+        and mv.tags.get(TAG_CHECKS) == "passed"
+        and bool(mv.tags.get(TAG_PROMOTION_SHA256))
+    )
 
 
 def _by_version(mvs: list) -> list:
     return sorted(mvs, key=lambda mv: int(mv.version), reverse=True)
+
+
+def recorded_elsewhere(uri: str, mv, here: frozenset[str]) -> str | None:
+    """One line when ``mv``'s run was trained in another workspace than the
+    one audited (a shared tracking server): that workspace's audit re-proves
+    it, with its repository, DVC remotes and workers. None: this workspace's."""
+    run_id = mv.tags.get(TAG_RUN_ID) or mv.run_id
+    try:
+        repo = client(uri).get_run(run_id).data.tags.get(TAG_WORKSPACE_REPO)
+    except MlflowException:
+        return None  # a deleted or unreadable run: the offline checks say so
+    if repo is None or repo in here:
+        return None
+    return f"{mv.name} v{mv.version}: trained in workspace {repo}; its own audit re-proves it"
 
 
 def last_audit(mv) -> dict[str, str | None]:
@@ -113,19 +139,18 @@ def last_audit(mv) -> dict[str, str | None]:
 def write(uri: str, a: Audited, at: datetime, flow_run_id: str | None) -> None:
     """The verdict on the version: its tags, then the description's line."""
     c = client(uri)
-    tags = {
-        TAG_AUDIT_VERDICT: a.verdict,
-        TAG_AUDIT_AT: at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        TAG_AUDIT_RUN: flow_run_id or "",
-        TAG_AUDIT_CAUSE: a.cause[:5000],
-        TAG_AUDIT_SINCE: str(a.since),
-        TAG_AUDIT_BASIS: a.basis or "",
-    }
-    if a.reproduction:
-        tags[TAG_AUDIT_REPRODUCTION] = a.reproduction
-    for key, value in tags.items():
-        c.set_model_version_tag(a.model, a.version, key, value)
     mv = c.get_model_version(a.model, a.version)
     c.update_model_version(
         a.model, a.version, description_with(mv.description, description_line(at, a))
     )
+    tags = {
+        TAG_AUDIT_BASIS: a.basis or "",
+        TAG_AUDIT_SINCE: str(a.since),
+        TAG_AUDIT_CAUSE: a.cause[:5000],
+        TAG_AUDIT_AT: at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        TAG_AUDIT_RUN: flow_run_id or "",
+        **({TAG_AUDIT_REPRODUCTION: a.reproduction} if a.reproduction else {}),
+        TAG_AUDIT_VERDICT: a.verdict,  # last: it is what the next audit compares
+    }
+    for key, value in tags.items():
+        c.set_model_version_tag(a.model, a.version, key, value)

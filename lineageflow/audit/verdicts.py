@@ -40,6 +40,8 @@ FROM_REPRODUCTION = {
     "unpinned": DIVERGED,
 }
 AUDIT_LINE = re.compile(r"^audited \d{4}-\d{2}-\d{2}: .*$", re.MULTILINE)
+HISTORY = 5  # audit lines a description keeps: about a month of weekly audits
+DESCRIPTION_MAX = 5000  # MLflow's limit on a model version's description
 _NAMESPACE = uuid.UUID("0b6c8f43-5a1e-4d0c-9a43-2f9e5d1c7e21")
 
 
@@ -142,16 +144,25 @@ def rebuild_due(last: dict[str, str | None], basis_now: str, every: int) -> bool
     return since + 1 >= every
 
 
-def description_with(description: str | None, line: str) -> str:
-    """The version's description with the audit's line at its end: the last
-    audit's line replaced, anything else the description says kept."""
-    kept = AUDIT_LINE.sub("", description or "").rstrip()
-    return f"{kept}\n{line}" if kept else line
+def description_with(description: str | None, line: str, keep: int = HISTORY) -> str:
+    """The version's description with the audit's line appended after the
+    last ``keep - 1`` audits' lines (older ones dropped), everything else the
+    description says kept above them, whole; within MLflow's 5000 characters."""
+    text = description or ""
+    past = AUDIT_LINE.findall(text)[-(keep - 1) :] if keep > 1 else []
+    rest = re.sub(r"\n{3,}", "\n\n", AUDIT_LINE.sub("", text)).rstrip()
+    while past and len(rest) + len("\n".join([*past, line])) >= DESCRIPTION_MAX:
+        past.pop(0)  # the oldest audit goes first; the description itself never
+    room = DESCRIPTION_MAX - len(rest) - 1
+    lines = "\n".join([*past, line[: max(room, 0)]])
+    return f"{rest}\n{lines}" if rest else lines
 
 
 def description_line(at: datetime, audited: Audited) -> str:
-    why = f" ({audited.cause})" if audited.cause else ""
-    return f"audited {at:%Y-%m-%d}: {audited.verdict}{why}"[:1000]
+    """One line: ``audited 2026-12-06: exact`` (a cause cut to 300 characters)."""
+    cause = " ".join(audited.cause.split())
+    why = f" ({cause[:300]}{'…' if len(cause) > 300 else ''})" if cause else ""
+    return f"audited {at:%Y-%m-%d}: {audited.verdict}{why}"
 
 
 def event(audited: Audited, workspace: str, flow_run_id: str | None) -> dict:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import Field, field_validator, model_validator
 
 from lineageflow.data.kind import DataKind, Entry, Named
-from lineageflow.errors import DataError
+from lineageflow.errors import DataError, RemoteUnreachable
 
 if TYPE_CHECKING:
     from lineageflow.data.delta_table import DeltaTableSource, DeltaVersion
@@ -193,6 +193,17 @@ class DeltaKind(DataKind):
 
     def in_remote(self, entry: dict, root: Path) -> bool:
         return self._probe(entry) is None
+
+    def remote_answers(self, entry: dict, root: Path) -> None:
+        """Raise when the table's store did not answer (S3 down or refusing the
+        credentials): ``in_remote`` reads that as a version that is gone."""
+        src = self.open(None, DeltaEntry(delta=entry["path"]), None, expect=entry)
+        try:
+            src.pin()
+        except RemoteUnreachable:
+            raise
+        except DataError:
+            return
 
     def not_pushed_fix(self, entry: dict) -> str:
         return self._probe(entry) or (

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from lineageflow.errors import DataError
+from lineageflow.errors import DataError, RemoteUnreachable
 
 OPTIONS_ENV = "LINEAGEFLOW_DELTA_STORAGE_OPTIONS"
 VACUUM_ADVICE = (
@@ -85,7 +85,7 @@ def unreachable(name: str, uri: str, exc: Exception) -> DataError:
             if refused
             else "start it or fix AWS_ENDPOINT_URL"
         )
-        return DataError(
+        return RemoteUnreachable(
             f"Delta table {name}: S3 endpoint {endpoint_of(uri)} {why} ({first}): {fix}"
         )
     return DataError(f"Delta table {name} could not be read ({first}): check the path")

@@ -13,7 +13,7 @@ import yaml
 from dvc.exceptions import NotDvcRepoError
 from dvc.repo import Repo
 
-from lineageflow.errors import DataError, WorkspaceError
+from lineageflow.errors import DataError, RemoteUnreachable, WorkspaceError
 from lineageflow.workspace import Workspace
 
 
@@ -110,7 +110,7 @@ def remote_answers(root: Path, remote: str | None, md5: str) -> None:
     host = urlsplit(url or "")
     where = f"{host.scheme}://{host.hostname}" if host.hostname else url
     first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
-    raise DataError(
+    raise RemoteUnreachable(
         f"DVC remote '{name}' ({where}) did not answer ({type(err).__name__}"
         f"{': ' + first if first else ''})"
     )

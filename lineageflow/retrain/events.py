@@ -10,7 +10,7 @@ from __future__ import annotations
 from lineageflow.errors import LineageflowError
 
 
-def api_url() -> str:
+def api_url(run_as: str = "`prefect deployment run watch-workspace/watch`") -> str:
     """The Prefect API the events go to: a real server, whose automations
     (the ``train`` deployment's trigger) react to them."""
     from prefect.settings import get_current_settings
@@ -18,19 +18,22 @@ def api_url() -> str:
     url = get_current_settings().api.url
     if not url:
         raise LineageflowError(
-            "no Prefect server to send events to: run watch as its deployment "
-            "(`prefect deployment run watch-workspace/watch`) or set PREFECT_API_URL"
+            f"no Prefect server to send events to: run it as its deployment "
+            f"({run_as}) or set PREFECT_API_URL"
         )
     return url
 
 
-def send(events: list[dict]) -> None:
-    """Post the events; one line when the server refuses or does not answer."""
+def send(
+    events: list[dict], again: str = "the next watch run sends them again"
+) -> None:
+    """Post the events; one line when the server refuses or does not answer
+    (``again``: what happens to the events then)."""
     if not events:
         return
     from prefect.client.orchestration import get_client
 
-    url = api_url()
+    url = api_url("`prefect deployment run` of the flow")
     try:
         with get_client(sync_client=True) as c:
             resp = c.request("POST", "/events", json=events)
@@ -39,6 +42,5 @@ def send(events: list[dict]) -> None:
         detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
         raise LineageflowError(
             f"Prefect at {url} did not take {len(events)} change event(s) "
-            f"({type(exc).__name__}{': ' + detail if detail else ''}): the next "
-            "watch run sends them again"
+            f"({type(exc).__name__}{': ' + detail if detail else ''}): {again}"
         ) from None

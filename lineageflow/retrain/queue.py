@@ -1,8 +1,11 @@
-"""Triggered retrains of one workspace run one at a time, in arrival order.
+"""Triggered retrains, scheduled retrains and audits of one workspace run one at
+a time, in arrival order.
 
 A Prefect global concurrency limit of 1 per workspace (``lineageflow-retrain-``
 and a hash of its path: Prefect's UI, Concurrency), held by each run for a
-commit while it checks "already trained" and trains. A second event for the
+commit while it checks "already trained" and trains, by a nightly retrain
+(``skip_if_unchanged``) while it checks and trains, and by an audit
+(flows/audit.py) while it re-proves the registry. A second event for the
 same change waits, then finds the first run and ends at once. Not a limit on
 the ``train`` deployment itself: a worker killed mid-run would hold that slot
 until Prefect's 5-minute lease expires and block even a hand-started run.

@@ -451,3 +451,33 @@ def test_storage_options_come_from_the_environment_with_bounded_waits(monkeypatc
         DataError, match=r"^\$LINEAGEFLOW_DELTA_STORAGE_OPTIONS is not a JSON"
     ):
         storage_options("s3://b/t")
+
+
+def test_a_delta_store_that_does_not_answer_is_unverifiable_not_gone(
+    monkeypatch, tmp_path
+):
+    """The audit asks the kind whether its store answered before calling a
+    recorded version gone (lineageflow.audit.offline.data_findings)."""
+    from lineageflow.audit.offline import data_findings
+    from lineageflow.ops.procs import free_port
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    entry = {
+        "kind": "delta",
+        "path": "s3://lake/customers",
+        "uri": "s3://lake/customers",
+        "version": 0,
+        "md5": "ab" * 16,
+    }
+    (found,) = data_findings({"data": [entry]}, tmp_path)
+    assert found.verdict == "unverifiable", found
+    assert found.cause.startswith(
+        "s3://lake/customers: Delta table s3://lake/customers: S3 endpoint "
+        "http://127.0.0.1:"
+    ), found.cause
+    # a local table that is not there any more is gone, not unverifiable
+    gone = dict(entry, path=str(tmp_path / "no-table"), uri=str(tmp_path / "no-table"))
+    (found,) = data_findings({"data": [gone]}, tmp_path)
+    assert found.verdict == "unreproducible", found

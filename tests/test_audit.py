@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import uuid
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
@@ -162,28 +163,53 @@ def _where(c: MlflowClient, name: str) -> dict[str, str]:
     return out
 
 
-def _audit_events(api: str, since: datetime, expect: int = 0) -> list[dict]:
-    """The audit events the Prefect server at ``api`` stored since ``since``;
-    waits (bounded) for ``expect`` of them, or, expecting none, long enough
-    for a sent one to have been stored."""
+def _events(api: str, name: str, since: datetime) -> list[dict]:
     from tests.test_deployments import rest
 
-    deadline = time.monotonic() + (30 if expect else 8)
-    while True:
-        found = rest(
-            "POST",
-            f"{api}/events/filter",
-            json={
-                "filter": {
-                    "event": {"name": ["lineageflow.audit.changed"]},
-                    "occurred": {"since": since.isoformat()},
-                },
-                "limit": 50,
+    return rest(
+        "POST",
+        f"{api}/events/filter",
+        json={
+            "filter": {
+                "event": {"name": [name]},
+                "occurred": {"since": since.isoformat()},
             },
-        ).json()["events"]
-        if (expect and len(found) >= expect) or time.monotonic() > deadline:
-            return found
-        time.sleep(0.5)
+            "limit": 50,
+        },
+    ).json()["events"]
+
+
+def _audit_events(api: str, since: datetime, expect: int = 0) -> list[dict]:
+    """The audit events the Prefect server at ``api`` stored since ``since``:
+    waits (bounded) for ``expect`` of them; expecting none, until an event
+    sent after the audit is stored (the server stores events in the order
+    they arrive, so an audit event sent before it would be there too)."""
+    from tests.test_deployments import rest
+
+    deadline = time.monotonic() + 30
+    marker = "lineageflow.test.after-audit"
+    if not expect:
+        sent = datetime.now(UTC)
+        rest(
+            "POST",
+            f"{api}/events",
+            json=[
+                {
+                    "id": str(uuid.uuid4()),
+                    "occurred": sent.isoformat(),
+                    "event": marker,
+                    "resource": {"prefect.resource.id": "lineageflow.test"},
+                }
+            ],
+        )
+    while True:
+        if expect:
+            found = _events(api, "lineageflow.audit.changed", since)
+            if len(found) >= expect or time.monotonic() > deadline:
+                return found
+        elif _events(api, marker, sent) or time.monotonic() > deadline:
+            return _events(api, "lineageflow.audit.changed", since)
+        time.sleep(0.25)
 
 
 @pytest.mark.usefixtures("prefect_api")
@@ -458,30 +484,37 @@ def test_deployed_weekly_audit_raises_a_changed_verdict_once_and_it_is_rebuilt(
         assert "tampered" in page and "2 changed" in page and md5 in page
 
     # 4. the automation: one reproduce run per changed version, by its run id
+    triggered = wait_until(
+        "2 reproduce runs the audit's events triggered",
+        lambda: (lambda runs: runs if len(runs) == 2 else None)(
+            flow_runs_of(api, reproduce["id"])
+        ),
+        timeout=120,
+    )
+    assert {r["parameters"]["run_id"] for r in triggered} == {v1.run_id, v2.run_id}
+    assert all(r["created_by"]["type"] == "AUTOMATION" for r in triggered)
+
+    # 5. again with nothing changed (while those rebuild): the same verdicts, no
+    # event, no rebuild
+    quiet = datetime.now(UTC)
+    run("audit-registry/weekly")
+    assert _versions(mlf, name)["1"].tags["lineage.audit.verdict"] == "unreproducible"
+    assert _audit_events(api, quiet) == []  # so the trigger had nothing to react to
+    assert _where(mlf, name) == where  # never a stage or an alias
     rebuilt = wait_until(
-        "2 reproduce runs the audit's events triggered, finished",
+        "the 2 triggered reproduce runs finished",
         lambda: (
             lambda runs: (
                 runs
-                if len(runs) == 2
-                and all(r["state"]["type"] in ("COMPLETED", "FAILED") for r in runs)
+                if all(r["state"]["type"] in ("COMPLETED", "FAILED") for r in runs)
                 else None
             )
         )(flow_runs_of(api, reproduce["id"])),
         timeout=300,
     )
-    assert {r["parameters"]["run_id"] for r in rebuilt} == {v1.run_id, v2.run_id}
-    assert all(r["created_by"]["type"] == "AUTOMATION" for r in rebuilt)
-    assert {r["state"]["type"] for r in rebuilt} == {"COMPLETED"}, worker.tail()
-
-    # 5. again with nothing changed: the same verdicts, no event, no rebuild
-    quiet = datetime.now(UTC)
-    run("audit-registry/weekly")
-    assert _versions(mlf, name)["1"].tags["lineage.audit.verdict"] == "unreproducible"
-    assert _audit_events(api, quiet) == []
-    time.sleep(5)
-    assert len(flow_runs_of(api, reproduce["id"])) == 2
-    assert _where(mlf, name) == where  # never a stage or an alias
+    assert len(rebuilt) == 2 and {r["state"]["type"] for r in rebuilt} == {
+        "COMPLETED"
+    }, worker.tail()
     assert audit_results(second)["state"]["type"] == "COMPLETED"
 
     worker.stop(interrupts=2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,32 +215,33 @@ def training_pipeline(
     if commit:
         return train_commit(workspace, commit, reuse)
     ws, cfg, uri = settings(workspace)
-    if not skip_if_unchanged:
-        return run_stages(ws, cfg, uri, reuse=reuse).summary()
     # a scheduled retrain holds the workspace's slot, as a triggered retrain
     # and an audit do (lineageflow.retrain.queue): none runs beside another
-    with one_at_a_time(ws.root):
-        return _unless_unchanged(ws, cfg, uri, reuse)
-
-
-def _unless_unchanged(ws: Workspace, cfg, uri: str, reuse: bool) -> dict:
-    """Train unless commit, data and params are the Staging version's."""
-    check_reachable(uri)
-    version = unchanged_since_staging(ws, cfg, uri)
-    if version is None:
+    slot = one_at_a_time(ws.root) if skip_if_unchanged else contextlib.nullcontext()
+    with slot:
+        if skip_if_unchanged:
+            check_reachable(uri)
+            version = unchanged_since_staging(ws, cfg, uri)
+            if version is not None:
+                return _nothing_changed(version, cfg.registration.model_name, uri)
         return run_stages(ws, cfg, uri, reuse=reuse).summary()
+
+
+def _nothing_changed(version: str, model: str, uri: str) -> dict:
+    """A nightly run's result when commit, data and params are the Staging
+    version's: nothing trained, nothing registered."""
     message = f"nothing changed since version {version}"
     run_logger().info(message)
     skipped = {
         "skipped": True,
         "message": message,
         "version": version,
-        "model": cfg.registration.model_name,
+        "model": model,
         "stage": "Staging",
     }
     # compared with the newest signed promotion; one moved into Staging by hand
     # since is said here (a run that trains says it at register)
-    moved = staging(uri, cfg.registration.model_name).line()
+    moved = staging(uri, model).line()
     if moved:
         run_logger().warning(moved)
         skipped["warning"] = moved

@@ -77,3 +77,22 @@ def test_every_misspelled_key_is_named_in_one_line(tmp_path, text, line):
 def test_missing_params_file(tmp_path):
     with pytest.raises(ConfigError, match=r"params.yaml not found"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_the_audit_section_is_no_training_param():
+    """audit.* is read by the weekly audit only: it never enters a run's params
+    or their sha256, so changing it retrains nothing."""
+    tuned = parse_params(
+        {"audit": {"keep": 0, "reproduce_every": 1, "tolerance": 0.01}}
+    )
+    assert tuned.audit.keep == 0 and tuned.audit.reproduce_every == 1
+    assert tuned.sha256() == PipelineConfig().sha256()
+    assert "audit" not in tuned.as_dict()
+    with pytest.raises(ConfigError) as exc:
+        parse_params({"audit": {"reproduce_every": 0}})
+    assert str(exc.value) == (
+        "params.yaml: 'audit.reproduce_every' Input should be greater than or "
+        "equal to 1 (got 0)"
+    )
+    with pytest.raises(ConfigError, match=r"unknown key 'audit.kep'"):
+        parse_params({"audit": {"kep": 3}})

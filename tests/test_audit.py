@@ -6,6 +6,7 @@ and Prefect API."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
 import uuid
@@ -287,6 +288,20 @@ def test_audit_re_proves_versions_and_reports_what_changed(
     out = audit_registry(workspace=str(ws))
     assert out["audited"] == {f"{name}/2": "tampered", f"{name}/1": "unreproducible"}
     assert out["changed"] == [] and _audit_events(prefect_api_url, again) == []
+
+    # 4b. v1's directory listing back in the remote, one of its files gone
+    # instead: the file named, with the fix a plain `dvc push` would not do
+    cache = ws / ".dvc" / "cache" / "files" / "md5"
+    shutil.copy(cache / md5[:2] / md5[2:], obj)
+    part = json.loads(obj.read_text())[0]
+    _dvc_object(paths, part["md5"]).unlink()
+    out = audit_registry(workspace=str(ws), models=[name])
+    assert out["audited"][f"{name}/1"] == "unreproducible" and out["changed"] == []
+    assert out["causes"][f"{name}/1"].startswith(
+        f"data/customers md5 {md5}: 1 of its files are not in remote 'storage' "
+        f"({part['relpath']} md5 {part['md5']}): DVC counts a directory whose "
+        f"listing is in the remote as pushed, so delete the listing "
+    ), out["causes"]
 
     # 5. a DVC remote that does not answer: v1 unverifiable with the reason, and
     # the audit goes on to v2

@@ -167,7 +167,8 @@ def data_findings(record: dict, root: Path) -> list[Finding]:
             if source.in_remote(d, root):
                 continue
             source.remote_answers(d, root)  # down is not gone
-            fix = source.not_pushed_fix(d)
+            part = source.missing(d, root)
+            fix = part or source.not_pushed_fix(d)
         except Exception as exc:  # noqa: BLE001 - a remote that does not answer
             why = (
                 str(exc)
@@ -177,7 +178,13 @@ def data_findings(record: dict, root: Path) -> list[Finding]:
             out.append(Finding(UNVERIFIABLE, f"{d.get('path')}: {why}"))
             continue
         # a kind's fix names the path and version itself (Delta), or follows them
-        line = fix if d["path"] in fix else f"{d['path']} md5 {d['md5']} {fix}"
+        line = (
+            f"{d['path']} md5 {d['md5']}: {fix}"
+            if part
+            else fix
+            if d["path"] in fix
+            else f"{d['path']} md5 {d['md5']} {fix}"
+        )
         out.append(Finding(UNREPRODUCIBLE, line))
     return out
 

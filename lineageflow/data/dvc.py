@@ -87,6 +87,9 @@ class DvcKind(DataKind):
     def remote_answers(self, entry: dict, root: Path) -> None:
         _heavy()[1].remote_answers(root, entry.get("remote"), entry["md5"])
 
+    def missing(self, entry: dict, root: Path) -> str | None:
+        return _heavy()[1].missing_files(root, entry.get("remote"), entry["md5"])
+
     def not_pushed_fix(self, entry: dict) -> str:
         if entry.get("remote") is None:
             return (

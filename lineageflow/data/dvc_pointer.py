@@ -88,6 +88,36 @@ def in_remote_now(root: Path, remote: str | None, md5: str) -> bool:
         return remote_has(repo, remote, md5)
 
 
+def missing_files(root: Path, remote: str | None, md5: str) -> str | None:
+    """For a directory whose listing is in the remote but some of whose files
+    are not: those files and how to push them again (DVC takes a directory
+    whose listing is in the remote as pushed whole, so a plain ``dvc push``
+    says "Everything is up to date"). None otherwise."""
+    if not md5.endswith(".dir"):
+        return None
+    with _repo(root) as repo:
+        name, _url = resolve_remote(repo, remote)
+        if name is None:
+            return None
+        odb = repo.cloud.get_remote_odb(name)
+        listing = odb.oid_to_path(md5)
+        if not odb.exists(md5):
+            return None
+        with odb.fs.open(listing, "r") as fh:
+            entries = json.load(fh)
+        have = set(odb.oids_exist({e["md5"] for e in entries}))
+    gone = [e for e in entries if e["md5"] not in have]
+    if not gone:
+        return None
+    each = ", ".join(f"{e['relpath']} md5 {e['md5']}" for e in gone[:3])
+    more = f" and {len(gone) - 3} more" if len(gone) > 3 else ""
+    return (
+        f"{len(gone)} of its files are not in remote '{name}' ({each}{more}): "
+        f"DVC counts a directory whose listing is in the remote as pushed, so "
+        f"delete the listing {md5[:2]}/{md5[2:]} from the remote, then `dvc push`"
+    )
+
+
 def remote_answers(root: Path, remote: str | None, md5: str) -> None:
     """Raise DataError when the remote holding ``md5`` does not answer, so a
     remote that is down is not taken for an object that is gone. (fsspec's

@@ -137,6 +137,12 @@ class DataKind(ABC):
         default ``in_remote`` already raises or says why (a Delta probe)."""
         return None
 
+    def missing(self, entry: dict, root: Path) -> str | None:
+        """What exactly of the recorded version the remote lacks, and its fix,
+        when ``not_pushed_fix`` would not say (a DVC directory missing some
+        of its files); None: ``not_pushed_fix`` says it."""
+        return None
+
     @abstractmethod
     def not_pushed_fix(self, entry: dict) -> str:
         """What to do when ``in_remote`` is False."""

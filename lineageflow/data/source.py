@@ -88,6 +88,10 @@ def remote_answers(entry: dict, root: Path) -> None:
     kind_of(entry).remote_answers(entry, root)
 
 
+def missing(entry: dict, root: Path) -> str | None:
+    return kind_of(entry).missing(entry, root)
+
+
 def not_pushed_fix(entry: dict) -> str:
     return kind_of(entry).not_pushed_fix(entry)
 

@@ -69,6 +69,15 @@ class SigningKeyError(LineageflowError):
     """A signing or verifying key cannot be used."""
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: a LineageflowError's own text, else its type
+    and the first line of its message (200 characters at most)."""
+    if isinstance(exc, LineageflowError):
+        return str(exc)
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
 def permission_denied(what: str) -> TrackingError:
     """An MLflow server that knows the user but not their right to `what`."""
     user = os.environ.get("MLFLOW_TRACKING_USERNAME", "(none)")

@@ -376,6 +376,23 @@ def _model_file(mlf: MlflowClient, name: str, version: str) -> Path:
     return Path(where) / "model.pkl"
 
 
+def _audit_artifact(api: str, flow_run_id: str) -> dict:
+    """The ``audit`` artifact an audit flow run created (exactly one)."""
+    from tests.test_deployments import rest
+
+    (art,) = rest(
+        "POST",
+        f"{api}/artifacts/filter",
+        json={
+            "artifacts": {
+                "flow_run_id": {"any_": [flow_run_id]},
+                "key": {"any_": ["audit"]},
+            }
+        },
+    ).json()
+    return art
+
+
 def _dvc_object(paths, md5: str) -> Path:
     return paths.remote / "files" / "md5" / md5[:2] / md5[2:]
 
@@ -438,16 +455,7 @@ def test_deployed_weekly_audit_raises_a_changed_verdict_once_and_it_is_rebuilt(
         assert mv.tags["lineage.audit.run"] == first["id"]
         assert mv.tags["lineage.audit.reproduction"]
         assert mv.description.endswith(f"audited {since:%Y-%m-%d}: exact")
-    (art,) = rest(
-        "POST",
-        f"{api}/artifacts/filter",
-        json={
-            "artifacts": {
-                "flow_run_id": {"any_": [first["id"]]},
-                "key": {"any_": ["audit"]},
-            }
-        },
-    ).json()
+    art = _audit_artifact(api, first["id"])
     assert f"| `{name}` | 2 | Staging | exact | — | rebuilt |" in art["data"]
     assert f"| `{name}` | 1 | Archived | exact | — | rebuilt |" in art["data"]
 
@@ -480,16 +488,7 @@ def test_deployed_weekly_audit_raises_a_changed_verdict_once_and_it_is_rebuilt(
     from tests.test_browser import CHROMIUM, rendered
 
     if CHROMIUM is not None:
-        (latest,) = rest(
-            "POST",
-            f"{api}/artifacts/filter",
-            json={
-                "artifacts": {
-                    "flow_run_id": {"any_": [second["id"]]},
-                    "key": {"any_": ["audit"]},
-                }
-            },
-        ).json()
+        latest = _audit_artifact(api, second["id"])
         ui = api.removesuffix("/api")
         page = rendered(
             f"{ui}/artifacts/artifact/{latest['id']}",

@@ -14,12 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from lineageflow.audit import registry
-from lineageflow.audit.offline import (
-    Offline,
-    check_version,
-    environment_now,
-    one_line,
-)
+from lineageflow.audit.offline import Offline, check_version, environment_now
 from lineageflow.audit.verdicts import (
     EXACT,
     UNREPRODUCIBLE,
@@ -36,6 +31,7 @@ from lineageflow.errors import (
     OrchestratorError,
     RemoteUnreachable,
     TrackingError,
+    one_line,
 )
 from lineageflow.runs.orchestration import run_logger
 from lineageflow.tags import TAG_RUN_ID

@@ -27,7 +27,12 @@ from lineageflow.audit.verdicts import (
     Finding,
 )
 from lineageflow.data import source
-from lineageflow.errors import LineageError, LineageflowError, SigningKeyError
+from lineageflow.errors import (
+    LineageError,
+    LineageflowError,
+    SigningKeyError,
+    one_line,
+)
 from lineageflow.lineage.checks import check_digest
 from lineageflow.lineage.code import pipeline_state
 from lineageflow.lineage.environment import installed
@@ -261,10 +266,3 @@ def _local(url: str | None) -> str | None:
     if url.startswith("file://"):
         return unquote(urlparse(url).path).split("@")[0]
     return url if url.startswith("/") else None
-
-
-def one_line(exc: BaseException) -> str:
-    if isinstance(exc, LineageflowError):
-        return str(exc)
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__

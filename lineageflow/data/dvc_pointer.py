@@ -13,7 +13,7 @@ import yaml
 from dvc.exceptions import NotDvcRepoError
 from dvc.repo import Repo
 
-from lineageflow.errors import DataError, RemoteUnreachable, WorkspaceError
+from lineageflow.errors import DataError, RemoteUnreachable, WorkspaceError, one_line
 from lineageflow.workspace import Workspace
 
 
@@ -139,8 +139,6 @@ def remote_answers(root: Path, remote: str | None, md5: str) -> None:
             err = exc
     host = urlsplit(url or "")
     where = f"{host.scheme}://{host.hostname}" if host.hostname else url
-    first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
     raise RemoteUnreachable(
-        f"DVC remote '{name}' ({where}) did not answer ({type(err).__name__}"
-        f"{': ' + first if first else ''})"
+        f"DVC remote '{name}' ({where}) did not answer ({one_line(err)})"
     )

@@ -361,8 +361,10 @@ def main(argv: list[str] | None = None) -> int:
             kind = "dask" if comp == "dask-worker" else "local"
             ws = spaces[kind]
             name = ws.parent.name
-            # a moment inside the run: its whole length, as the first run took
-            delay = rng.uniform(0.05, 0.9) * baseline[kind]
+            # a moment inside the run, as the first run took: up to 60% of it,
+            # since a later run is warm and shorter (at 90% a kill once landed
+            # after the run had ended)
+            delay = rng.uniform(0.05, 0.6) * baseline[kind]
             row = trial(stack, dep, ws, name, comp, delay, counter, env)
             rows.append(row)
             print(json.dumps(row), flush=True)
